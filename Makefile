@@ -1,0 +1,37 @@
+# Two commands for readers: `make book` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.styo-installed
+# The CPU wheel of torch (this is what a CPU machine should get; never a multi-GB CUDA build).
+# On another CPU machine, add: TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.13.*
+TORCH_PIP_ARGS ?=
+KERNEL := styo
+
+.PHONY: setup test lint book bench clean
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -q -e ".[book,dev]"
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (styo)" >/dev/null
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check styo tests benchmarks
+
+test: lint
+	$(PY) -m pytest -q
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . --keep-going
+	@echo "Book: $(CURDIR)/_build/html/index.html"
+
+bench: $(STAMP)
+	$(PY) benchmarks/sd_scale.py
+
+clean:
+	rm -rf _build
