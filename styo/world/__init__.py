@@ -1,0 +1,1 @@
+"""The miniature world: procedural 64x64 portraits, their attributes, styles and captions."""
