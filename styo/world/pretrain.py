@@ -1,0 +1,246 @@
+"""Pretrain the miniature world's text-to-image model from scratch, resumably.
+
+Stages, each cached in ``work_dir`` so a killed run picks up where it stopped:
+1. render the dataset (pretraining styles only: held-out styles are never seen);
+2. train the VAE; 3. encode every image once (posterior mean and std);
+4. train the UNet and the text encoder jointly on captions, with an EMA of both;
+5. assemble a diffusers ``StableDiffusionPipeline`` and ``save_pretrained`` it (safetensors).
+Every random draw of step ``k`` comes from a generator seeded by ``(seed, stage, k)``, so a resumed
+run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from . import architecture as arch
+from .attributes import ATTRIBUTES, PRETRAIN_STYLES
+from .captions import caption
+from .render import render_batch
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0
+    n_images: int = 40_000
+    vae_steps: int = 1500
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    unet_steps: int = 4000
+    unet_batch: int = 128
+    unet_lr: float = 3e-4
+    warmup: int = 100
+    empty_caption_p: float = 0.1
+    phrase_drop_p: float = 0.2
+    ema_decay: float = 0.999
+    checkpoint_every: int = 100
+
+
+def _generator(seed: int, stage: int, step: int, device: str = "cpu") -> torch.Generator:
+    return torch.Generator(device).manual_seed(seed * 1_000_003 + stage * 100_003 + step)
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10 %."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
+
+
+def build_dataset(work_dir: Path, cfg: PretrainConfig) -> dict[str, np.ndarray]:
+    """Render (or load the cached) pretraining images with their style and attribute labels."""
+    path = work_dir / "dataset.npz"
+    if path.exists():
+        data = dict(np.load(path))
+        if len(data["images"]) == cfg.n_images:
+            return data
+    seeds = range(cfg.seed * 10_000_000, cfg.seed * 10_000_000 + cfg.n_images)
+    images, styles, attrs = [], [], []
+    chunk = 1000
+    for start in tqdm(range(0, cfg.n_images, chunk), desc="render dataset"):
+        arr, st, at = render_batch(seeds[start : start + chunk], styles=PRETRAIN_STYLES)
+        images.append(arr)
+        styles += [PRETRAIN_STYLES.index(s) for s in st]
+        attrs += [[ATTRIBUTES[k].index(a[k]) for k in ATTRIBUTES] for a in at]
+    data = {
+        "images": np.concatenate(images),
+        "styles": np.asarray(styles, np.int64),
+        "attributes": np.asarray(attrs, np.int64),
+    }
+    np.savez(path, **data)
+    return data
+
+
+def _to_model_range(images: np.ndarray, idx: torch.Tensor, device: str) -> torch.Tensor:
+    x = torch.from_numpy(images[idx.numpy()]).to(device)
+    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def _resume(ckpt_dir: Path, modules: dict, opt: torch.optim.Optimizer) -> int:
+    found = list_checkpoints(ckpt_dir)
+    if not found:
+        return 0
+    return load_checkpoint(found[-1], modules, opt)["step"]
+
+
+def train_vae(data: dict, work_dir: Path, cfg: PretrainConfig, device: str):
+    """Stage 2: a small KL autoencoder (MSE + L1 + tiny KL), resumable."""
+    final = work_dir / "vae.safetensors"
+    vae = arch.build_vae().to(device)
+    if final.exists():
+        vae.load_state_dict(load_file(final))
+        return vae
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    ckpt_dir = work_dir / "vae-checkpoints"
+    start = _resume(ckpt_dir, {"vae": vae}, opt)
+    n = len(data["images"])
+    bar = tqdm(range(start, cfg.vae_steps), initial=start, total=cfg.vae_steps, desc="VAE")
+    for step in bar:
+        g = _generator(cfg.seed, 2, step)
+        for group in opt.param_groups:
+            group["lr"] = cfg.vae_lr * _lr_factor(step, cfg.vae_steps, cfg.warmup)
+        x = _to_model_range(data["images"], torch.randint(0, n, (cfg.vae_batch,), generator=g), device)
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(device)
+        rec = vae.decode(z).sample
+        kl = post.kl().mean()
+        loss = F.mse_loss(rec, x) + F.l1_loss(rec, x) + cfg.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.vae_steps:
+            save_checkpoint(ckpt_dir, step + 1, {"vae": vae}, opt)
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, final)
+    return vae
+
+
+@torch.no_grad()
+def encode_dataset(vae, data: dict, work_dir: Path, device: str) -> dict[str, torch.Tensor]:
+    """Stage 3: posterior mean/std of every image, once, and SD's latent scaling factor."""
+    path = work_dir / "latents.safetensors"
+    if path.exists():
+        return load_file(path)
+    vae.eval()
+    means, stds = [], []
+    for start in tqdm(range(0, len(data["images"]), 256), desc="encode"):
+        idx = torch.arange(start, min(start + 256, len(data["images"])))
+        post = vae.encode(_to_model_range(data["images"], idx, device)).latent_dist
+        means.append(post.mean.cpu().contiguous())
+        stds.append(post.std.cpu().contiguous())
+    mean, std = torch.cat(means), torch.cat(stds)
+    # SD scales latents to unit variance (0.18215 for SD); ours is measured the same way.
+    scale = torch.tensor(1.0 / mean.std().item())
+    latents = {"mean": mean.contiguous(), "std": std.contiguous(), "scaling_factor": scale}
+    save_file(latents, path)
+    return latents
+
+
+def _captions(data: dict, idx: np.ndarray, rng: np.random.Generator, cfg: PretrainConfig) -> list[str]:
+    names = list(ATTRIBUTES)
+    out = []
+    for i in idx:
+        if rng.random() < cfg.empty_caption_p:
+            out.append("")
+            continue
+        attrs = {k: ATTRIBUTES[k][v] for k, v in zip(names, data["attributes"][i], strict=True)}
+        out.append(caption(PRETRAIN_STYLES[data["styles"][i]], attrs, rng, drop_p=cfg.phrase_drop_p))
+    return out
+
+
+def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, device: str):
+    """Stage 4: UNet + text encoder from scratch, AdamW, EMA weights kept for sampling."""
+    tokenizer = arch.build_tokenizer()
+    torch.manual_seed(cfg.seed)
+    unet, te = arch.build_unet().to(device), arch.build_text_encoder(tokenizer).to(device)
+    params = [*unet.parameters(), *te.parameters()]
+    ema = {f"p{i}": p.detach().clone() for i, p in enumerate(params)}
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    sched = arch.train_scheduler()
+    alphas = sched.alphas_cumprod.to(device)
+    modules = {"unet": unet, "text_encoder": te, "ema": ema}
+    ckpt_dir = work_dir / "unet-checkpoints"
+    start = _resume(ckpt_dir, modules, opt)
+    mean, std = latents["mean"].to(device), latents["std"].to(device)
+    scale = latents["scaling_factor"].item()
+    n = len(mean)
+    bar = tqdm(range(start, cfg.unet_steps), initial=start, total=cfg.unet_steps, desc="UNet")
+    t0, times = time.time(), []
+    for step in bar:
+        g = _generator(cfg.seed, 4, step)
+        rng = np.random.default_rng(cfg.seed * 1_000_003 + step)
+        for group in opt.param_groups:
+            group["lr"] = cfg.unet_lr * _lr_factor(step, cfg.unet_steps, cfg.warmup)
+        idx = torch.randint(0, n, (cfg.unet_batch,), generator=g)
+        eps_z = torch.randn(mean[idx].shape, generator=g).to(device)
+        z0 = (mean[idx] + std[idx] * eps_z) * scale
+        noise = torch.randn(z0.shape, generator=g).to(device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.unet_batch,), generator=g).to(device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        ids = tokenizer(
+            _captions(data, idx.numpy(), rng, cfg), padding="max_length",
+            max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt",
+        ).input_ids.to(device)
+        pred = unet(zt, t, encoder_hidden_states=te(ids)[0]).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                ema[f"p{i}"].lerp_(p.detach(), 1 - decay)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        times.append(time.time() - t0)
+        t0 = time.time()
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.unet_steps:
+            save_checkpoint(ckpt_dir, step + 1, modules, opt, extra={"sec_per_step": float(np.median(times))})
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.copy_(ema[f"p{i}"])
+    return unet, te, tokenizer, float(np.median(times)) if times else None
+
+
+def pretrain(out_dir: str | os.PathLike, work_dir: str | os.PathLike, cfg: PretrainConfig | None = None,
+             device: str | None = None) -> Path:
+    """Run (or resume) every stage and save the pipeline to ``out_dir``."""
+    cfg = cfg or PretrainConfig()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    started = time.time()
+    data = build_dataset(work_dir, cfg)
+    vae = train_vae(data, work_dir, cfg, device)
+    latents = encode_dataset(vae, data, work_dir, device)
+    unet, te, tokenizer, sec_per_step = train_unet(data, latents, work_dir, cfg, device)
+    vae.register_to_config(scaling_factor=latents["scaling_factor"].item())
+    pipe = StableDiffusionPipeline(
+        vae=vae.cpu(), text_encoder=te.cpu(), tokenizer=tokenizer, unet=unet.cpu(),
+        scheduler=arch.sample_scheduler(), safety_checker=None, feature_extractor=None,
+        image_encoder=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    record = {
+        "config": asdict(cfg), "device": device, "torch": torch.__version__,
+        "unet_sec_per_step_median": sec_per_step, "wall_seconds_this_run": time.time() - started,
+    }
+    (out_dir / "training.json").write_text(json.dumps(record, indent=1))
+    return out_dir
