@@ -1,0 +1,194 @@
+"""StyO's prompts: identifiers, the contrastive disentangled templates and the augmented prompt.
+
+The templates follow the paper (DESIGN.md §1). ``negative=False`` gives the positive-only
+ablation, which drops every ``not [..]`` part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MIN_REPEAT, MAX_REPEAT = 1, 5
+
+
+@dataclass(frozen=True)
+class Identifiers:
+    """The four rare key prompts: source/target style and source/target content."""
+
+    s_src: str = "ak47"
+    s_tgt: str = "aug"
+    c_src: str = "sks"
+    c_tgt: str = "m4a1"
+
+    def __post_init__(self) -> None:
+        words = [self.s_src, self.s_tgt, self.c_src, self.c_tgt]
+        for w in words:
+            if not w or any(ch.isspace() for ch in w):
+                raise ValueError(f"identifier {w!r} must be one non-empty word without spaces")
+        if len(set(words)) != 4:
+            raise ValueError(f"the four identifiers must differ, got {words}")
+
+
+def _phrase(first: str, second: str, negative: bool) -> str:
+    return f"{first} not {second}" if negative else first
+
+
+def _check_repeat(name: str, value: int) -> None:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not MIN_REPEAT <= value <= MAX_REPEAT
+    ):
+        raise ValueError(
+            f"{name} must be an integer from {MIN_REPEAT} to {MAX_REPEAT} (the paper uses n_s=3, n_c=1), got {value!r}"
+        )
+
+
+def styo_prompt(style: str, content: str, n_s: int = 1, n_c: int = 1) -> str:
+    """``a drawing with (style) * n_s style of (content) * n_c portrait`` (empty content allowed)."""
+    _check_repeat("n_s", n_s)
+    _check_repeat("n_c", n_c)
+    parts = [
+        "a drawing with",
+        *[style] * n_s,
+        "style of",
+        *([content] * n_c if content else []),
+        "portrait",
+    ]
+    return " ".join(parts)
+
+
+def source_prompt(ids: Identifiers = Identifiers(), negative: bool = True) -> str:
+    """Prompt bound to the source image; also the FCC reconstruction branch."""
+    return styo_prompt(
+        _phrase(ids.s_src, ids.s_tgt, negative), _phrase(ids.c_src, ids.c_tgt, negative)
+    )
+
+
+def target_prompt(ids: Identifiers = Identifiers(), negative: bool = True) -> str:
+    """Prompt bound to the target style image."""
+    return styo_prompt(
+        _phrase(ids.s_tgt, ids.s_src, negative), _phrase(ids.c_tgt, ids.c_src, negative)
+    )
+
+
+def aux_prompt(ids: Identifiers = Identifiers(), negative: bool = True) -> str:
+    """Prompt for every auxiliary portrait: source style, generic content."""
+    return styo_prompt(_phrase(ids.s_src, ids.s_tgt, negative), "")
+
+
+def stylization_prompt(
+    ids: Identifiers = Identifiers(), n_s: int = 1, n_c: int = 1, negative: bool = True
+) -> str:
+    """Target style with source content, the style phrase repeated n_s and the content n_c times."""
+    return styo_prompt(
+        _phrase(ids.s_tgt, ids.s_src, negative), _phrase(ids.c_src, ids.c_tgt, negative), n_s, n_c
+    )
+
+
+# --- Token spans and the FCC content map ---------------------------------------------------------
+# Everything below works on the pipeline's own tokenizer: an identifier may be several BPE tokens
+# (CLIP splits digits: ak47 -> ak, 4, 7), and index 0 of the padded sequence is BOS.
+
+
+class PromptTooLongError(ValueError):
+    """A prompt does not fit the text encoder; the encoder would silently truncate it."""
+
+
+def _token_ids(tokenizer: Any, text: str, special: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=special, verbose=False).input_ids)
+
+
+def check_length(tokenizer: Any, prompt: str) -> int:
+    """Return the prompt's token count (BOS/EOS included); raise if it exceeds the encoder's limit.
+
+    diffusers' ``encode_prompt`` truncates at ``model_max_length`` with only a log warning, which
+    would drop content tokens (and their FCC indices) without anyone noticing.
+    """
+    count = len(_token_ids(tokenizer, prompt, special=True))
+    limit = tokenizer.model_max_length
+    if count > limit:
+        raise PromptTooLongError(
+            f"prompt {prompt!r} has {count} tokens (BOS/EOS included) but the text encoder takes "
+            f"at most {limit}; use smaller n_s/n_c or shorter identifiers"
+        )
+    return count
+
+
+def word_token_spans(tokenizer: Any, prompt: str) -> list[tuple[str, list[int]]]:
+    """Each whitespace word of ``prompt`` with its token indices in the padded sequence (BOS = 0).
+
+    Words are tokenised one by one and the counts accumulated, so a multi-token identifier gets
+    all its indices; the concatenation is checked against tokenising the whole prompt.
+    """
+    check_length(tokenizer, prompt)
+    spans: list[tuple[str, list[int]]] = []
+    ids: list[int] = []
+    for word in prompt.split():
+        word_ids = _token_ids(tokenizer, word, special=False)
+        start = 1 + len(ids)
+        spans.append((word, list(range(start, start + len(word_ids)))))
+        ids.extend(word_ids)
+    full = _token_ids(tokenizer, prompt, special=False)
+    if ids != full:
+        raise RuntimeError(
+            f"word-by-word tokenisation of {prompt!r} differs from the whole prompt's "
+            f"({ids} != {full}); token spans would be wrong"
+        )
+    return spans
+
+
+def _content_phrase(ids: Identifiers, negative: bool) -> list[str]:
+    return _phrase(ids.c_src, ids.c_tgt, negative).split()
+
+
+def _pair_words(sty: tuple[str, list[int]], rec: tuple[str, list[int]]) -> list[tuple[int, int]]:
+    if sty[0] != rec[0] or len(sty[1]) != len(rec[1]):
+        raise RuntimeError(f"content word mismatch between prompts: {sty} vs {rec}")
+    return list(zip(sty[1], rec[1], strict=True))
+
+
+def content_index_map(
+    tokenizer: Any,
+    ids: Identifiers = Identifiers(),
+    n_s: int = 1,
+    n_c: int = 1,
+    negative: bool = True,
+) -> list[tuple[int, int]]:
+    """(stylisation index, reconstruction index) for every token of every content word.
+
+    Content words are ``[C_src] not [C_tgt]`` (only ``[C_src]`` when ``negative=False``) and
+    ``portrait``. Each of the n_c repetitions maps to the single phrase of the source prompt. The
+    phrases are located from the end of the prompts (``... (content) * n_c portrait``), which the
+    templates fix, and each word is checked by its text.
+    """
+    rec_spans = word_token_spans(tokenizer, source_prompt(ids, negative))
+    sty_spans = word_token_spans(tokenizer, stylization_prompt(ids, n_s, n_c, negative))
+    phrase = _content_phrase(ids, negative)
+    size = len(phrase)
+    rec_block = rec_spans[-1 - size : -1]
+    sty_block = sty_spans[-1 - n_c * size : -1]
+    if [w for w, _ in sty_block] != phrase * n_c or [w for w, _ in rec_block] != phrase:
+        raise RuntimeError(f"content phrase {phrase} not found where the templates put it")
+    pairs: list[tuple[int, int]] = []
+    for k, sty_word in enumerate(sty_block):
+        pairs += _pair_words(sty_word, rec_block[k % size])
+    pairs += _pair_words(sty_spans[-1], rec_spans[-1])
+    return pairs
+
+
+def common_word_identifiers(tokenizer: Any, ids: Identifiers = Identifiers()) -> list[str]:
+    """Identifiers that are probably ordinary words, so they carry a prior meaning (warn only).
+
+    Offline we cannot ask how frequent a token was in pretraining. Heuristic: an identifier that
+    is a single vocabulary token made only of letters and at least 4 letters long is likely a real
+    word (e.g. ``face``); rare keys such as ``sks`` (short) or ``ak47`` (digits, several tokens)
+    pass.
+    """
+    words = [ids.s_src, ids.s_tgt, ids.c_src, ids.c_tgt]
+    return [
+        w
+        for w in words
+        if w.isalpha() and len(w) >= 4 and len(_token_ids(tokenizer, w, special=False)) == 1
+    ]
