@@ -101,6 +101,7 @@ def _resume(ckpt_dir: Path, modules: dict, opt: torch.optim.Optimizer) -> int:
 def train_vae(data: dict, work_dir: Path, cfg: PretrainConfig, device: str):
     """Stage 2: a small KL autoencoder (MSE + L1 + tiny KL), resumable."""
     final = work_dir / "vae.safetensors"
+    torch.manual_seed(cfg.seed)
     vae = arch.build_vae().to(device)
     if final.exists():
         vae.load_state_dict(load_file(final))
