@@ -1,0 +1,254 @@
+"""IDL fine-tuning on the tiny random pipeline (CPU, a few seconds per run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+from PIL import Image
+from safetensors.torch import load_file
+
+from styo.idl import IDLConfig, TrainingInterrupted, evaluate, prompts_for, train
+from styo.prompts import Identifiers, aux_prompt, source_prompt, target_prompt
+from styo.testing import TINY_IMAGE_SIZE, tiny_pipeline
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The CI box has 2 shared cores; one torch thread avoids oversubscription stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Smooth random pictures (source, target, two aux): something a tiny VAE can encode."""
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(4):
+        small = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((TINY_IMAGE_SIZE, TINY_IMAGE_SIZE), Image.BILINEAR)
+        out.append(img)
+    return out[0], out[1], out[2:]
+
+
+def _unet_state(pipe) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+
+
+def test_prompts_and_config_options():
+    ids = Identifiers()
+    base = prompts_for(IDLConfig())
+    assert base == {
+        "source": source_prompt(ids),
+        "target": target_prompt(ids),
+        "aux": aux_prompt(ids),
+    }
+    positive = prompts_for(IDLConfig(negative=False))
+    assert all(" not " not in p for p in positive.values())
+    assert positive["source"] == "a drawing with ak47 style of sks portrait"
+    assert set(prompts_for(IDLConfig(use_aux=False))) == {"source", "target"}
+    augmented = prompts_for(IDLConfig(train_n_s=3, train_n_c=2))
+    assert augmented["source"].count("ak47 not aug") == 3
+    assert augmented["target"].count("m4a1 not sks") == 2
+    assert augmented["aux"] == base["aux"]
+    for bad in (
+        dict(steps=0),
+        dict(train_n_s=6),
+        dict(mixed_precision="fp8"),
+        dict(lr=0.0),
+        dict(lora_rank=0),
+        dict(lora_rank=4, train_text_encoder=True),
+    ):
+        with pytest.raises(ValueError):
+            IDLConfig(**bad)
+
+
+def test_idl_lowers_loss_and_saves_a_loadable_pipeline(images, tmp_path):
+    source, target, aux = images
+    pipe = tiny_pipeline(0)
+    config = IDLConfig(steps=30, lr=1e-3, checkpoint_every=10)
+    before = evaluate(pipe, source, target, aux, config)
+    result = train(pipe, source, target, aux, config, output_dir=tmp_path, progress=False)
+    after = evaluate(pipe, source, target, aux, config)
+    assert after["total"] < 0.7 * before["total"], (before, after)
+    assert all(after[k] < before[k] for k in ("source", "target", "aux"))
+    assert len(result.losses) == 30 and set(result.term_losses) == {"source", "target", "aux"}
+    assert np.allclose(result.losses, np.sum(list(result.term_losses.values()), axis=0), atol=1e-5)
+
+    record = json.loads(result.losses_path.read_text())
+    assert record["losses"] == result.losses and record["prompts"] == result.prompts
+    assert [p.name for p in sorted(result.checkpoint_dir.iterdir())] == ["step-000030"]
+    loaded = StableDiffusionPipeline.from_pretrained(result.pipeline_dir, use_safetensors=True)
+    trained = pipe.unet.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in loaded.unet.state_dict().items())
+    assert not any(p.requires_grad for p in pipe.unet.parameters()) and not pipe.unet.training
+
+    with pytest.raises(FileExistsError, match="finished IDL run"):
+        train(tiny_pipeline(0), source, target, aux, config, output_dir=tmp_path, progress=False)
+    fresh = tiny_pipeline(0)  # resuming a finished run loads its weights without training
+    again = train(
+        fresh, source, target, aux, config, output_dir=tmp_path, resume=True, progress=False
+    )
+    assert again.losses == result.losses
+    assert all(torch.equal(v, trained[k]) for k, v in fresh.unet.state_dict().items())
+
+
+def _interrupt_at(step: int):
+    def callback(done: int, loss: float) -> None:
+        if done == step:  # a real Ctrl-C: the loop finishes the next step, checkpoints, stops
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return callback
+
+
+def test_resume_equals_uninterrupted_run(images, tmp_path):
+    source, target, aux = images
+    config = IDLConfig(steps=20, lr=1e-3, checkpoint_every=5, seed=7)
+    whole_pipe = tiny_pipeline(0)
+    whole = train(
+        whole_pipe, source, target, aux, config, output_dir=tmp_path / "whole", progress=False
+    )
+
+    out = tmp_path / "split"
+    with pytest.raises(TrainingInterrupted, match="step 10 of 20"):
+        train(
+            tiny_pipeline(0),
+            source,
+            target,
+            aux,
+            config,
+            output_dir=out,
+            progress=False,
+            callback=_interrupt_at(9),
+        )
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000010"]
+    assert not (out / "pipeline").exists()
+    with pytest.raises(FileExistsError, match="unfinished"):
+        train(tiny_pipeline(0), source, target, aux, config, output_dir=out, progress=False)
+    with pytest.raises(ValueError, match="config.lr"):
+        train(
+            tiny_pipeline(0),
+            source,
+            target,
+            aux,
+            IDLConfig(steps=20, lr=1e-2, seed=7),
+            output_dir=out,
+            resume=True,
+            progress=False,
+        )
+
+    split_pipe = tiny_pipeline(0)
+    split = train(
+        split_pipe, source, target, aux, config, output_dir=out, resume=True, progress=False
+    )
+    assert split.resumed_from == 10
+    assert split.losses == whole.losses
+    expected = whole_pipe.unet.state_dict()
+    for k, v in split_pipe.unet.state_dict().items():
+        torch.testing.assert_close(v, expected[k], rtol=0, atol=0)
+
+
+def test_no_aux_positive_only_and_v_prediction(images, tmp_path):
+    source, target, _ = images
+    pipe = tiny_pipeline(0)
+    pipe.scheduler = DDIMScheduler.from_config(
+        pipe.scheduler.config, prediction_type="v_prediction"
+    )
+    config = IDLConfig(steps=2, lr=1e-3, use_aux=False, negative=False, checkpoint_every=0)
+    result = train(pipe, source, target, [], config, output_dir=tmp_path, progress=False)
+    assert set(result.term_losses) == {"source", "target"}
+    assert result.prompts["target"] == "a drawing with aug style of m4a1 portrait"
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_lora_trains_only_adapters(images, tmp_path):
+    source, target, aux = images
+    pipe = tiny_pipeline(0)
+    base = _unet_state(pipe)
+    config = IDLConfig(steps=3, lr=1e-2, lora_rank=4, checkpoint_every=3)
+    result = train(pipe, source, target, aux, config, output_dir=tmp_path, progress=False)
+    saved = load_file(result.checkpoint_dir / "step-000003" / "trainable.safetensors")
+    assert saved and all("lora" in k for k in saved)
+
+    merged = pipe.unet.state_dict()
+    assert merged.keys() == base.keys()  # adapters merged and removed
+    changed = {k for k in base if not torch.equal(base[k], merged[k])}
+    assert changed and all(k.rsplit(".", 2)[-2] in {"to_q", "to_k", "to_v", "0"} for k in changed)
+    assert all(".attn" in k and k.endswith("weight") for k in changed)
+    loaded = StableDiffusionPipeline.from_pretrained(result.pipeline_dir, use_safetensors=True)
+    assert all(torch.equal(v, merged[k]) for k, v in loaded.unet.state_dict().items())
+
+
+def test_text_encoder_accumulation_and_checkpointing(images, tmp_path):
+    source, target, aux = images
+    pipe = tiny_pipeline(0)
+    te_before = {k: v.clone() for k, v in pipe.text_encoder.state_dict().items()}
+    vae_before = {k: v.clone() for k, v in pipe.vae.state_dict().items()}
+    config = IDLConfig(
+        steps=2,
+        lr=1e-3,
+        train_text_encoder=True,
+        gradient_accumulation_steps=2,
+        gradient_checkpointing=True,
+        batch_size=2,
+        checkpoint_every=0,
+    )
+    train(pipe, source, target, aux, config, output_dir=tmp_path, progress=False)
+    te_after, vae_after = pipe.text_encoder.state_dict(), pipe.vae.state_dict()
+    assert any(not torch.equal(te_before[k], te_after[k]) for k in te_before)
+    assert all(torch.equal(vae_before[k], vae_after[k]) for k in vae_before)
+    assert not pipe.unet.is_gradient_checkpointing
+
+
+def test_bf16_after_fp32_in_one_process(images, tmp_path):
+    source, target, aux = images
+    pipe = tiny_pipeline(0)
+    config = IDLConfig(steps=1, lr=1e-3, mixed_precision="bf16", checkpoint_every=0)
+    result = train(pipe, source, target, aux, config, output_dir=tmp_path, progress=False)
+    assert np.isfinite(result.losses).all() and pipe.unet.dtype == torch.float32
+
+
+def test_8bit_adam_without_bitsandbytes(images, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_bnb(name, *args, **kwargs):
+        if name == "bitsandbytes":
+            raise ImportError("No module named 'bitsandbytes'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bnb)
+    source, target, aux = images
+    with pytest.raises(ImportError, match="pip install bitsandbytes.*CUDA GPU"):
+        train(
+            tiny_pipeline(0),
+            source,
+            target,
+            aux,
+            IDLConfig(steps=1, use_8bit_adam=True),
+            output_dir=tmp_path,
+            progress=False,
+        )
+
+
+def test_wrong_image_size_is_refused(images, tmp_path):
+    source, target, aux = images
+    with pytest.raises(ValueError, match="load_image"):
+        train(
+            tiny_pipeline(0),
+            source.resize((32, 32)),
+            target,
+            aux,
+            IDLConfig(steps=1),
+            output_dir=tmp_path,
+            progress=False,
+        )
