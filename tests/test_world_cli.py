@@ -1,0 +1,63 @@
+"""The `styo world` command-line contract, through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from styo.world.attributes import ATTRIBUTES, HELD_OUT_STYLES, STYLES
+
+STYO = shutil.which("styo") or str(Path(sys.executable).parent / "styo")
+
+
+def styo(*args, check=False):
+    return subprocess.run([STYO, *args], capture_output=True, text=True, check=check)
+
+
+def test_styles_lists_every_style_and_marks_held_out():
+    lines = styo("world", "styles", check=True).stdout.splitlines()
+    assert [line.split()[0] for line in lines] == list(STYLES)
+    assert {line.split()[0] for line in lines if line.endswith("(held out)")} == set(HELD_OUT_STYLES)
+
+
+def test_render_writes_png_and_json(tmp_path):
+    out = tmp_path / "face.png"
+    res = styo("world", "render", "--seed", "7", "--style", "pixel", "--set", "hair_colour=red",
+               "--set", "glasses=glasses", "--out", str(out), "--json", check=True)
+    meta = json.loads(res.stdout)
+    assert meta["style"] == "pixel"
+    assert meta["attributes"]["hair_colour"] == "red" and meta["attributes"]["glasses"] == "glasses"
+    assert set(meta["attributes"]) == set(ATTRIBUTES)
+    img = Image.open(out)
+    assert img.size == (64, 64) and img.mode == "RGB"
+    again = tmp_path / "again.png"
+    styo("world", "render", "--seed", "7", "--style", "pixel", "--set", "hair_colour=red",
+         "--set", "glasses=glasses", "--out", str(again), check=True)
+    assert np.array_equal(np.asarray(img), np.asarray(Image.open(again)))
+
+
+def test_bad_style_attribute_value_exit_2_with_valid_list(tmp_path):
+    cases = [
+        (["--style", "cubism"], "photo, sketch"),
+        (["--set", "hat=red"], "face_shape"),
+        (["--set", "hair_colour=green"], "black, blonde"),
+    ]
+    for extra, listed in cases:
+        res = styo("world", "render", "--seed", "1", *extra, "--out", str(tmp_path / "x.png"))
+        assert res.returncode == 2, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and listed in res.stderr
+        assert not (tmp_path / "x.png").exists()
+
+
+def test_render_never_overwrites(tmp_path):
+    out = tmp_path / "mine.png"
+    out.write_bytes(b"precious")
+    res = styo("world", "render", "--seed", "1", "--out", str(out))
+    assert res.returncode == 2 and "exists" in res.stderr
+    assert out.read_bytes() == b"precious"
