@@ -1,0 +1,95 @@
+"""Papermill runs every chapter listed in _toc.yml, with CI-sized parameters.
+
+A failing cell fails the test, and papermill's error names the cell and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL = "styo"  # installed by `make setup` (python -m ipykernel install --sys-prefix --name styo)
+
+# Small parameters for CI; `make book` runs the chapters with their own (full) values.
+CI_PARAMETERS: dict[str, dict] = {
+    "book/prompts.ipynb": {},
+}
+
+
+def toc_files() -> list[str]:
+    """Every document of _toc.yml, in reading order (root first)."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    found = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                found.append(entry["file"])
+            walk(entry.get("sections"))
+            for part in entry.get("parts", []):
+                walk(part.get("chapters"))
+
+    walk(toc.get("chapters"))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return found
+
+
+def toc_notebooks() -> list[str]:
+    return [f + ".ipynb" for f in toc_files() if (ROOT / (f + ".ipynb")).exists()]
+
+
+def tracked_notebooks() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.split()
+    return out or [str(p.relative_to(ROOT)) for p in ROOT.glob("book/*.ipynb")]
+
+
+def test_every_toc_entry_exists():
+    for f in toc_files():
+        assert any((ROOT / (f + ext)).exists() for ext in (".ipynb", ".md")), f"_toc.yml lists {f}"
+
+
+def test_every_chapter_has_ci_parameters():
+    assert set(toc_notebooks()) == set(CI_PARAMETERS), "add CI parameters for each chapter"
+
+
+@pytest.mark.parametrize("path", tracked_notebooks())
+def test_notebook_committed_without_outputs(path):
+    nb = json.loads((ROOT / path).read_text())
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs"), f"{path} cell {i} has outputs: clear them before committing"
+            assert cell.get("execution_count") is None, f"{path} cell {i} has an execution count"
+
+
+@pytest.mark.parametrize("path", toc_notebooks())
+def test_notebook_has_parameters_cell(path):
+    nb = json.loads((ROOT / path).read_text())
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path} needs exactly one cell tagged 'parameters'"
+    assert 'backend = "mini"' in "".join(tagged[0]["source"])
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", toc_notebooks())
+def test_notebook_runs(path, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if KERNEL not in KernelSpecManager().find_kernel_specs():
+        pytest.fail(f"kernel {KERNEL!r} is not installed: run `make setup`")
+    papermill.execute_notebook(
+        str(ROOT / path),
+        str(tmp_path / Path(path).name),
+        parameters=CI_PARAMETERS[path],
+        kernel_name=KERNEL,
+        cwd=str((ROOT / path).parent),
+        progress_bar=False,
+    )
