@@ -35,6 +35,7 @@ from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from .attention import AttentionController, AttentionRecorder, attention_control
+from .pipeline import image_size
 from .prompts import (
     Identifiers,
     check_length,
@@ -58,11 +59,6 @@ class StylizeResult:
     latents: torch.Tensor  # final latents [rec × B, sty × B], before VAE decoding
     maps: AttentionRecorder | None = None
     timesteps: list[int] = field(default_factory=list)
-
-
-def image_size(pipe: Any) -> int:
-    """Side of the square images the pipeline was trained on (512 for SD-1.5)."""
-    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
 
 
 def to_tensor(pipe: Any, image: PIL.Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:

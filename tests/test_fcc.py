@@ -12,11 +12,11 @@ from styo.fcc import (
     decode_latents,
     denoising_timesteps,
     encode_image,
-    image_size,
     step_range,
     stylize,
     to_tensor,
 )
+from styo.pipeline import image_size
 from styo.prompts import Identifiers, PromptTooLongError
 from styo.testing import tiny_pipeline
 
