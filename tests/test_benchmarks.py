@@ -1,0 +1,85 @@
+"""The SD-scale benchmark script: SD-1.5 configs have SD-1.5's shapes, and a smoke run works.
+
+The smoke run is the reduced model at 64² on CPU (about 30 s on one thread); the SD-1.5 figures
+themselves need a GPU and are recorded by hand in benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "sd_scale.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """The script as a module (importing it sets no environment and loads no model)."""
+    spec = importlib.util.spec_from_file_location("sd_scale", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sd15_configs_have_sd15_parameter_counts(bench):
+    counts = bench.param_counts("sd15")  # built on the meta device: instant, no memory
+    assert counts == pytest.approx(bench.SD15_PARAMS, rel=1e-3)
+    assert counts["unet"] == pytest.approx(859.5e6, rel=1e-3)
+    assert counts["vae"] == pytest.approx(83.7e6, rel=1e-3)
+    assert counts["text_encoder"] == pytest.approx(123.06e6, rel=1e-3)
+    smoke = bench.param_counts("smoke")
+    assert all(0 < smoke[k] < counts[k] / 50 for k in counts)
+
+
+def test_profiles_are_valid_idl_configs(bench):
+    from styo.idl import IDLConfig
+
+    for name, profile in bench.PROFILES.items():
+        IDLConfig(checkpoint_every=0, **profile["idl"])  # raises on a bad override
+        assert profile["pipeline_dtype"] in bench._DTYPES, name
+
+
+def test_smoke_run_reports_every_profile(tmp_path, bench):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    args = ["--scale", "smoke", "--device", "cpu", "--idl-steps", "2", "--fcc-steps", "2"]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "cpu-smoke.json").read_text())
+    assert (tmp_path / "cpu-smoke.md").is_file()
+    assert report["kind"] == "smoke" and "SMOKE" in report["note"]
+    assert report["device"]["type"] == "cpu"
+    assert report["versions"]["torch"] and report["versions"]["diffusers"]
+    assert set(report["idl"]) == set(bench.PROFILES)
+    ran = 0
+    for name, p in report["idl"].items():
+        if p["status"] == "skipped":
+            assert p["reason"], name
+            continue
+        assert p["status"] == "ok", (name, p)
+        ran += 1
+        assert p["timed_steps"] == 2 and len(p["step_times_s"]) == 2 and p["losses_finite"]
+        for key in ("step_time_median_s", "projected_400_steps_s", "setup_and_first_step_s"):
+            assert p[key] > 0, (name, key)
+        assert p["projected_400_steps_s"] == pytest.approx(400 * p["step_time_median_s"])
+        assert p["peak_rss_gib"] is None or p["peak_rss_gib"] > 0
+    assert ran >= 4  # every profile without bitsandbytes runs on CPU
+    fcc = report["fcc"]
+    assert set(fcc["variants"]) == {"off", "idle", "on"}
+    assert all(v["median_s"] > 0 for v in fcc["variants"].values())
+    assert fcc["ratio_on_off"] > 0 and fcc["ratio_idle_off"] > 0
+    assert len(report["targets"]) == 3
+    assert all(t["status"] == "n/a" for t in report["targets"])  # smoke: targets not judged
