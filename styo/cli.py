@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +16,13 @@ from pathlib import Path
 
 class UsageError(Exception):
     """Bad input from the user: exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2, like every other styo error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"styo: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _parse_sets(items: Sequence[str]) -> dict[str, str]:
@@ -110,10 +118,105 @@ def cmd_world_train_judges(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from .jobs import cmd_stylize as job
+
+    return job(args)
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from .jobs import cmd_attention as job
+
+    return job(args)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    """Options every model-running command has; --debug also after the subcommand."""
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks and library warnings")
+
+
+MODEL_HELP = ("diffusers pipeline folder or hub id (default: the miniature world's model in "
+              "models/styo-mini)")
+
+
+def add_stylize_parser(sub) -> None:
+    p = sub.add_parser(
+        "stylize",
+        help="stylise a face like a style image (IDL fine-tuning, then FCC sampling)",
+        description="Fine-tune the model on the source face and the target style (IDL), then "
+        "stylise the source (FCC). Writes DIR/stylized.png (more samples: stylized-1.png, ...), "
+        "DIR/reconstruction.png, DIR/run.json and IDL's checkpoints and pipeline in DIR/idl. "
+        "Defaults marked (model) are the miniature world's for the default model and the "
+        "paper's Stable Diffusion settings for any other.",
+    )
+    p.add_argument("--source", required=True, metavar="FILE", help="the face to stylise")
+    p.add_argument("--target", required=True, metavar="FILE", help="one image in the style")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the results")
+    p.add_argument("--model", help=MODEL_HELP)
+    aux = p.add_mutually_exclusive_group()
+    aux.add_argument("--aux-dir", metavar="DIR", help="folder of auxiliary portraits")
+    aux.add_argument("--aux", type=int, metavar="N",
+                     help="generate N auxiliary portraits with the base model (model: 32 / 200)")
+    p.add_argument("--no-aux", action="store_true", help="ablation: train without an aux set")
+    p.add_argument("--steps", type=int, default=400, help="IDL training steps (default 400)")
+    p.add_argument("--lr", type=float, help="IDL learning rate (model: 1e-4 / 1e-6)")
+    p.add_argument("--batch-size", type=int, default=1, help="noise samples per loss term")
+    p.add_argument("--prompts", choices=("contrastive", "positive"), default="contrastive",
+                   help="contrastive templates (with 'not [..]') or the positive-only ablation")
+    p.add_argument("--identifiers", nargs=4, metavar=("S_SRC", "S_TGT", "C_SRC", "C_TGT"),
+                   help="the four rare words (default: ak47 aug sks m4a1)")
+    p.add_argument("--augment-training", action="store_true",
+                   help="also repeat the phrases n_s/n_c times in the IDL prompts")
+    p.add_argument("--train-text-encoder", action="store_true", help="fine-tune it too")
+    p.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank (UNet only)")
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    p.add_argument("--checkpoint-every", type=int, default=100,
+                   help="IDL checkpoint interval in steps (0: only on Ctrl-C; default 100)")
+    p.add_argument("--resume", action="store_true", help="finish the run in --out")
+    p.add_argument("--n-s", type=int, default=3, help="style phrase repeats, 1..5 (default 3)")
+    p.add_argument("--n-c", type=int, default=1, help="content phrase repeats, 1..5 (default 1)")
+    p.add_argument("--no-fcc", action="store_true", help="ablation: sample without FCC")
+    p.add_argument("--samples", type=int, default=1, help="stylised images (default 1)")
+    p.add_argument("--sample-steps", type=int, help="DDIM steps (model: 25 / 50)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance (model: 5 / 7.5)")
+    p.add_argument("--strength", type=float, default=0.8,
+                   help="how deep the source is diffused, in (0, 1] (default 0.8)")
+    p.add_argument("--control-steps", type=float, nargs=2, default=(0.0, 1.0),
+                   metavar=("START", "END"),
+                   help="fractions of the sampling steps under FCC (default 0 1: all)")
+    _add_common(p)
+    p.set_defaults(func=cmd_stylize)
+
+
+def add_attention_parser(sub) -> None:
+    p = sub.add_parser(
+        "attention",
+        help="per-word cross-attention heat maps of one generated image",
+        description="Generate an image from a prompt with cross-attention recording on and "
+        "write a figure: the image and one heat map per word. --model may also be a "
+        "`styo stylize` output folder (its fine-tuned pipeline is used).",
+    )
+    p.add_argument("--model", help=MODEL_HELP + " or a stylize output folder")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--out", required=True, metavar="FILE.png", help="the figure (never replaced)")
+    p.add_argument("--words", nargs="+", help="words of the prompt to map (default: every word)")
+    p.add_argument("--steps", type=int, help="sampling steps (model: 25 / 50)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance (model: 5 / 7.5)")
+    _add_common(p)
+    p.set_defaults(func=cmd_attention)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="styo", description=__doc__.splitlines()[0])
+    parser = Parser(prog="styo", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_stylize_parser(sub)
+    add_attention_parser(sub)
 
     world = sub.add_parser("world", help="the miniature world: renderer, base model, judges")
     wsub = world.add_subparsers(dest="world_command", required=True)
@@ -162,23 +265,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    """The message on one line (library messages may wrap), or the exception's name."""
+    text = " ".join(str(err).split())
+    if isinstance(err, KeyError) and text.startswith("'") and text.endswith("'"):
+        text = text[1:-1]
+    return text or type(err).__name__
+
+
+def _quiet_libraries() -> None:
+    """transformers and diffusers log warnings that mean nothing to a user of the command (e.g.
+    that torchvision is missing); errors still show, and ``--debug`` shows everything."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
 def run(argv: Sequence[str] | None, parser_factory: Callable[[], argparse.ArgumentParser]) -> int:
     parser = parser_factory()
     args = parser.parse_args(argv)
+    if not args.debug:
+        _quiet_libraries()
     try:
         return args.func(args)
     except UsageError as err:
         if args.debug:
             raise
-        print(f"styo: error: {err}", file=sys.stderr)
+        print(f"styo: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("styo: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        if args.debug:
+            raise
+        detail = _one_line(err) if str(err) else ""
+        print(f"styo: interrupted{': ' + detail if detail else ''}", file=sys.stderr)
         return 130
     except Exception as err:  # one plain line for users; --debug for the traceback
         if args.debug:
             raise
-        print(f"styo: error: {err}", file=sys.stderr)
+        print(f"styo: error: {_one_line(err)}", file=sys.stderr)
         return 1
 
 

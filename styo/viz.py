@@ -92,3 +92,46 @@ def plot_token_alignment(
     ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def plot_word_maps(
+    image: PIL.Image.Image,
+    maps: dict[str, np.ndarray],
+    *,
+    cols: int | None = None,
+    size: float = 1.8,
+    alpha: float = 0.6,
+    cmap: str = "jet",
+    title: str | None = None,
+) -> plt.Figure:
+    """The image, then one panel per word: its heat map (values in [0, 1]) over a grey copy.
+
+    The grey underlay keeps the face readable while the colour shows where the word attends;
+    maps of another resolution than the image are stretched over it, so raw layer maps work too.
+    """
+    if not maps:
+        raise ValueError("plot_word_maps needs at least one map")
+    panels = 1 + len(maps)
+    cols = cols or min(panels, 6)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(size * cols, (size + 0.3) * rows + (0.4 if title else 0.1)),
+        squeeze=False,
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    rgb = np.asarray(image.convert("RGB"))
+    grey = np.asarray(image.convert("L"))
+    h, w = grey.shape
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+    axes.flat[0].imshow(rgb, interpolation="nearest")
+    axes.flat[0].set_title("image", fontsize=9)
+    for ax, (word, heat) in zip(axes.flat[1:], maps.items(), strict=False):
+        ax.imshow(grey, cmap="gray", interpolation="nearest", vmin=0, vmax=255)
+        ax.imshow(np.asarray(heat, dtype=float), cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0,
+                  extent=extent, interpolation="bilinear")
+        ax.set_title(word, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
