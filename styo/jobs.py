@@ -227,7 +227,7 @@ def quiet_library_bars() -> None:
 def load_model(model: str | None, device: str | None):
     """The pipeline. A bad local folder is a usage error (exit 2); an unreachable hub is a
     runtime one (exit 1): the same command works where the hub can be reached."""
-    from .pipeline import DEFAULT_MODEL, ModelLoadError, _is_hub_id, choose_device, load_pipeline
+    from .pipeline import DEFAULT_MODEL, ModelLoadError, choose_device, is_hub_id, load_pipeline
 
     quiet_library_bars()
     try:
@@ -238,7 +238,7 @@ def load_model(model: str | None, device: str | None):
     try:
         return load_pipeline(target, device)
     except ModelLoadError as e:
-        if _is_hub_id(target):
+        if is_hub_id(target):
             raise RuntimeError(str(e)) from e
         raise UsageError(str(e)) from e
 

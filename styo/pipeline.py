@@ -63,7 +63,7 @@ def choose_dtype(device: torch.device, dtype: torch.dtype | None = None) -> torc
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-def _is_hub_id(model: str | os.PathLike) -> bool:
+def is_hub_id(model: str | os.PathLike) -> bool:
     """A str that names no local path and looks like ``owner/name`` is meant for the hub."""
     if not isinstance(model, str) or Path(model).expanduser().exists():
         return False
@@ -132,7 +132,7 @@ def load_pipeline(
         "safety_checker": None,
         "requires_safety_checker": False,
     }
-    if _is_hub_id(model):
+    if is_hub_id(model):
         try:
             pipe = StableDiffusionPipeline.from_pretrained(str(model), **kwargs)
         except OSError as e:  # diffusers reports offline / not-cached / unknown repo as OSError
