@@ -118,6 +118,33 @@ def cmd_world_train_judges(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world_evaluate(args: argparse.Namespace) -> int:
+    """The model card's quality figures: captioned style/attributes on unseen combinations."""
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} is not empty; choose a new --out folder")
+    if args.n <= 0 or args.steps <= 0:
+        raise UsageError("--n and --steps must be positive")
+    from .pipeline import load_pipeline
+    from .viz import image_grid
+    from .world.evaluate import evaluate_base_model, heldout_combinations, training_combinations
+    from .world.judges import load_judges
+
+    judges = load_judges(args.judges)
+    pipe = load_pipeline(args.model, device=args.device)
+    combos = heldout_combinations(args.n, training_combinations(args.n_train), seed=args.seed)
+    result = evaluate_base_model(
+        pipe, judges, combos, steps=args.steps, guidance=args.guidance, seed=args.seed
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    image_grid(result.pop("images")[:49], cols=7, scale=2).save(out / "samples.png")
+    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    attrs = " ".join(f"{k}={v:.2f}" for k, v in result["attribute_accuracy"].items())
+    print(f"style accuracy {result['style_accuracy']:.3f}, mean attribute accuracy "
+          f"{result['mean_attribute_accuracy']:.3f} ({attrs}) on {result['n']} unseen combinations")
+    return 0
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
     from .jobs import cmd_stylize as job
 
@@ -262,6 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--device")
     p.set_defaults(func=cmd_world_train_judges)
+
+    p = wsub.add_parser("evaluate", help="measure a base model with the judges (model card)")
+    p.add_argument("--model", required=True, help="pipeline folder")
+    p.add_argument("--judges", help="judges folder (default: the shipped judges)")
+    p.add_argument("--out", required=True, help="new folder for metrics.json and samples.png")
+    p.add_argument("--n", type=int, default=120, help="unseen (style, attributes) combinations")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=40_000, help="pretraining images to exclude")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_world_evaluate)
     return parser
 
 
