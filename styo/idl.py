@@ -310,7 +310,7 @@ def _frozen_modules(config: IDLConfig) -> tuple[str, ...]:
     return tuple(frozen + (["unet"] if config.lora_rank is not None else []))
 
 
-def _fingerprint(pipe, config: IDLConfig, source, target, aux) -> dict[str, Any]:
+def run_fingerprint(pipe, config: IDLConfig, source, target, aux) -> dict[str, Any]:
     """Everything that shapes the trajectory; a resume with a different one is refused."""
     trajectory = {k: v for k, v in config.to_dict().items() if k not in _TRAJECTORY_FREE}
     return {
@@ -595,7 +595,7 @@ def train(
     for p in prompts.values():
         check_length(pipe.tokenizer, p)
     _check_output_dir(out, resume)
-    fingerprint = _fingerprint(pipe, config, source, target, aux)
+    fingerprint = run_fingerprint(pipe, config, source, target, aux)
     if resume and _finished(out):
         return _load_finished(pipe, out, config, fingerprint, prompts)
 

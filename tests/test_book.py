@@ -1,0 +1,72 @@
+"""The chapters' shared helpers: the backend switch, the example pair and the cached IDL run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from styo import book
+from styo.testing import tiny_pipeline
+
+
+def test_unknown_backend_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="mini, sd15"):
+        book.backend_settings("sdxl")
+
+
+def test_sd15_backend_reaches_from_pretrained_with_the_hub_id(monkeypatch):
+    seen = {}
+
+    def fake_from_pretrained(model, **kwargs):
+        seen["model"], seen["kwargs"] = model, kwargs
+        return tiny_pipeline()
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", fake_from_pretrained)
+    pipe = book.load_backend("sd15", device="cpu")
+    assert seen["model"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert seen["kwargs"]["use_safetensors"] is True
+    assert isinstance(pipe, StableDiffusionPipeline)
+
+
+def test_mini_backend_is_the_shipped_folder():
+    assert book.backend_settings("mini").model.endswith("models/styo-mini")
+
+
+def test_mini_example_pair_is_rendered_with_known_attributes():
+    pair = book.example_pair("mini")
+    assert pair.source.size == pair.target.size == (64, 64)
+    assert pair.target_style == "mosaic" and pair.source_attributes == book.MINI_SOURCE
+    differing = [k for k in book.MINI_SOURCE if book.MINI_SOURCE[k] != book.MINI_TARGET[k]]
+    assert len(differing) == len(book.MINI_SOURCE)  # every attribute differs: leaks are visible
+
+
+def test_cached_idl_trains_once_then_reloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("STYO_CACHE", str(tmp_path))
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    imgs = [Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(4)]
+    config = book.with_steps(book.backend_settings("mini").idl, 3)
+    first_pipe = tiny_pipeline()
+    first = book.cached_idl(first_pipe, imgs[0], imgs[1], imgs[2:], config, progress=False)
+    assert len(first.losses) == 3 and first.resumed_from == 0
+    second_pipe = tiny_pipeline()
+    import styo.idl
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached run was trained again")
+
+    monkeypatch.setattr(styo.idl._Loop, "run", no_training)
+    second = book.cached_idl(second_pipe, imgs[0], imgs[1], imgs[2:], config, progress=False)
+    assert second.losses == first.losses
+    for a, b in zip(first_pipe.unet.parameters(), second_pipe.unet.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # Another step count is another run, not the cached one.
+    monkeypatch.undo()
+    monkeypatch.setenv("STYO_CACHE", str(tmp_path))
+    third = book.cached_idl(tiny_pipeline(), imgs[0], imgs[1], imgs[2:], book.with_steps(config, 2),
+                            progress=False)
+    assert len(third.losses) == 2
+    assert len(list((tmp_path / "idl").iterdir())) == 2
