@@ -12,7 +12,7 @@ from styo.testing import tiny_pipeline
 
 
 def test_unknown_backend_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="mini, sd15"):
+    with pytest.raises(ValueError, match="mini, sd15, tiny"):
         book.backend_settings("sdxl")
 
 
@@ -70,3 +70,12 @@ def test_cached_idl_trains_once_then_reloads(tmp_path, monkeypatch):
                             progress=False)
     assert len(third.losses) == 2
     assert len(list((tmp_path / "idl").iterdir())) == 2
+
+
+def test_tiny_backend_runs_without_files():
+    pipe = book.load_backend("tiny")
+    pair = book.example_pair("tiny")
+    assert pair.source.size == (16, 16)
+    from styo.pipeline import image_size
+
+    assert image_size(pipe) == 16
