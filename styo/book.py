@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from .data import generate_aux
+from .data import generate_aux, model_fingerprint
 from .idl import IDLConfig, IDLResult, run_fingerprint, train
 from .pipeline import DEFAULT_MODEL, load_pipeline
 
@@ -127,7 +127,11 @@ def cached_idl(
     full fingerprint when it reloads, so a stale folder can never be mistaken for a match.
     """
     aux = aux if config.use_aux else []
-    key = _digest(run_fingerprint(pipe, config, source, target, aux), config.steps)
+    # The run's own fingerprint covers only the weights a checkpoint does not hold; the cache key
+    # must also cover the starting weights of what is trained (a pipe fine-tuned earlier is a
+    # different start).
+    key = _digest(run_fingerprint(pipe, config, source, target, aux), model_fingerprint(pipe),
+                  config.steps)
     out = cache_root() / "idl" / key
     return train(pipe, source, target, aux, config, output_dir=out, resume=out.exists(), progress=progress)
 

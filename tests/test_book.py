@@ -70,6 +70,9 @@ def test_cached_idl_trains_once_then_reloads(tmp_path, monkeypatch):
                             progress=False)
     assert len(third.losses) == 2
     assert len(list((tmp_path / "idl").iterdir())) == 2
+    # Starting from an already fine-tuned pipe is another run too.
+    book.cached_idl(first_pipe, imgs[0], imgs[1], imgs[2:], config, progress=False)
+    assert len(list((tmp_path / "idl").iterdir())) == 3
 
 
 def test_tiny_backend_runs_without_files():
