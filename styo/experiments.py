@@ -1,0 +1,347 @@
+"""The book's measuring bench: stylise under several settings, score with the judges, tabulate.
+
+The FCC, augmented-prompt and ablation chapters all do the same things: run
+:func:`styo.fcc.stylize` on one (source, target) pair for a list of settings, score each batch of
+images with the miniature world's judges, and show the numbers. This module does them once and
+returns *tidy rows*: one dict per setting, holding the setting's values, the scores and the images,
+so that notebook cells stay a few lines long. Nothing here is part of StyO itself.
+
+Scores (all in [0, 1]; see :mod:`styo.world.judges`):
+
+- ``content``: content fidelity, the share of the source's attributes the judge reads in the image;
+- ``leak``: the share of the attributes in which the target differs from the source where the
+  judge reads the *target's* value (the failure FCC exists to fix);
+- ``style``: the judge's probability of the target style; ``source_style`` that of the source's
+  style, ``other_style`` the rest (a third, pretrained style pulled in);
+- ``diversity``: mean pairwise RMS pixel distance between the images of one setting (0 for one).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .fcc import stylize
+from .idl import IDLConfig
+
+METRICS = ("content", "leak", "style", "source_style", "other_style", "diversity")
+
+# The three training variants of the paper's Fig. 6 (IDLConfig fields they set).
+IDL_VARIANTS: dict[str, dict[str, bool]] = {
+    "positive-only": {"negative": False, "use_aux": False},
+    "contrastive": {"negative": True, "use_aux": False},
+    "contrastive + aux": {"negative": True, "use_aux": True},
+}
+
+
+def diversity(images: Sequence[Image.Image]) -> float:
+    """Mean RMS distance (pixel values in [0, 1]) over all pairs of images; 0 for fewer than two."""
+    arrays = [np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0 for im in images]
+    pairs = list(itertools.combinations(arrays, 2))
+    if not pairs:
+        return 0.0
+    return float(np.mean([np.sqrt(np.mean((a - b) ** 2)) for a, b in pairs]))
+
+
+def score(
+    judges: Any,
+    images: Sequence[Image.Image],
+    *,
+    source_attributes: Mapping[str, str] | None = None,
+    target_attributes: Mapping[str, str] | None = None,
+    target_style: str | None = None,
+    source_style: str | None = None,
+) -> dict[str, float]:
+    """The scores of one batch of images (see the module docstring); only those the inputs allow."""
+    from .world.attributes import STYLES
+    from .world.judges import content_fidelity
+
+    images = list(images)
+    if not images:
+        raise ValueError("no images to score")
+    out: dict[str, float] = {}
+    if source_attributes:
+        out["content"] = content_fidelity(judges, images, dict(source_attributes))
+        if target_attributes:
+            differ = [k for k, v in target_attributes.items() if source_attributes.get(k) != v]
+            if differ:
+                out["leak"] = content_fidelity(judges, images, dict(target_attributes), differ)
+    if target_style or source_style:
+        probs = judges.probabilities(images)["style"].mean(0)
+        p = dict(zip(STYLES, probs.tolist(), strict=True))
+        if target_style:
+            out["style"] = p[target_style]
+        if source_style:
+            out["source_style"] = p[source_style]
+        out["other_style"] = 1.0 - sum(p[s] for s in {target_style, source_style} if s)
+    out["diversity"] = diversity(images)
+    return out
+
+
+def score_pair(judges: Any, images: Sequence[Image.Image], pair: Any) -> dict[str, float]:
+    """:func:`score` with the attributes and styles of an :class:`styo.book.ExamplePair`."""
+    return score(
+        judges,
+        images,
+        source_attributes=pair.source_attributes,
+        target_attributes=pair.target_attributes,
+        target_style=pair.target_style,
+        source_style=pair.source_style,
+    )
+
+
+def stylize_rows(
+    pipe: Any,
+    pair: Any,
+    settings: Sequence[Mapping[str, Any]],
+    *,
+    judges: Any = None,
+    progress: bool = True,
+    **common: Any,
+) -> list[dict[str, Any]]:
+    """One row per setting: ``stylize(pipe, pair.source, **common, **setting)``, scored.
+
+    A row holds the setting's keys, ``images`` and ``reconstruction`` and, when ``judges`` is given
+    and the pair has known attributes (the miniature world), the scores. Settings share ``seed``
+    (from ``common``), so they start from the same noise and differ only in what they set.
+    """
+    rows = []
+    for setting in tqdm(settings, desc="stylize", disable=not progress, leave=False):
+        out = stylize(pipe, pair.source, **{**common, **setting})
+        row: dict[str, Any] = dict(setting)
+        row["images"] = out.images
+        row["reconstruction"] = out.reconstruction
+        row["reconstructions"] = out.reconstructions
+        if judges is not None and pair.source_attributes:
+            row.update(score_pair(judges, out.images, pair))
+        rows.append(row)
+    return rows
+
+
+def snapshot_weights(pipe: Any, device: str | None = "cpu") -> dict[str, dict[str, Any]]:
+    """A copy of the UNet and text encoder weights (on ``device``; ``None``: where they are).
+
+    IDL fine-tunes a pipeline in place, so a chapter that trains several runs on one pipeline
+    takes a snapshot of the *base* weights first and restores it before each run.
+    """
+    return {
+        name: {k: v.detach().to(device or v.device, copy=True)
+               for k, v in getattr(pipe, name).state_dict().items()}
+        for name in ("unet", "text_encoder")
+    }
+
+
+def restore_weights(pipe: Any, snapshot: Mapping[str, Mapping[str, Any]]) -> None:
+    """Put the weights of :func:`snapshot_weights` back into ``pipe``."""
+    for name, state in snapshot.items():
+        getattr(pipe, name).load_state_dict(state)
+
+
+@contextmanager
+def base_weights(pipe: Any) -> Iterator[Any]:
+    """Restore the UNet and text encoder weights that ``pipe`` has on entry, on exit."""
+    saved = snapshot_weights(pipe, device=None)
+    try:
+        yield pipe
+    finally:
+        restore_weights(pipe, saved)
+
+
+def ablation_rows(
+    pipe: Any,
+    pairs: Mapping[str, Any],
+    aux: Sequence[Image.Image],
+    config: IDLConfig,
+    *,
+    variants: Mapping[str, Mapping[str, Any]] = IDL_VARIANTS,
+    fcc: Sequence[bool] = (False, True),
+    judges: Any = None,
+    progress: bool = True,
+    **stylize_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Train every IDL variant on every pair (cached), stylise with and without FCC, score.
+
+    ``pairs`` maps a label to an :class:`styo.book.ExamplePair`; ``variants`` maps a label to
+    :class:`~styo.idl.IDLConfig` fields that replace those of ``config``. ``pipe`` must hold the
+    *base* weights: each run starts from them (they are restored afterwards) and goes through
+    :func:`styo.book.cached_idl`, so a run another chapter trained with the same settings is
+    loaded, not trained again. A variant without negative identifiers is also *sampled* with
+    positive-only prompts. Rows hold ``pair``, ``variant``, ``fcc``, the final ``idl_loss`` (mean
+    of the last tenth of the steps), the images and the scores.
+    """
+    from .book import cached_idl
+
+    rows = []
+    for label, pair in pairs.items():
+        for name, fields in variants.items():
+            run_config = replace(config, **fields)
+            with base_weights(pipe):
+                run = cached_idl(pipe, pair.source, pair.target, list(aux), run_config,
+                                 progress=progress)
+                tail = run.losses[-max(1, len(run.losses) // 10):]
+                settings = [{"fcc": f} for f in fcc]
+                for row in stylize_rows(pipe, pair, settings, judges=judges, progress=False,
+                                        negative=run_config.negative, **stylize_kwargs):
+                    rows.append({"pair": label, "variant": name, "idl_loss": float(np.mean(tail)),
+                                 **row})
+    return rows
+
+
+def contrasting_attributes(seed: int) -> tuple[dict[str, str], dict[str, str]]:
+    """A random source and a target that differs from it in *every* attribute (so leaks show)."""
+    from .world.attributes import ATTRIBUTES
+
+    rng = np.random.default_rng(seed)
+    source, target = {}, {}
+    for name, values in ATTRIBUTES.items():
+        source[name] = values[int(rng.integers(len(values)))]
+        others = [v for v in values if v != source[name]]
+        target[name] = others[int(rng.integers(len(others)))]
+    return source, target
+
+
+def mean_rows(rows: Sequence[Mapping[str, Any]], by: Sequence[str],
+              metrics: Sequence[str] = METRICS) -> list[dict[str, Any]]:
+    """Rows averaged over everything but ``by`` (e.g. over pairs), in first-seen order of ``by``.
+
+    Each output row has the ``by`` keys, the mean of each metric present, and ``n`` (rows averaged).
+    """
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in by), []).append(row)
+    out = []
+    for key, members in groups.items():
+        mean = dict(zip(by, key, strict=True))
+        for m in metrics:
+            values = [r[m] for r in members if m in r]
+            if values:
+                mean[m] = float(np.mean(values))
+        mean["n"] = len(members)
+        out.append(mean)
+    return out
+
+
+def _cell(value: Any, digits: int) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_cell(v, digits) for v in value) + ")"
+    return str(value)
+
+
+def _scalar(value: Any) -> bool:
+    if isinstance(value, (str, bool, int, float)):
+        return True
+    return isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) for v in value)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
+                 digits: int = 2) -> str:
+    """A fixed-width text table of ``rows`` (default columns: every scalar key of the first row)."""
+    if not rows:
+        return "(no rows)"
+    if columns is None:
+        columns = [k for k, v in rows[0].items() if _scalar(v)]
+    cells = [[_cell(r.get(c, ""), digits) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = "  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join([line, rule, *body])
+
+
+def plot_bars(rows: Sequence[Mapping[str, Any]], label: str | Sequence[str],
+              metrics: Sequence[str] = ("content", "style"), ax: Any = None,
+              title: str | None = None) -> Any:
+    """Grouped bars: one group per row (labelled by the ``label`` key(s), one line each), one bar
+    per metric, the value printed on each bar; the legend sits to the right of the axes."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    keys = [label] if isinstance(label, str) else list(label)
+    names = ["\n".join(textwrap.fill(_cell(r[k], 2), 14) for k in keys) for r in rows]
+    if ax is None:
+        width = max(4.0, 0.32 * len(rows) * len(metrics) + 0.4 * len(rows)) + 1.5
+        _, ax = plt.subplots(figsize=(width, 3.0))
+    step = 0.8 / len(metrics)
+    x = np.arange(len(rows))
+    for j, m in enumerate(metrics):
+        values = [r.get(m, np.nan) for r in rows]
+        bars = ax.bar(x + (j - (len(metrics) - 1) / 2) * step, values, step, label=m)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.figure.tight_layout()
+    return ax
+
+
+def first_images(rows: Sequence[Mapping[str, Any]], k: int = 1,
+                 by_setting: bool = True) -> list[Image.Image]:
+    """The first ``k`` images of every row, for a grid with :func:`styo.viz.show_grid`.
+
+    ``by_setting``: row by row (a grid row per setting, ``cols=k``); otherwise image by image (a
+    grid row per seed, a column per setting, ``cols=len(rows)``).
+    """
+    if by_setting:
+        return [im for r in rows for im in r["images"][:k]]
+    return [r["images"][j] for j in range(k) for r in rows]
+
+
+def change(before: float, after: float, up: str = "rises", down: str = "falls",
+           same: str = "stays the same", digits: int = 2) -> str:
+    """The verb for a change of a score, as the numbers printed with ``digits`` decimals show it
+    (so the prose never calls 0.95 → 0.95 a fall)."""
+    b, a = round(before, digits), round(after, digits)
+    return up if a > b else down if a < b else same
+
+
+def check_claim(rows: Sequence[Mapping[str, Any]], metric: str, before: Mapping[str, Any],
+                after: Mapping[str, Any], expect: str = "rises", by: str = "pair",
+                digits: int = 2) -> dict[str, Any]:
+    """Does ``metric`` go the ``expect`` way ("rises" or "falls") from ``before`` to ``after``?
+
+    ``before`` and ``after`` select rows by key values (e.g. ``{"variant": "contrastive",
+    "fcc": True}``); rows are matched across the two by ``by`` (e.g. the pair). Returns the means,
+    ``wins`` (matched keys where the metric moved as expected, at ``digits`` decimals), ``n`` and a
+    ``verdict``: "holds" (the mean moves as expected and so do most keys), "does not hold" (neither)
+    or "mixed".
+    """
+    if expect not in ("rises", "falls"):
+        raise ValueError(f"expect must be 'rises' or 'falls', got {expect!r}")
+
+    def select(sel: Mapping[str, Any]) -> dict[Any, Mapping[str, Any]]:
+        return {r[by]: r for r in rows if all(r.get(k) == v for k, v in sel.items())}
+
+    b, a = select(before), select(after)
+    keys = [k for k in b if k in a]
+    if not keys:
+        raise ValueError(f"no {by} has rows matching both {dict(before)} and {dict(after)}")
+    wins = sum(change(b[k][metric], a[k][metric], digits=digits) == expect for k in keys)
+    mean_b = float(np.mean([b[k][metric] for k in keys]))
+    mean_a = float(np.mean([a[k][metric] for k in keys]))
+    mean_ok = change(mean_b, mean_a, digits=digits) == expect
+    most = 2 * wins > len(keys)
+    verdict = "holds" if mean_ok and most else "does not hold" if not (mean_ok or most) else "mixed"
+    return {"metric": metric, "before": mean_b, "after": mean_a, "wins": wins, "n": len(keys),
+            "verdict": verdict}
+
+
+__all__ = [
+    "IDL_VARIANTS", "METRICS", "ablation_rows", "base_weights", "change", "check_claim",
+    "contrasting_attributes",
+    "diversity", "first_images", "format_table", "mean_rows", "plot_bars", "restore_weights",
+    "score", "score_pair", "snapshot_weights", "stylize_rows",
+]

@@ -1,0 +1,181 @@
+"""The book's measuring bench (styo.experiments) on the tiny pipeline and untrained judges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import styo.idl
+from styo import experiments as X
+from styo.book import backend_settings, example_pair, load_backend, with_steps
+from styo.world.attributes import ATTRIBUTES
+from styo.world.judges import JudgeNet, Judges
+
+
+@pytest.fixture(scope="module")
+def judges():
+    torch.manual_seed(0)
+    return Judges(JudgeNet())  # untrained: scores are arbitrary, but their form is not
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_backend("tiny")
+
+
+@pytest.fixture(scope="module")
+def pair(pipe):
+    return example_pair("tiny", pipe)
+
+
+def _flat(value: int) -> Image.Image:
+    return Image.new("RGB", (8, 8), (value, value, value))
+
+
+def test_diversity_of_known_images():
+    assert X.diversity([_flat(0)]) == 0.0
+    assert X.diversity([_flat(7), _flat(7)]) == 0.0
+    assert X.diversity([_flat(0), _flat(255)]) == pytest.approx(1.0)
+    # three images, distances 1, 0.5, 0.5 (up to the 8-bit rounding of 127.5)
+    assert X.diversity([_flat(0), _flat(255), _flat(128)]) == pytest.approx(2 / 3, abs=0.01)
+
+
+def test_score_keys_and_ranges(judges, pair):
+    s = X.score_pair(judges, [pair.source, pair.target], pair)
+    assert set(s) == set(X.METRICS)
+    for k, v in s.items():
+        assert 0.0 <= v <= 1.0 + 1e-6, k
+    assert s["style"] + s["source_style"] + s["other_style"] == pytest.approx(1.0)
+    # without a target, no leak; without styles, no style scores
+    s = X.score(judges, [pair.source], source_attributes=pair.source_attributes)
+    assert set(s) == {"content", "diversity"}
+    with pytest.raises(ValueError, match="no images"):
+        X.score(judges, [], source_attributes=pair.source_attributes)
+
+
+def test_leak_scores_only_differing_attributes(judges, pair):
+    same = dict(pair.source_attributes)
+    s = X.score(judges, [pair.source], source_attributes=pair.source_attributes,
+                target_attributes=same)
+    assert "leak" not in s  # nothing differs, so nothing can leak
+
+
+def test_stylize_rows_share_noise_and_score(pipe, pair, judges):
+    rows = X.stylize_rows(pipe, pair, [{"fcc": True}, {"fcc": True}, {"fcc": False}],
+                          judges=judges, progress=False, num_inference_steps=2,
+                          guidance_scale=2.0, seed=3, num_images=2)
+    assert [r["fcc"] for r in rows] == [True, True, False]
+    assert all(len(r["images"]) == 2 and "content" in r for r in rows)
+    a, b = (np.asarray(rows[i]["images"][0]) for i in (0, 1))
+    assert np.array_equal(a, b)  # same setting, same seed: same pictures
+    assert len(X.first_images(rows, 2)) == 6
+    by_seed = X.first_images(rows, 2, by_setting=False)
+    assert by_seed[1] is rows[1]["images"][0] and by_seed[3] is rows[0]["images"][1]
+    no_judge = X.stylize_rows(pipe, pair, [{}], progress=False, num_inference_steps=2, seed=0)
+    assert "content" not in no_judge[0]
+
+
+def test_base_weights_restores(pipe):
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    with X.base_weights(pipe):
+        with torch.no_grad():
+            next(pipe.unet.parameters()).add_(1.0)
+    after = pipe.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_ablation_rows_trains_each_variant_once_from_the_base(tmp_path, monkeypatch, pipe, pair,
+                                                             judges):
+    monkeypatch.setenv("STYO_CACHE", str(tmp_path))
+    aux = [pair.source.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    config = with_steps(backend_settings("tiny").idl, 2)
+    base = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    kwargs = dict(judges=judges, progress=False, num_inference_steps=2, guidance_scale=2.0, seed=0,
+                  num_images=2)
+    variants = {k: X.IDL_VARIANTS[k] for k in ("positive-only", "contrastive + aux")}
+    rows = X.ablation_rows(pipe, {"p0": pair}, aux, config, variants=variants, **kwargs)
+    assert [(r["variant"], r["fcc"]) for r in rows] == [
+        ("positive-only", False), ("positive-only", True),
+        ("contrastive + aux", False), ("contrastive + aux", True),
+    ]
+    assert all(np.isfinite(r["idl_loss"]) and "style" in r for r in rows)
+    assert all(torch.equal(base[k], v) for k, v in pipe.unet.state_dict().items())
+    assert len(list((tmp_path / "idl").iterdir())) == 2
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached run was trained again")
+
+    monkeypatch.setattr(styo.idl._Loop, "run", no_training)
+    again = X.ablation_rows(pipe, {"p0": pair}, aux, config, variants=variants, **kwargs)
+    for r, s in zip(rows, again, strict=True):
+        assert r["content"] == s["content"] and r["idl_loss"] == s["idl_loss"]
+
+
+def test_contrasting_attributes_differ_everywhere():
+    for seed in range(5):
+        src, tgt = X.contrasting_attributes(seed)
+        assert set(src) == set(tgt) == set(ATTRIBUTES)
+        for k in ATTRIBUTES:
+            assert src[k] in ATTRIBUTES[k] and tgt[k] in ATTRIBUTES[k] and src[k] != tgt[k]
+    assert X.contrasting_attributes(1) == X.contrasting_attributes(1)
+
+
+def test_mean_rows_and_table():
+    rows = [
+        {"pair": "a", "variant": "x", "content": 0.2, "style": 1.0},
+        {"pair": "b", "variant": "x", "content": 0.4, "style": 0.0},
+        {"pair": "a", "variant": "y", "content": 1.0},
+    ]
+    means = X.mean_rows(rows, ["variant"])
+    assert means == [
+        {"variant": "x", "content": pytest.approx(0.3), "style": 0.5, "n": 2},
+        {"variant": "y", "content": 1.0, "n": 1},
+    ]
+    table = X.format_table(rows, ["pair", "variant", "content", "style"])
+    lines = table.splitlines()
+    assert lines[0].split() == ["pair", "variant", "content", "style"]
+    assert lines[2].split() == ["a", "x", "0.20", "1.00"]
+    assert len(lines) == 5
+    assert X.format_table([]) == "(no rows)"
+    assert X.change(0.2, 0.3) == "rises" and X.change(0.3, 0.2) == "falls"
+    assert X.change(0.2, 0.2, same="keeps") == "keeps"
+    assert X.change(0.951, 0.949) == "stays the same"  # both print as 0.95
+    assert X.change(0.951, 0.949, digits=3) == "falls"
+    assert "(0.00, 0.50)" in X.format_table([{"control_steps": (0.0, 0.5), "images": []}])
+
+
+def test_snapshot_restore_and_plot(pipe, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    snap = X.snapshot_weights(pipe)
+    with torch.no_grad():
+        next(pipe.text_encoder.parameters()).add_(1.0)
+    X.restore_weights(pipe, snap)
+    assert all(torch.equal(snap["text_encoder"][k], v)
+               for k, v in pipe.text_encoder.state_dict().items())
+    rows = [{"variant": "x", "fcc": True, "content": 0.5, "style": 0.25},
+            {"variant": "y", "fcc": False, "content": 0.75}]
+    ax = X.plot_bars(rows, ["variant", "fcc"], ("content", "style"), title="t")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["x\nyes", "y\nno"]
+
+
+def test_check_claim_verdicts():
+    rows = [
+        {"pair": p, "variant": v, "content": c}
+        for p, v, c in [("a", "x", 0.2), ("a", "y", 0.5), ("b", "x", 0.3), ("b", "y", 0.6),
+                        ("c", "x", 0.4), ("c", "y", 0.4)]
+    ]
+    c = X.check_claim(rows, "content", {"variant": "x"}, {"variant": "y"})
+    assert (c["wins"], c["n"], c["verdict"]) == (2, 3, "holds")
+    assert c["before"] == pytest.approx(0.3) and c["after"] == pytest.approx(0.5)
+    c = X.check_claim(rows, "content", {"variant": "x"}, {"variant": "y"}, expect="falls")
+    assert c["verdict"] == "does not hold" and c["wins"] == 0
+    mixed = rows[:4] + [{"pair": "c", "variant": "x", "content": 0.9},
+                        {"pair": "c", "variant": "y", "content": 0.1}]
+    c = X.check_claim(mixed, "content", {"variant": "x"}, {"variant": "y"})
+    assert c["verdict"] == "mixed"  # two of three pairs rise, but the mean falls
+    with pytest.raises(ValueError, match="no pair"):
+        X.check_claim(rows, "content", {"variant": "x"}, {"variant": "z"})
