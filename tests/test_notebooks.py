@@ -25,9 +25,9 @@ CI_PARAMETERS: dict[str, dict] = {
 # Chapters written ahead of the miniature model (not in _toc.yml yet): until the model lands they
 # are smoke-tested on the random "tiny" backend, so their code cannot rot. Values are CI-sized.
 DRAFT_PARAMETERS: dict[str, dict] = {
-    "book/base_model.ipynb": {},
-    "book/auxiliary.ipynb": {},
-    "book/idl.ipynb": {"idl_steps": 20},
+    "book/base_model.ipynb": {"styles": ["photo", "cartoon"], "seeds": [0, 1], "guidances": [1.0, 5.0]},
+    "book/auxiliary.ipynb": {"show": 16, "folder_count": 4},
+    "book/idl.ipynb": {"idl_steps": 20, "seeds": [0]},
     "book/attention.ipynb": {"idl_steps": 20},
     "book/fcc.ipynb": {
         "idl_steps": 20, "sample_steps": 5, "n_images": 2,
