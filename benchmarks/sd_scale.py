@@ -256,8 +256,9 @@ def param_counts(scale: str) -> dict[str, int]:
 
 def build_pipeline(scale: str, device: torch.device, dtype: torch.dtype, seed: int = 0):
     """A StableDiffusionPipeline of ``scale`` with random weights (deterministic in ``seed``)."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers import PNDMScheduler
 
+    from styo.pipeline import assemble_pipeline
     from styo.testing import TINY_WORDS
     from styo.tokenizer import build_clip_tokenizer
 
@@ -269,14 +270,9 @@ def build_pipeline(scale: str, device: torch.device, dtype: torch.dtype, seed: i
         modules = build_modules(scale, tokenizer)
     for m in modules.values():
         m.to(dtype).eval().requires_grad_(False)
-    pipe = StableDiffusionPipeline(
-        **modules,
-        tokenizer=tokenizer,
-        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER),  # keeps clip_sample for DDIM
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
+    pipe = assemble_pipeline(
+        modules["vae"], modules["text_encoder"], tokenizer, modules["unet"],
+        PNDMScheduler.from_config(SD15_SCHEDULER),  # keeps clip_sample for DDIM
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

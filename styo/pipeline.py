@@ -150,6 +150,24 @@ def load_pipeline(
     return pipe.to(dev)
 
 
+def assemble_pipeline(vae, text_encoder, tokenizer, unet, scheduler) -> StableDiffusionPipeline:
+    """An SD pipeline from its five parts (no safety checker, image encoder or feature extractor).
+
+    How the tiny test pipeline, the miniature world and the SD-scale benchmark are put together.
+    """
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+
+
 def image_size(pipe: StableDiffusionPipeline) -> int:
     """Side of the images the pipeline was trained on: latent sample size × VAE downscale."""
     return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from ..pipeline import assemble_pipeline
 from . import architecture as arch
 from .attributes import ATTRIBUTES, PRETRAIN_STYLES
 from .captions import caption
@@ -233,11 +233,7 @@ def pretrain(out_dir: str | os.PathLike, work_dir: str | os.PathLike, cfg: Pretr
     latents = encode_dataset(vae, data, work_dir, device)
     unet, te, tokenizer, sec_per_step = train_unet(data, latents, work_dir, cfg, device)
     vae.register_to_config(scaling_factor=latents["scaling_factor"].item())
-    pipe = StableDiffusionPipeline(
-        vae=vae.cpu(), text_encoder=te.cpu(), tokenizer=tokenizer, unet=unet.cpu(),
-        scheduler=arch.sample_scheduler(), safety_checker=None, feature_extractor=None,
-        image_encoder=None, requires_safety_checker=False,
-    )
+    pipe = assemble_pipeline(vae.cpu(), te.cpu(), tokenizer, unet.cpu(), arch.sample_scheduler())
     pipe.save_pretrained(out_dir, safe_serialization=True)
     record = {
         "config": asdict(cfg), "device": device, "torch": torch.__version__,
