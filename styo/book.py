@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,12 @@ def cached_idl(
     config: IDLConfig,
     *,
     progress: bool = True,
+    callback: Callable[[int, float], None] | None = None,
 ) -> IDLResult:
     """IDL once per (model, images, settings): later chapters load the run instead of training.
+
+    ``callback(step, loss)`` runs after each trained step (e.g. a live loss plot); a reloaded run
+    calls it for none.
 
     The folder name is a digest of everything that shapes the result; ``idl.train`` re-checks the
     full fingerprint when it reloads, so a stale folder can never be mistaken for a match.
@@ -133,7 +138,10 @@ def cached_idl(
     key = _digest(run_fingerprint(pipe, config, source, target, aux), model_fingerprint(pipe),
                   config.steps)
     out = cache_root() / "idl" / key
-    return train(pipe, source, target, aux, config, output_dir=out, resume=out.exists(), progress=progress)
+    return train(
+        pipe, source, target, aux, config,
+        output_dir=out, resume=out.exists(), progress=progress, callback=callback,
+    )
 
 
 def with_steps(config: IDLConfig, steps: int) -> IDLConfig:

@@ -50,8 +50,11 @@ def test_cached_idl_trains_once_then_reloads(tmp_path, monkeypatch):
     imgs = [Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(4)]
     config = book.with_steps(book.backend_settings("mini").idl, 3)
     first_pipe = tiny_pipeline()
-    first = book.cached_idl(first_pipe, imgs[0], imgs[1], imgs[2:], config, progress=False)
+    seen = []
+    first = book.cached_idl(first_pipe, imgs[0], imgs[1], imgs[2:], config, progress=False,
+                            callback=lambda step, loss: seen.append((step, loss)))
     assert len(first.losses) == 3 and first.resumed_from == 0
+    assert [loss for _, loss in seen] == first.losses
     second_pipe = tiny_pipeline()
     import styo.idl
 
