@@ -87,6 +87,7 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
     cfg = PretrainConfig(seed=args.seed)
     for name in (
         "n_images",
+        "vae_images",
         "vae_steps",
         "unet_steps",
         "unet_batch",
@@ -273,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     for name in (
         "n-images",
+        "vae-images",
         "vae-steps",
         "unet-steps",
         "unet-batch",

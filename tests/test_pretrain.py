@@ -8,7 +8,7 @@ from diffusers import StableDiffusionPipeline
 
 from styo.world import pretrain as pt
 
-TINY = dict(n_images=48, vae_steps=4, vae_batch=4, unet_steps=4, unet_batch=4, checkpoint_every=2, warmup=2)
+TINY = dict(n_images=48, vae_images=40, vae_steps=4, vae_batch=4, unet_steps=4, unet_batch=4, checkpoint_every=2, warmup=2)
 
 
 def _unet_weights(folder):
@@ -51,3 +51,13 @@ def test_interrupted_pretraining_resumes_to_the_same_pipeline(tmp_path, monkeypa
 def test_lr_schedule_warms_up_then_decays():
     f = [pt._lr_factor(s, 100, 10) for s in range(100)]
     assert f[0] < f[9] == pytest.approx(1.0) and f[10] > f[50] > f[99] >= 0.1
+
+
+def test_vae_sees_every_style_but_the_text_to_image_data_never_a_held_out_one(tmp_path):
+    from styo.world.attributes import HELD_OUT_STYLES, STYLES
+
+    cfg = pt.PretrainConfig(n_images=60, vae_images=60)
+    vae_styles = {STYLES[i] for i in pt.build_vae_dataset(tmp_path, cfg)["styles"]}
+    t2i_styles = {STYLES[i] for i in pt.build_dataset(tmp_path, cfg)["styles"]}
+    assert set(HELD_OUT_STYLES) <= vae_styles
+    assert not set(HELD_OUT_STYLES) & t2i_styles
