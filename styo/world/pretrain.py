@@ -37,7 +37,7 @@ class PretrainConfig:
     seed: int = 0
     n_images: int = 40_000
     vae_images: int = 20_000
-    vae_steps: int = 1500
+    vae_steps: int = 3000
     vae_batch: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
