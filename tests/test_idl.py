@@ -18,15 +18,6 @@ from styo.prompts import Identifiers, aux_prompt, source_prompt, target_prompt
 from styo.testing import TINY_IMAGE_SIZE, tiny_pipeline
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI box has 2 shared cores; one torch thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def images():
     """Smooth random pictures (source, target, two aux): something a tiny VAE can encode."""
