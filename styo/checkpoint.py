@@ -19,6 +19,14 @@ from safetensors.torch import load_file, save_file
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Whole file or old file: write to a temporary name, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer's state dict into flat tensors and JSON-able metadata."""
     sd = opt.state_dict()

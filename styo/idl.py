@@ -39,7 +39,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, write_json
 from .data import image_to_tensor, model_fingerprint
 from .pipeline import image_size
 from .prompts import Identifiers, aux_prompt, check_length, styo_prompt
@@ -547,12 +547,6 @@ def _deferred_interrupts() -> Iterator[dict[str, int | None]]:
             signal.signal(s, h)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def _save_pipeline(pipe, out: Path) -> None:
     """Save the whole pipeline (safetensors) atomically: a folder appears complete or not at all."""
     final, tmp = out / "pipeline", out / ".pipeline.tmp"
@@ -630,7 +624,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         _save_pipeline(pipe, out)
         result = _result(pipe, out, history, prompts, start)
-        _write_json(
+        write_json(
             out / "losses.json",
             {
                 "losses": result.losses,

@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import write_json
 from .cli import UsageError
 from .prompts import MAX_REPEAT, MIN_REPEAT, Identifiers
 
@@ -296,13 +297,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "not installed"
     return out
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Whole file or old file: write to a temporary name, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def save_png(image, path: Path) -> None:
