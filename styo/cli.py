@@ -103,7 +103,9 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
     if (out / "model_index.json").exists():
         raise UsageError(f"{out} already holds a pipeline; choose another --out")
     work = Path(args.work_dir) if args.work_dir else Path("runs") / "pretrain"
-    pretrain(out, work, cfg, device=args.device)
+    if args.workers is not None and args.workers <= 0:
+        raise UsageError(f"--workers must be positive, got {args.workers}")
+    pretrain(out, work, cfg, device=args.device, workers=args.workers)
     print(f"saved pipeline to {out}")
     return 0
 
@@ -270,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = wsub.add_parser("pretrain", help="train the miniature base model from scratch (resumable)")
     p.add_argument("--out", required=True, help="folder for the diffusers pipeline")
     p.add_argument("--work-dir", help="checkpoints and caches (default runs/pretrain)")
+    p.add_argument("--workers", type=int, help="processes that render and batch (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     for name in (

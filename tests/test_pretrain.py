@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
@@ -61,3 +62,40 @@ def test_vae_sees_every_style_but_the_text_to_image_data_never_a_held_out_one(tm
     t2i_styles = {STYLES[i] for i in pt.build_dataset(tmp_path, cfg)["styles"]}
     assert set(HELD_OUT_STYLES) <= vae_styles
     assert not set(HELD_OUT_STYLES) & t2i_styles
+
+
+def test_rendering_in_worker_processes_gives_the_same_dataset(tmp_path):
+    from styo.world.attributes import PRETRAIN_STYLES
+
+    one = pt._render_set(tmp_path / "a.npz", range(100, 125), PRETRAIN_STYLES, "a", workers=1, chunk=10)
+    two = pt._render_set(tmp_path / "b.npz", range(100, 125), PRETRAIN_STYLES, "b", workers=2, chunk=10)
+    assert one["images"].shape == (25, 64, 64, 3)
+    for key in one:
+        np.testing.assert_array_equal(one[key], two[key])
+
+
+def test_unet_batches_prepared_by_loader_workers_train_the_same_weights(tmp_path):
+    cfg = pt.PretrainConfig(**TINY)
+    data = pt.build_dataset(tmp_path, cfg)
+    g = torch.Generator().manual_seed(0)
+    latents = {"mean": torch.randn(48, 4, 16, 16, generator=g), "std": torch.full((48, 4, 16, 16), 0.1),
+               "scaling_factor": torch.tensor(1.0)}
+    inline = pt.train_unet(data, latents, tmp_path / "inline", cfg, "cpu", loader_workers=0)[0]
+    workers = pt.train_unet(data, latents, tmp_path / "workers", cfg, "cpu", loader_workers=2)[0]
+    for (name, a), b in zip(inline.state_dict().items(), workers.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+
+
+def test_vae_crops_sit_on_the_pixel_grid_and_whole_images_pass_through():
+    x = torch.arange(2 * 3 * 64 * 64, dtype=torch.float32).view(2, 3, 64, 64)
+    g = torch.Generator().manual_seed(3)
+    seen = set()
+    for _ in range(20):
+        crop = pt._aligned_crop(x, 32, g)
+        assert crop.shape == (2, 3, 32, 32)
+        top, left = divmod(int(crop[0, 0, 0, 0].item()), 64)
+        assert top % 8 == 0 and left % 8 == 0
+        torch.testing.assert_close(crop, x[..., top : top + 32, left : left + 32])
+        seen.add((top, left))
+    assert len(seen) > 5  # the corner really moves
+    assert pt._aligned_crop(x, 64, g) is x
