@@ -172,6 +172,8 @@ def stylize(
     n_s: int = 3,
     n_c: int = 1,
     negative: bool = True,
+    rec_n_s: int = 1,
+    rec_n_c: int = 1,
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
     strength: float = 0.8,
@@ -188,6 +190,9 @@ def stylize(
 ) -> StylizeResult:
     """Stylise ``source_image`` with StyO's two branches and FCC; see the module docstring.
 
+    ``rec_n_s``/``rec_n_c`` repeat the reconstruction prompt's phrases: set them to the IDL run's
+    ``train_n_s``/``train_n_c`` so the reconstruction branch reads the prompt the source image was
+    trained with (training-time augmentation); 1 otherwise.
     ``content_map`` overrides the computed (stylisation, reconstruction) token pairs (e.g. ``[]``
     or a subset, for ablations). ``share_self_attention`` is an extension, not the paper's method.
     ``record`` is ``True`` (default recorder) or an :class:`AttentionRecorder`. Each of the
@@ -199,7 +204,7 @@ def stylize(
     if generator is None and seed is not None:
         generator = torch.Generator("cpu").manual_seed(seed)
     prompts = {
-        "rec": source_prompt(ids, negative),
+        "rec": source_prompt(ids, negative, rec_n_s, rec_n_c),
         "sty": stylization_prompt(ids, n_s, n_c, negative),
     }
     guidance = guidance_scale > 1.0
@@ -207,7 +212,7 @@ def stylize(
         pipe, [prompts["rec"], prompts["sty"]], num_images, guidance, negative_prompt
     )
     if content_map is None:
-        content_map = content_index_map(pipe.tokenizer, ids, n_s, n_c, negative)
+        content_map = content_index_map(pipe.tokenizer, ids, n_s, n_c, negative, rec_n_s, rec_n_c)
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     timesteps = denoising_timesteps(
         scheduler, num_inference_steps, strength, pipe._execution_device

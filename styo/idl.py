@@ -42,7 +42,14 @@ from tqdm.auto import tqdm
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, write_json
 from .data import image_to_tensor, model_fingerprint
 from .pipeline import image_size
-from .prompts import Identifiers, aux_prompt, check_length, styo_prompt
+from .prompts import (
+    Identifiers,
+    aux_prompt,
+    check_length,
+    source_prompt,
+    styo_prompt,
+    target_prompt,
+)
 
 _MIXED = ("no", "fp16", "bf16")
 # Fields that do not change the training trajectory, so a resumed run may change them.
@@ -133,20 +140,12 @@ class IDLResult:
     resumed_from: int = 0
 
 
-def _pair(first: str, second: str, negative: bool) -> str:
-    return f"{first} not {second}" if negative else first
-
-
 def prompts_for(config: IDLConfig) -> dict[str, str]:
     """The training prompts by term: ``source``, ``target`` and (unless no-aux) ``aux``."""
     ids, neg, n_s, n_c = config.ids, config.negative, config.train_n_s, config.train_n_c
     prompts = {
-        "source": styo_prompt(
-            _pair(ids.s_src, ids.s_tgt, neg), _pair(ids.c_src, ids.c_tgt, neg), n_s, n_c
-        ),
-        "target": styo_prompt(
-            _pair(ids.s_tgt, ids.s_src, neg), _pair(ids.c_tgt, ids.c_src, neg), n_s, n_c
-        ),
+        "source": source_prompt(ids, neg, n_s, n_c),
+        "target": target_prompt(ids, neg, n_s, n_c),
     }
     if config.use_aux:
         prompts["aux"] = aux_prompt(ids, neg)

@@ -442,11 +442,16 @@ def stylize_settings(
     return settings, {"profile": profile, "why": PROFILE_WHY[profile], "chosen": chosen}
 
 
+def trained_repeats(settings: dict[str, Any]) -> tuple[int, int]:
+    """(n_s, n_c) of the source prompt IDL trains, which FCC's reconstruction branch then reads."""
+    return (settings["n_s"], settings["n_c"]) if settings["augment_training"] else (1, 1)
+
+
 def idl_config(settings: dict[str, Any], ids: Identifiers):
     """The :class:`~styo.idl.IDLConfig` for these settings."""
     from .idl import IDLConfig
 
-    augment = settings["augment_training"]
+    train_n_s, train_n_c = trained_repeats(settings)
     try:
         return IDLConfig(
             steps=settings["steps"],
@@ -460,8 +465,8 @@ def idl_config(settings: dict[str, Any], ids: Identifiers):
             lora_rank=settings["lora_rank"],
             mixed_precision=settings["mixed_precision"],
             checkpoint_every=settings["checkpoint_every"],
-            train_n_s=settings["n_s"] if augment else 1,
-            train_n_c=settings["n_c"] if augment else 1,
+            train_n_s=train_n_s,
+            train_n_c=train_n_c,
         )
     except ValueError as e:
         raise UsageError(str(e)) from e
@@ -481,7 +486,7 @@ def fcc_prompts(ids: Identifiers, settings: dict[str, Any]) -> dict[str, str]:
 
     negative = settings["prompts"] == "contrastive"
     return {
-        "reconstruction": source_prompt(ids, negative),
+        "reconstruction": source_prompt(ids, negative, *trained_repeats(settings)),
         "stylisation": stylization_prompt(ids, settings["n_s"], settings["n_c"], negative),
     }
 
@@ -668,6 +673,7 @@ def sample_fcc(run: StylizeRun, pipe, ids, settings: dict[str, Any], source) -> 
     from .fcc import stylize
 
     pipe.set_progress_bar_config(desc="FCC", disable=not settings["progress"], **PROGRESS)
+    rec_n_s, rec_n_c = trained_repeats(settings)
     result = stylize(
         pipe,
         source,
@@ -675,6 +681,8 @@ def sample_fcc(run: StylizeRun, pipe, ids, settings: dict[str, Any], source) -> 
         n_s=settings["n_s"],
         n_c=settings["n_c"],
         negative=settings["prompts"] == "contrastive",
+        rec_n_s=rec_n_s,
+        rec_n_c=rec_n_c,
         num_inference_steps=settings["sample_steps"],
         guidance_scale=settings["guidance"],
         strength=settings["strength"],

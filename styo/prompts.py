@@ -59,17 +59,24 @@ def styo_prompt(style: str, content: str, n_s: int = 1, n_c: int = 1) -> str:
     return " ".join(parts)
 
 
-def source_prompt(ids: Identifiers = Identifiers(), negative: bool = True) -> str:
-    """Prompt bound to the source image; also the FCC reconstruction branch."""
+def source_prompt(
+    ids: Identifiers = Identifiers(), negative: bool = True, n_s: int = 1, n_c: int = 1
+) -> str:
+    """Prompt bound to the source image; also the FCC reconstruction branch.
+
+    ``n_s``/``n_c`` > 1 only for training-time augmentation, where IDL trains it repeated.
+    """
     return styo_prompt(
-        _phrase(ids.s_src, ids.s_tgt, negative), _phrase(ids.c_src, ids.c_tgt, negative)
+        _phrase(ids.s_src, ids.s_tgt, negative), _phrase(ids.c_src, ids.c_tgt, negative), n_s, n_c
     )
 
 
-def target_prompt(ids: Identifiers = Identifiers(), negative: bool = True) -> str:
-    """Prompt bound to the target style image."""
+def target_prompt(
+    ids: Identifiers = Identifiers(), negative: bool = True, n_s: int = 1, n_c: int = 1
+) -> str:
+    """Prompt bound to the target style image (repeated like :func:`source_prompt`)."""
     return styo_prompt(
-        _phrase(ids.s_tgt, ids.s_src, negative), _phrase(ids.c_tgt, ids.c_src, negative)
+        _phrase(ids.s_tgt, ids.s_src, negative), _phrase(ids.c_tgt, ids.c_src, negative), n_s, n_c
     )
 
 
@@ -155,25 +162,29 @@ def content_index_map(
     n_s: int = 1,
     n_c: int = 1,
     negative: bool = True,
+    rec_n_s: int = 1,
+    rec_n_c: int = 1,
 ) -> list[tuple[int, int]]:
     """(stylisation index, reconstruction index) for every token of every content word.
 
     Content words are ``[C_src] not [C_tgt]`` (only ``[C_src]`` when ``negative=False``) and
-    ``portrait``. Each of the n_c repetitions maps to the single phrase of the source prompt. The
-    phrases are located from the end of the prompts (``... (content) * n_c portrait``), which the
-    templates fix, and each word is checked by its text.
+    ``portrait``. The reconstruction prompt is the source prompt, repeated ``rec_n_s``/``rec_n_c``
+    times when IDL trained it so (training-time augmentation); with the default single phrase,
+    each of the n_c repetitions maps to it, otherwise repetition k maps to repetition
+    ``k mod rec_n_c``. The phrases are located from the end of the prompts
+    (``... (content) * n_c portrait``), which the templates fix, and each word is checked by its text.
     """
-    rec_spans = word_token_spans(tokenizer, source_prompt(ids, negative))
+    rec_spans = word_token_spans(tokenizer, source_prompt(ids, negative, rec_n_s, rec_n_c))
     sty_spans = word_token_spans(tokenizer, stylization_prompt(ids, n_s, n_c, negative))
     phrase = _content_phrase(ids, negative)
     size = len(phrase)
-    rec_block = rec_spans[-1 - size : -1]
+    rec_block = rec_spans[-1 - rec_n_c * size : -1]
     sty_block = sty_spans[-1 - n_c * size : -1]
-    if [w for w, _ in sty_block] != phrase * n_c or [w for w, _ in rec_block] != phrase:
+    if [w for w, _ in sty_block] != phrase * n_c or [w for w, _ in rec_block] != phrase * rec_n_c:
         raise RuntimeError(f"content phrase {phrase} not found where the templates put it")
     pairs: list[tuple[int, int]] = []
     for k, sty_word in enumerate(sty_block):
-        pairs += _pair_words(sty_word, rec_block[k % size])
+        pairs += _pair_words(sty_word, rec_block[k % len(rec_block)])
     pairs += _pair_words(sty_spans[-1], rec_spans[-1])
     return pairs
 

@@ -384,3 +384,14 @@ def test_default_settings_follow_the_model():
     assert profile_of(None) == profile_of(str(DEFAULT_MODEL)) == "mini"
     assert profile_of("stable-diffusion-v1-5/stable-diffusion-v1-5") == "sd"
     assert PROFILES["mini"]["lr"] == 1e-4 and PROFILES["sd"]["lr"] == 1e-6
+
+
+def test_training_time_augmentation_also_augments_the_reconstruction_prompt():
+    from styo.jobs import fcc_prompts
+    from styo.prompts import Identifiers, source_prompt
+
+    settings = {"prompts": "contrastive", "n_s": 3, "n_c": 2, "augment_training": False}
+    assert fcc_prompts(Identifiers(), settings)["reconstruction"] == source_prompt()
+    settings["augment_training"] = True
+    rec = fcc_prompts(Identifiers(), settings)["reconstruction"]
+    assert rec == source_prompt(n_s=3, n_c=2) and rec.count("ak47 not aug") == 3

@@ -137,3 +137,14 @@ def test_self_attention_sharing_option(pipe, source):
 def test_prompt_overflow_raises(pipe, source):
     with pytest.raises(PromptTooLongError):
         run(pipe, source, ids=Identifiers(c_src="zqzqzqzqzqzq"), n_s=5, n_c=5)
+
+
+def test_reconstruction_branch_reads_the_trained_augmented_source_prompt(pipe, source):
+    plain = run(pipe, source, n_s=3, n_c=2)
+    trained = run(pipe, source, n_s=3, n_c=2, rec_n_s=3, rec_n_c=2)
+    assert plain.prompts["rec"].count("ak47 not aug") == 1
+    assert trained.prompts["rec"].count("ak47 not aug") == 3
+    assert trained.prompts["rec"].count("sks not m4a1") == 2
+    assert trained.content_map != plain.content_map
+    # the reconstruction branch runs another prompt, so it denoises to other latents
+    assert (trained.latents[0] - plain.latents[0]).abs().amax() > 1e-4

@@ -144,3 +144,22 @@ def test_common_word_identifiers(tok):
     assert common_word_identifiers(tok) == []
     ids = Identifiers(s_src="portrait", c_src="face", c_tgt="xyzw")
     assert common_word_identifiers(tok, ids) == ["portrait", "face"]
+
+
+def test_content_map_after_training_time_augmentation_pairs_repetition_with_repetition(tok):
+    """IDL trained the source prompt repeated (train_n_s=3, train_n_c=2): the reconstruction
+    branch reads that prompt, and content repetition k takes the maps of its repetition k."""
+    rec = source_prompt(n_s=3, n_c=2)
+    assert rec == "a drawing with ak47 not aug ak47 not aug ak47 not aug style of sks not m4a1 sks not m4a1 portrait"
+    rec_ids, sty_ids = padded(tok, rec), padded(tok, stylization_prompt(n_s=3, n_c=2))
+    pairs = content_index_map(tok, Identifiers(), 3, 2, rec_n_s=3, rec_n_c=2)
+    assert all(sty_ids[s] == rec_ids[r] for s, r in pairs)
+    assert len({r for _, r in pairs}) == len(pairs)  # one-to-one: no repetition shares a map
+    # both prompts have the same tokens before "of" (ak47/aug swapped), so the pairs are positional
+    assert all(s == r for s, r in pairs)
+    # a reconstruction with fewer repetitions than the stylisation prompt wraps around
+    wrap = content_index_map(tok, Identifiers(), 1, 3, rec_n_c=2)
+    rec2 = padded(tok, source_prompt(n_c=2))
+    first = [r for _, r in wrap[:6]]
+    assert [r for _, r in wrap[12:18]] == first != [r for _, r in wrap[6:12]]
+    assert all(padded(tok, stylization_prompt(n_c=3))[s] == rec2[r] for s, r in wrap)
