@@ -130,7 +130,12 @@ def cmd_world_evaluate(args: argparse.Namespace) -> int:
         raise UsageError("--n and --steps must be positive")
     from .pipeline import load_pipeline
     from .viz import image_grid
-    from .world.evaluate import evaluate_base_model, heldout_combinations, training_combinations
+    from .world.evaluate import (
+        codec_report,
+        evaluate_base_model,
+        heldout_combinations,
+        training_combinations,
+    )
     from .world.judges import load_judges
 
     judges = load_judges(args.judges)
@@ -139,12 +144,16 @@ def cmd_world_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_base_model(
         pipe, judges, combos, steps=args.steps, guidance=args.guidance, seed=args.seed
     )
+    result["codec"] = codec_report(pipe.vae, judges)
     out.mkdir(parents=True, exist_ok=True)
     image_grid(result.pop("images")[:49], cols=7, scale=2).save(out / "samples.png")
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     attrs = " ".join(f"{k}={v:.2f}" for k, v in result["attribute_accuracy"].items())
     print(f"style accuracy {result['style_accuracy']:.3f}, mean attribute accuracy "
           f"{result['mean_attribute_accuracy']:.3f} ({attrs}) on {result['n']} unseen combinations")
+    codec = " ".join(f"{k}={v['mse']:.4f}/{v['judged_style_accuracy']:.2f}"
+                     for k, v in result["codec"]["per_style"].items())
+    print(f"VAE reconstruction MSE / judged style accuracy per style: {codec}")
     return 0
 
 

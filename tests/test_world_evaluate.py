@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from styo.world.attributes import PRETRAIN_STYLES
-from styo.world.evaluate import heldout_combinations, training_combinations
+from types import SimpleNamespace
+
+import torch
+
+from styo.world.architecture import build_vae
+from styo.world.attributes import HELD_OUT_STYLES, PRETRAIN_STYLES, STYLES
+from styo.world.evaluate import codec_report, heldout_combinations, training_combinations
+from styo.world.judges import load_judges
 from styo.world.render import render_seed
 
 
@@ -22,3 +28,29 @@ def test_heldout_combinations_are_unseen_and_style_balanced():
     counts = {s: sum(c[0] == s for c in combos) for s in PRETRAIN_STYLES}
     assert set(counts.values()) == {70 // len(PRETRAIN_STYLES)}
     assert heldout_combinations(70, seen, seed=5) == combos
+
+
+class _IdentityCodec(torch.nn.Module):
+    """A lossless 'VAE' (latents are the image): the report's upper bound."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def encode(self, x):
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=x))
+
+    def decode(self, z):
+        return SimpleNamespace(sample=z)
+
+
+def test_codec_report_reads_a_lossless_codec_as_perfect_and_a_random_one_as_lossy():
+    judges = load_judges()
+    perfect = codec_report(_IdentityCodec(), judges, per_style=6)
+    assert set(perfect["per_style"]) == set(STYLES) and set(perfect["held_out"]) == set(HELD_OUT_STYLES)
+    for style, row in perfect["per_style"].items():
+        assert row["mse"] == 0.0, style
+        assert row["judged_style_accuracy"] >= 5 / 6, style
+    torch.manual_seed(0)
+    random = codec_report(build_vae().eval(), judges, per_style=2)
+    assert all(row["mse"] > 0.01 for row in random["per_style"].values())

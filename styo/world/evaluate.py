@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .attributes import ATTRIBUTES, PRETRAIN_STYLES, sample_attributes
+from .attributes import ATTRIBUTES, HELD_OUT_STYLES, PRETRAIN_STYLES, STYLES, sample_attributes
 from .captions import plain_caption
 from .judges import Judges
+from .render import render_seed
 
 
 def training_combinations(n_images: int, seed: int = 0) -> set[tuple[str, ...]]:
@@ -90,3 +91,26 @@ def evaluate_base_model(
         "images": images,
         "prompts": prompts,
     }
+
+
+@torch.no_grad()
+def codec_report(vae: Any, judges: Judges, per_style: int = 40, seed: int = 900_000_000) -> dict[str, Any]:
+    """How well the VAE represents each style, held-out ones included, on fresh renders.
+
+    One-shot learning of an unseen style is only possible if the codec can carry its texture
+    (DESIGN.md §3): per style, the reconstruction MSE (images in [-1, 1]) and the share of
+    reconstructions whose style the judge still reads correctly.
+    """
+    report: dict[str, Any] = {"per_style": {}, "held_out": list(HELD_OUT_STYLES), "n_per_style": per_style}
+    param = next(vae.parameters())
+    for k, style in enumerate(STYLES):
+        seeds = range(seed + k * per_style, seed + (k + 1) * per_style)
+        arr = np.stack([np.asarray(render_seed(s, style=style)[0]) for s in seeds])
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        rec = vae.decode(vae.encode(x.to(param)).latent_dist.mean).sample.float().cpu().clamp(-1, 1)
+        hits = judges.predict_indices(rec, value_range=(-1.0, 1.0))["style"] == k
+        report["per_style"][style] = {
+            "mse": float(torch.mean((rec - x) ** 2)),
+            "judged_style_accuracy": float(hits.float().mean()),
+        }
+    return report
