@@ -28,6 +28,7 @@ test: lint
 
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --keep-going
+	$(PY) tests/browser.py _build/html --screenshot book/fcc.html
 	@echo "Book: $(CURDIR)/_build/html/index.html"
 
 bench: $(STAMP)

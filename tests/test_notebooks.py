@@ -6,11 +6,16 @@ A failing cell fails the test, and papermill's error names the cell and shows it
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+import browser
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = "styo"  # installed by `make setup` (python -m ipykernel install --sys-prefix --name styo)
@@ -125,10 +130,16 @@ def run_notebook(path: str, parameters: dict, out_dir: Path) -> None:
     )
 
 
+@pytest.fixture(scope="session")
+def executed_dir(tmp_path_factory):
+    """Where the chapters' papermill runs are kept, so the rendered-book check reuses them."""
+    return tmp_path_factory.mktemp("executed")
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", toc_notebooks())
-def test_notebook_runs(path, tmp_path):
-    run_notebook(path, CI_PARAMETERS[path], tmp_path)
+def test_notebook_runs(path, executed_dir):
+    run_notebook(path, CI_PARAMETERS[path], executed_dir)
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +153,47 @@ def draft_cache(tmp_path_factory):
 def test_draft_notebook_runs_on_tiny_backend(path, tmp_path, draft_cache, monkeypatch):
     monkeypatch.setenv("STYO_CACHE", str(draft_cache))  # the kernel inherits it
     run_notebook(path, {"backend": "tiny", **DRAFT_PARAMETERS[path]}, tmp_path)
+
+
+# Pages that must carry an ipywidgets view once they are in the book (the attention explorer).
+WIDGET_PAGES = {"book/attention"}
+
+
+def build_book_from(executed_dir: Path, root: Path) -> Path:
+    """Jupyter Book over the papermill-executed chapters (execution off: CI-sized outputs)."""
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("*.ipynb"))
+    for name in ("_toc.yml", "references.bib"):
+        shutil.copy(ROOT / name, root / name)
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    (root / "_config.yml").write_text(yaml.safe_dump(config))
+    for path in toc_notebooks():
+        shutil.copy(executed_dir / Path(path).name, root / path)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--keep-going"],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root / "_build" / "html"
+
+
+@pytest.mark.notebook
+def test_rendered_book_shows_every_chapter_in_a_browser(executed_dir, tmp_path):
+    """After the build, headless Chromium loads every chapter page: each shows non-blank figures,
+    and the attention explorer's page carries its widget."""
+    chromium = browser.find_chromium()
+    if chromium is None and os.environ.get("STYO_REQUIRE_CHROMIUM"):
+        pytest.fail("STYO_REQUIRE_CHROMIUM is set but no chromium is on PATH")
+    if chromium is None:
+        pytest.skip("no chromium on PATH (.ci/run installs Debian's chromium; apt-get install chromium)")
+    for path in toc_notebooks():  # chapters whose papermill run did not happen in this session
+        if not (executed_dir / Path(path).name).exists():
+            run_notebook(path, CI_PARAMETERS[path], executed_dir)
+    html = build_book_from(executed_dir, tmp_path)
+    for page in toc_files():
+        report = browser.page_report(chromium, html / f"{page}.html")
+        assert not report.blank, f"{page}: blank or broken figures {report.blank}"
+        if page != toc_files()[0]:
+            assert report.figures > 0, f"{page} shows no figure"
+        if page in WIDGET_PAGES:
+            assert report.widget_views > 0, f"{page} carries no widget"
