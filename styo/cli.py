@@ -110,6 +110,20 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world_snapshot(args: argparse.Namespace) -> int:
+    from .world.pretrain import snapshot
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} is not empty; choose a new --out folder")
+    try:
+        step = snapshot(args.work_dir, out)
+    except FileNotFoundError as e:
+        raise UsageError(f"{e}; point --work-dir at a running or stopped pretraining") from e
+    print(f"saved the EMA weights of step {step} as a pipeline in {out}")
+    return 0
+
+
 def cmd_world_train_judges(args: argparse.Namespace) -> int:
     from .world.judges import train_judges
 
@@ -295,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p.add_argument(f"--{name}", type=int)
     p.set_defaults(func=cmd_world_pretrain)
+
+    p = wsub.add_parser("snapshot", help="a pipeline from a pretraining run's newest checkpoint")
+    p.add_argument("--work-dir", required=True, help="the run's --work-dir")
+    p.add_argument("--out", required=True, help="new folder for the diffusers pipeline")
+    p.set_defaults(func=cmd_world_snapshot)
 
     p = wsub.add_parser("train-judges", help="train the attribute and style judges")
     p.add_argument("--out", required=True)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
 
 from styo.world import pretrain as pt
 
@@ -47,6 +48,17 @@ def test_interrupted_pretraining_resumes_to_the_same_pipeline(tmp_path, monkeypa
     assert pipe.vae.config.scaling_factor != 0.18215
     assert pipe.unet.config.sample_size * 4 == 64
     assert sorted(p.suffix for p in (tmp_path / "straight" / "unet").iterdir()) == [".json", ".safetensors"]
+
+    # A snapshot of a run is the EMA of its newest checkpoint (step 2 of 4 here), as a pipeline.
+    assert pt.snapshot(tmp_path / "work-straight", tmp_path / "snap") == 2
+    snap, snap_pipe = _unet_weights(tmp_path / "snap")
+    ema = load_file(tmp_path / "work-straight" / "unet-checkpoints" / "step-000002" / "ema.safetensors")
+    names = list(pipe.unet.state_dict())  # parameters first, in module order, like the EMA keys
+    params = [n for n, _ in pipe.unet.named_parameters()]
+    for i, name in enumerate(params):
+        torch.testing.assert_close(snap[name], ema[f"p{i}"], rtol=0, atol=0, msg=name)
+    assert set(snap) == set(names) and snap_pipe.vae.config.scaling_factor == pipe.vae.config.scaling_factor
+    assert not torch.equal(snap[params[0]], straight[params[0]])  # step 2 is not the final EMA
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -61,3 +61,10 @@ def test_render_never_overwrites(tmp_path):
     res = styo("world", "render", "--seed", "1", "--out", str(out))
     assert res.returncode == 2 and "exists" in res.stderr
     assert out.read_bytes() == b"precious"
+
+
+def test_snapshot_of_a_run_without_checkpoints_is_a_usage_error(tmp_path):
+    res = styo("world", "snapshot", "--work-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "snap"))
+    assert res.returncode == 2
+    assert "no finished VAE and UNet checkpoint" in res.stderr and "--work-dir" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "snap").exists()

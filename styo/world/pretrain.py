@@ -293,10 +293,44 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
         t0 = time.time()
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.unet_steps:
             save_checkpoint(ckpt_dir, step + 1, modules, opt, extra={"sec_per_step": float(np.median(times))})
-    with torch.no_grad():
-        for i, p in enumerate(params):
-            p.copy_(ema[f"p{i}"])
+    _use_ema(params, ema)
     return unet, te, tokenizer, float(np.median(times)) if times else None
+
+
+@torch.no_grad()
+def _use_ema(params: list[torch.nn.Parameter], ema: dict[str, torch.Tensor]) -> None:
+    """Sampling uses the EMA weights, as SD's released checkpoints do."""
+    for i, p in enumerate(params):
+        p.copy_(ema[f"p{i}"])
+
+
+def _save_pipeline(vae, te, tokenizer, unet, scaling_factor: float, out_dir: Path) -> None:
+    vae.register_to_config(scaling_factor=scaling_factor)
+    pipe = assemble_pipeline(vae.cpu(), te.cpu(), tokenizer, unet.cpu(), arch.sample_scheduler())
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+
+
+def snapshot(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> int:
+    """Save a pipeline from the newest UNet checkpoint's EMA weights; returns its step.
+
+    A long CPU run can be measured while it trains (``styo world evaluate`` on the snapshot),
+    which is how the model card's quality-by-steps figures are made.
+    """
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    found = list_checkpoints(work_dir / "unet-checkpoints")
+    if not found or not (work_dir / "vae.safetensors").exists():
+        raise FileNotFoundError(f"{work_dir} holds no finished VAE and UNet checkpoint yet")
+    tokenizer = arch.build_tokenizer()
+    unet, te, vae = arch.build_unet(), arch.build_text_encoder(tokenizer), arch.build_vae()
+    params = [*unet.parameters(), *te.parameters()]
+    ema = {f"p{i}": p.detach().clone() for i, p in enumerate(params)}
+    step = load_checkpoint(found[-1], {"unet": unet, "text_encoder": te, "ema": ema})["step"]
+    _use_ema(params, ema)
+    vae.load_state_dict(load_file(work_dir / "vae.safetensors"))
+    scale = load_file(work_dir / "latents.safetensors")["scaling_factor"].item()
+    _save_pipeline(vae, te, tokenizer, unet, scale, out_dir)
+    (out_dir / "training.json").write_text(json.dumps({"snapshot_of_step": step}, indent=1))
+    return step
 
 
 def pretrain(out_dir: str | os.PathLike, work_dir: str | os.PathLike, cfg: PretrainConfig | None = None,
@@ -318,9 +352,7 @@ def pretrain(out_dir: str | os.PathLike, work_dir: str | os.PathLike, cfg: Pretr
     latents = encode_dataset(vae, data, work_dir, device)
     loader_workers = min(8, workers - 1) if device.startswith("cuda") else 0
     unet, te, tokenizer, sec_per_step = train_unet(data, latents, work_dir, cfg, device, loader_workers)
-    vae.register_to_config(scaling_factor=latents["scaling_factor"].item())
-    pipe = assemble_pipeline(vae.cpu(), te.cpu(), tokenizer, unet.cpu(), arch.sample_scheduler())
-    pipe.save_pretrained(out_dir, safe_serialization=True)
+    _save_pipeline(vae, te, tokenizer, unet, latents["scaling_factor"].item(), out_dir)
     record = {
         "config": asdict(cfg), "device": device, "torch": torch.__version__,
         "unet_sec_per_step_median": sec_per_step, "wall_seconds_this_run": time.time() - started,
