@@ -82,7 +82,7 @@ def cmd_world_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_world_pretrain(args: argparse.Namespace) -> int:
-    from .world.pretrain import PretrainConfig, pretrain
+    from .world.pretrain import PretrainConfig, adopt_vae, load_vae_weights, pretrain
 
     cfg = PretrainConfig(seed=args.seed)
     for name in (
@@ -105,7 +105,14 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
     work = Path(args.work_dir) if args.work_dir else Path("runs") / "pretrain"
     if args.workers is not None and args.workers <= 0:
         raise UsageError(f"--workers must be positive, got {args.workers}")
-    pretrain(out, work, cfg, device=args.device, workers=args.workers)
+    if args.vae is not None:
+        try:
+            load_vae_weights(args.vae)
+            if (work / "vae.safetensors").exists():  # refuses a work dir trained with another VAE
+                adopt_vae(args.vae, work)
+        except (FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from e
+    pretrain(out, work, cfg, device=args.device, workers=args.workers, vae_dir=args.vae)
     print(f"saved pipeline to {out}")
     return 0
 
@@ -296,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the diffusers pipeline")
     p.add_argument("--work-dir", help="checkpoints and caches (default runs/pretrain)")
     p.add_argument("--workers", type=int, help="processes that render and batch (default: all cores)")
+    p.add_argument("--vae", help="start from this finished VAE folder (e.g. models/styo-mini-vae)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     for name in (

@@ -111,3 +111,34 @@ def test_vae_crops_sit_on_the_pixel_grid_and_whole_images_pass_through():
         seen.add((top, left))
     assert len(seen) > 5  # the corner really moves
     assert pt._aligned_crop(x, 64, g) is x
+
+
+def test_a_shipped_vae_replaces_stage_two(tmp_path):
+    """--vae: the finished VAE is stage 2's result; no VAE data is rendered, no VAE step is run."""
+    torch.manual_seed(5)
+    vae = pt.arch.build_vae()
+    (tmp_path / "trained").mkdir()
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, tmp_path / "trained" / "vae.safetensors")
+    folder = pt.export_vae(tmp_path / "trained", tmp_path / "styo-mini-vae")
+    cfg = pt.PretrainConfig(**TINY)
+    out = pt.pretrain(tmp_path / "out", tmp_path / "work", cfg, device="cpu", vae_dir=folder)
+    assert not (tmp_path / "work" / "vae-dataset.npz").exists()
+    assert not (tmp_path / "work" / "vae-checkpoints").exists()
+    shipped = StableDiffusionPipeline.from_pretrained(out).vae.state_dict()
+    for name, tensor in vae.state_dict().items():
+        torch.testing.assert_close(shipped[name], tensor, rtol=0, atol=0, msg=name)
+    # a pipeline folder works as --vae too; a work dir holding another VAE is refused
+    pt.adopt_vae(out, tmp_path / "work")
+    other = pt.arch.build_vae()
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="different VAE"):
+        pt.adopt_vae(tmp_path / "other", tmp_path / "work")
+    with pytest.raises(FileNotFoundError, match="save_pretrained"):
+        pt.adopt_vae(tmp_path, tmp_path / "work")
+    from diffusers import AutoencoderKL
+
+    AutoencoderKL(block_out_channels=(32,), norm_num_groups=32).save_pretrained(tmp_path / "alien")
+    with pytest.raises(ValueError, match="architecture"):
+        pt.load_vae_weights(tmp_path / "alien")

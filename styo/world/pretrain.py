@@ -146,6 +146,54 @@ def _aligned_crop(x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tenso
     return x[..., top : top + size, left : left + size]
 
 
+def _vae_weights_file(folder: Path) -> Path:
+    """The VAE weights of an AutoencoderKL folder, or of a pipeline folder's ``vae/``."""
+    if (folder / "model_index.json").exists():
+        folder = folder / "vae"
+    path = folder / "diffusion_pytorch_model.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{folder} holds no diffusion_pytorch_model.safetensors; give a folder written by "
+            "AutoencoderKL.save_pretrained (e.g. models/styo-mini-vae) or a pipeline folder"
+        )
+    return path
+
+
+def load_vae_weights(vae_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A finished VAE's weights, checked against this world's architecture."""
+    path = _vae_weights_file(Path(vae_dir))
+    state = load_file(path)
+    try:
+        arch.build_vae().load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path} is not a VAE of the miniature world's architecture: {e}") from e
+    return state
+
+
+def adopt_vae(vae_dir: str | os.PathLike, work_dir: Path) -> None:
+    """Use a finished VAE as stage 2's result instead of training one (SD, too, reuses its VAE).
+
+    A work dir that already holds another VAE is refused, since everything after stage 2 was
+    computed with that one.
+    """
+    state = load_vae_weights(vae_dir)
+    final = work_dir / "vae.safetensors"
+    if final.exists():
+        held = load_file(final)
+        if held.keys() != state.keys() or any(not torch.equal(held[k], state[k]) for k in state):
+            raise ValueError(f"{work_dir} already holds a different VAE; use a new --work-dir")
+        return
+    save_file(state, final)
+
+
+def export_vae(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Stage 2's VAE as an AutoencoderKL folder (``from_pretrained``-loadable, safetensors)."""
+    vae = arch.build_vae()
+    vae.load_state_dict(load_file(Path(work_dir) / "vae.safetensors"))
+    vae.save_pretrained(out_dir, safe_serialization=True)
+    return Path(out_dir)
+
+
 def train_vae(data: dict, work_dir: Path, cfg: PretrainConfig, device: str):
     """Stage 2: a small KL autoencoder (MSE + L1 + tiny KL), resumable."""
     final = work_dir / "vae.safetensors"
@@ -334,11 +382,13 @@ def snapshot(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> int:
 
 
 def pretrain(out_dir: str | os.PathLike, work_dir: str | os.PathLike, cfg: PretrainConfig | None = None,
-             device: str | None = None, workers: int | None = None) -> Path:
+             device: str | None = None, workers: int | None = None,
+             vae_dir: str | os.PathLike | None = None) -> Path:
     """Run (or resume) every stage and save the pipeline to ``out_dir``.
 
     ``workers`` (default: every core) render the datasets and, on a GPU, prepare the UNet's
-    batches; the weights do not depend on it.
+    batches; the weights do not depend on it. ``vae_dir`` starts from a finished VAE (e.g. the
+    shipped ``models/styo-mini-vae``, made by this same recipe) and skips stage 2.
     """
     cfg = cfg or PretrainConfig()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -347,7 +397,10 @@ def pretrain(out_dir: str | os.PathLike, work_dir: str | os.PathLike, cfg: Pretr
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     started = time.time()
-    vae = train_vae(build_vae_dataset(work_dir, cfg, workers), work_dir, cfg, device)
+    if vae_dir is not None:
+        adopt_vae(vae_dir, work_dir)
+    trained = (work_dir / "vae.safetensors").exists()
+    vae = train_vae({} if trained else build_vae_dataset(work_dir, cfg, workers), work_dir, cfg, device)
     data = build_dataset(work_dir, cfg, workers)
     latents = encode_dataset(vae, data, work_dir, device)
     loader_workers = min(8, workers - 1) if device.startswith("cuda") else 0
@@ -355,6 +408,7 @@ def pretrain(out_dir: str | os.PathLike, work_dir: str | os.PathLike, cfg: Pretr
     _save_pipeline(vae, te, tokenizer, unet, latents["scaling_factor"].item(), out_dir)
     record = {
         "config": asdict(cfg), "device": device, "torch": torch.__version__,
+        "vae_from": str(vae_dir) if vae_dir is not None else "trained in this run",
         "unet_sec_per_step_median": sec_per_step, "wall_seconds_this_run": time.time() - started,
     }
     (out_dir / "training.json").write_text(json.dumps(record, indent=1))
