@@ -179,13 +179,13 @@ def cmd_world_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
-    from .jobs import cmd_stylize as job
+    from .stylize_job import cmd_stylize as job
 
     return job(args)
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
-    from .jobs import cmd_attention as job
+    from .attention_job import cmd_attention as job
 
     return job(args)
 

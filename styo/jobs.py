@@ -1,4 +1,5 @@
-"""The jobs behind ``styo stylize`` and ``styo attention``.
+"""What the jobs behind ``styo stylize`` and ``styo attention`` share (:mod:`styo.stylize_job`,
+:mod:`styo.attention_job`): cheap checks, model loading, the run folder.
 
 A job checks everything that is cheap to check (numbers, identifiers, the output folder, the
 device, the input files) *before* it imports diffusers or reads model weights, so a typo costs a
@@ -30,7 +31,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import write_json
 from .cli import UsageError
 from .prompts import MAX_REPEAT, MIN_REPEAT, Identifiers
 
@@ -53,22 +53,22 @@ OUTPUT_IMAGE = re.compile(r"(stylized|reconstruction)(-\d+)?\.png")
 PROGRESS = {"dynamic_ncols": True}
 
 
-def _notice(text: str, kind: str = "notice") -> None:
+def notice(text: str, kind: str = "notice") -> None:
     print(f"styo: {kind}: {text}", file=sys.stderr)
 
 
-def _print_notices(notices: list[str], limit: int = 8) -> None:
+def print_notices(notices: list[str], limit: int = 8) -> None:
     """Each change made to an input, but not 200 lines for a big auxiliary folder."""
     for text in notices[:limit]:
-        _notice(text)
+        notice(text)
     if len(notices) > limit:
-        _notice(f"... and {len(notices) - limit} more (all listed in run.json)")
+        notice(f"... and {len(notices) - limit} more (all listed in run.json)")
 
 
 # --- cheap checks (no torch, no diffusers) -----------------------------------------------------
 
 
-def _positive(value: float, option: str, what: str) -> None:
+def check_positive(value: float, option: str, what: str) -> None:
     if not value > 0 or not math.isfinite(value):
         raise UsageError(f"{option} must be a positive {what}, got {value:g}")
 
@@ -83,15 +83,15 @@ def _check_repeat(value: int, option: str, paper: int) -> None:
 
 def check_stylize_numbers(args: argparse.Namespace) -> None:
     """Every number of ``styo stylize`` in its range, with the option's name in the message."""
-    _positive(args.steps, "--steps", "number of IDL training steps")
+    check_positive(args.steps, "--steps", "number of IDL training steps")
     _check_repeat(args.n_s, "--n-s", 3)
     _check_repeat(args.n_c, "--n-c", 1)
-    _positive(args.samples, "--samples", "number of images")
-    _positive(args.batch_size, "--batch-size", "number of samples per loss term")
+    check_positive(args.samples, "--samples", "number of images")
+    check_positive(args.batch_size, "--batch-size", "number of samples per loss term")
     for option in ("lr", "aux", "sample_steps"):
         value = getattr(args, option)
         if value is not None:
-            _positive(value, f"--{option.replace('_', '-')}", "number")
+            check_positive(value, f"--{option.replace('_', '-')}", "number")
     if args.guidance is not None and not (0 <= args.guidance < 1000):
         raise UsageError(f"--guidance must be from 0 (no guidance) to 1000, got {args.guidance:g}")
     if not 0 < args.strength <= 1:
@@ -108,7 +108,7 @@ def check_stylize_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"--checkpoint-every must be 0 (only on Ctrl-C) or more, got "
                          f"{args.checkpoint_every}")
     if args.lora_rank is not None:
-        _positive(args.lora_rank, "--lora-rank", "rank")
+        check_positive(args.lora_rank, "--lora-rank", "rank")
     if args.no_aux and (args.aux_dir or args.aux):
         raise UsageError("--no-aux trains without an auxiliary set; drop --aux/--aux-dir with it")
 
@@ -123,13 +123,13 @@ def identifiers(words: list[str] | None) -> Identifiers:
         raise UsageError(f"--identifiers: {e}") from e
 
 
-def _resolved(path: str | os.PathLike) -> Path:
+def resolved(path: str | os.PathLike) -> Path:
     return Path(path).expanduser().resolve()
 
 
 def _is_output(path: Path, out: Path) -> bool:
     """Whether ``path`` is, or lies inside, something a stylize run writes into ``out``."""
-    p, o = _resolved(path), _resolved(out)
+    p, o = resolved(path), resolved(out)
     if p.parent == o and (p.name == "run.json" or OUTPUT_IMAGE.fullmatch(p.name)):
         return True
     return any(d == p or d in p.parents for d in (o / "idl", o / "aux"))
@@ -142,7 +142,7 @@ def check_out_dir(out: Path, resume: bool, inputs: list[Path], aux_dir: Path | N
     """
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; pass a folder for the results")
-    inside = [p for p in _resolved(out).parents if (p / "run.json").is_file()]
+    inside = [p for p in resolved(out).parents if (p / "run.json").is_file()]
     if inside:
         raise UsageError(
             f"--out {out} lies inside the run in {inside[0]}; choose a folder outside it"
@@ -154,7 +154,7 @@ def check_out_dir(out: Path, resume: bool, inputs: list[Path], aux_dir: Path | N
             "or choose another --out"
         )
     for path in inputs + ([aux_dir] if aux_dir else []):
-        if _is_output(path, out) or (path == aux_dir and _resolved(path) == _resolved(out)):
+        if _is_output(path, out) or (path == aux_dir and resolved(path) == resolved(out)):
             raise UsageError(
                 f"input {path} lies where this run writes its results in {out}; move it or "
                 "choose another --out (styo never writes over its inputs)"
@@ -206,29 +206,22 @@ def profile_of(model: str | None) -> str:
     """``mini`` for the miniature world's model (the default), ``sd`` for anything else."""
     from .pipeline import DEFAULT_MODEL
 
-    if model is None or _resolved(model) == DEFAULT_MODEL.resolve():
+    if model is None or resolved(model) == DEFAULT_MODEL.resolve():
         return "mini"
     return "sd"
-
-
-def quiet_library_bars() -> None:
-    """diffusers' and transformers' own bars (loading components, loading and writing weights)
-    drown the job's bars; hub download bars, useful for a first SD download, stay on."""
-    import huggingface_hub.utils as hub
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    hub_on = not hub.are_progress_bars_disabled()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()  # also switches the hub's off ...
-    if hub_on:
-        hub.enable_progress_bars()  # ... so put those back
 
 
 def load_model(model: str | None, device: str | None):
     """The pipeline. A bad local folder is a usage error (exit 2); an unreachable hub is a
     runtime one (exit 1): the same command works where the hub can be reached."""
-    from .pipeline import DEFAULT_MODEL, ModelLoadError, choose_device, is_hub_id, load_pipeline
+    from .pipeline import (
+        DEFAULT_MODEL,
+        ModelLoadError,
+        choose_device,
+        is_hub_id,
+        load_pipeline,
+        quiet_library_bars,
+    )
 
     quiet_library_bars()
     try:
@@ -256,7 +249,7 @@ def attention_model(model: str | None) -> tuple[str | None, str]:
             f"--model {model} is a stylize run without a fine-tuned pipeline (its IDL has not "
             "finished); finish it with `styo stylize ... --resume`, or pass a pipeline folder"
         )
-    _notice(f"{model} is a stylize run; using its fine-tuned pipeline {tuned}")
+    notice(f"{model} is a stylize run; using its fine-tuned pipeline {tuned}")
     try:
         profile = json.loads((folder / "run.json").read_text())["defaults"]["profile"]
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
@@ -305,7 +298,7 @@ def save_png(image, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _now() -> str:
+def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -317,14 +310,14 @@ def command_options(args: argparse.Namespace) -> dict[str, Any]:
     """
     options = {k: v for k, v in vars(args).items() if k not in ("func", "debug", "command")}
     for key in ("source", "target", "aux_dir", "model"):
-        options[key] = _absolute_if_local(options.get(key))
+        options[key] = absolute_if_local(options.get(key))
     return json.loads(json.dumps(options))
 
 
-def _absolute_if_local(value: str | None) -> str | None:
+def absolute_if_local(value: str | None) -> str | None:
     """A local path by absolute path (a resume from another folder compares equal), a hub id or
     None as it is."""
-    return str(_resolved(value)) if value and Path(value).expanduser().exists() else value
+    return str(resolved(value)) if value and Path(value).expanduser().exists() else value
 
 
 def check_resume_options(out: Path, options: dict[str, Any]) -> None:
@@ -393,457 +386,3 @@ class Timer:
 
     def as_dict(self) -> dict[str, float]:
         return {**self.phases, "total": round(time.perf_counter() - self.start, 3)}
-
-
-# --- styo stylize ------------------------------------------------------------------------------
-
-
-def stylize_settings(
-    args: argparse.Namespace, profile: str, ids: Identifiers
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every setting of the run with model-dependent defaults filled in, and which came from the
-    model's profile (paths absolute)."""
-    defaults = PROFILES[profile]
-    settings = {
-        "source": str(_resolved(args.source)),
-        "target": str(_resolved(args.target)),
-        "model": _absolute_if_local(args.model),
-        "aux_dir": str(_resolved(args.aux_dir)) if args.aux_dir else None,
-        "aux": None if args.no_aux or args.aux_dir else (args.aux or defaults["aux"]),
-        "no_aux": args.no_aux,
-        "steps": args.steps,
-        "lr": args.lr if args.lr is not None else defaults["lr"],
-        "batch_size": args.batch_size,
-        "prompts": args.prompts,
-        "identifiers": [ids.s_src, ids.s_tgt, ids.c_src, ids.c_tgt],
-        "augment_training": args.augment_training,
-        "train_text_encoder": args.train_text_encoder,
-        "lora_rank": args.lora_rank,
-        "mixed_precision": args.mixed_precision,
-        "checkpoint_every": args.checkpoint_every,
-        "n_s": args.n_s,
-        "n_c": args.n_c,
-        "fcc": not args.no_fcc,
-        "samples": args.samples,
-        "sample_steps": args.sample_steps or defaults["sample_steps"],
-        "guidance": args.guidance if args.guidance is not None else defaults["guidance"],
-        "strength": args.strength,
-        "control_steps": list(args.control_steps),
-        "seed": args.seed,
-        "device": args.device,
-        "resume": args.resume,
-        "progress": args.progress,
-    }
-    chosen = {
-        k: settings[k]
-        for k in ("lr", "aux", "sample_steps", "guidance")
-        if getattr(args, k) is None and settings[k] is not None
-    }
-    return settings, {"profile": profile, "why": PROFILE_WHY[profile], "chosen": chosen}
-
-
-def trained_repeats(settings: dict[str, Any]) -> tuple[int, int]:
-    """(n_s, n_c) of the source prompt IDL trains, which FCC's reconstruction branch then reads."""
-    return (settings["n_s"], settings["n_c"]) if settings["augment_training"] else (1, 1)
-
-
-def idl_config(settings: dict[str, Any], ids: Identifiers):
-    """The :class:`~styo.idl.IDLConfig` for these settings."""
-    from .idl import IDLConfig
-
-    train_n_s, train_n_c = trained_repeats(settings)
-    try:
-        return IDLConfig(
-            steps=settings["steps"],
-            lr=settings["lr"],
-            batch_size=settings["batch_size"],
-            seed=settings["seed"],
-            ids=ids,
-            negative=settings["prompts"] == "contrastive",
-            use_aux=not settings["no_aux"],
-            train_text_encoder=settings["train_text_encoder"],
-            lora_rank=settings["lora_rank"],
-            mixed_precision=settings["mixed_precision"],
-            checkpoint_every=settings["checkpoint_every"],
-            train_n_s=train_n_s,
-            train_n_c=train_n_c,
-        )
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-
-
-def check_sampling(settings: dict[str, Any]) -> None:
-    """FCC runs int(steps × strength) steps: refuse zero now rather than after IDL's minutes."""
-    if int(settings["sample_steps"] * settings["strength"]) < 1:
-        raise UsageError(
-            f"--sample-steps {settings['sample_steps']} with --strength {settings['strength']:g} "
-            "runs no denoising step; raise either"
-        )
-
-
-def fcc_prompts(ids: Identifiers, settings: dict[str, Any]) -> dict[str, str]:
-    from .prompts import source_prompt, stylization_prompt
-
-    negative = settings["prompts"] == "contrastive"
-    return {
-        "reconstruction": source_prompt(ids, negative, *trained_repeats(settings)),
-        "stylisation": stylization_prompt(ids, settings["n_s"], settings["n_c"], negative),
-    }
-
-
-class StylizeRun:
-    """The run folder: its record (run.json) and where each output goes."""
-
-    def __init__(self, out: Path, record: dict[str, Any]) -> None:
-        self.out = out
-        self.record = record
-
-    def save(self, **updates: Any) -> None:
-        self.record.update(updates)
-        write_json(self.out / "run.json", self.record)
-
-    def image_path(self, kind: str, index: int) -> Path:
-        return self.out / (f"{kind}.png" if index == 0 else f"{kind}-{index}.png")
-
-
-def cmd_stylize(args: argparse.Namespace) -> int:
-    """``styo stylize``: cheap checks, model, inputs, then aux set, IDL and FCC into --out."""
-    check_stylize_numbers(args)
-    ids = identifiers(args.identifiers)
-    out = Path(args.out).expanduser()
-    source, target = Path(args.source).expanduser(), Path(args.target).expanduser()
-    aux_dir = Path(args.aux_dir).expanduser() if args.aux_dir else None
-    check_out_dir(out, args.resume, [source, target], aux_dir)
-    options = command_options(args)
-    if args.resume:
-        check_resume_options(out, options)
-    check_device(args.device)
-    check_aux_dir(args.aux_dir)
-    prevalidate_images({"--source": source, "--target": target})
-
-    timer = Timer()
-    with timer.phase("import"):
-        settings, chosen = stylize_settings(args, profile_of(args.model), ids)
-        check_sampling(settings)
-        config = idl_config(settings, ids)
-    with timer.phase("load"):
-        pipe = load_model(args.model, args.device)
-        inputs = load_inputs(pipe, source, target, aux_dir)
-    prompts = {f"IDL {k}": v for k, v in _idl_prompts(config).items()}
-    prompts.update({f"FCC {k}": v for k, v in fcc_prompts(ids, settings).items()})
-    check_prompts(pipe.tokenizer, prompts)
-    warnings = identifier_warnings(pipe.tokenizer, ids)
-    _print_notices(inputs["notices"])
-
-    out.mkdir(parents=True, exist_ok=True)
-    record = new_record(options, settings, chosen, pipe, prompts, inputs, warnings)
-    run = StylizeRun(out, record)
-    run.save()
-    with sigterm_as_interrupt():
-        try:
-            finish_stylize(run, pipe, config, ids, settings, inputs, timer)
-        except KeyboardInterrupt as e:
-            run.save(status="interrupted", timings_s=timer.as_dict(), ended=_now())
-            raise KeyboardInterrupt(interrupt_message(out, e, config.steps)) from None
-        except Exception as e:
-            run.save(status="failed", error=f"{type(e).__name__}: {e}", ended=_now())
-            raise
-    stylized = run.record["outputs"]["stylized"]
-    print(f"wrote {', '.join(str(out / f) for f in stylized)}, {out / 'reconstruction.png'} and "
-          f"{out / 'run.json'} in {run.record['timings_s']['total']:.0f} s")
-    return 0
-
-
-def _idl_prompts(config) -> dict[str, str]:
-    from .idl import prompts_for
-
-    return prompts_for(config)
-
-
-def load_inputs(pipe, source: Path, target: Path, aux_dir: Path | None) -> dict[str, Any]:
-    """Source, target and (a folder's) aux images at the model's size, with what was changed."""
-    from .data import ImageInputError, load_aux_folder, load_image
-    from .pipeline import image_size
-
-    size = image_size(pipe)
-    notices: list[str] = []
-    try:
-        images = {
-            "source": load_image(source, size, notices=notices),
-            "target": load_image(target, size, notices=notices),
-            "aux": load_aux_folder(aux_dir, size, notices=notices) if aux_dir else None,
-        }
-    except ImageInputError as e:
-        raise UsageError(str(e)) from e
-    return {**images, "notices": notices, "size": size}
-
-
-def identifier_warnings(tokenizer, ids: Identifiers) -> list[str]:
-    """Warn (and go on) about identifiers that are ordinary words of the model's vocabulary."""
-    from .prompts import common_word_identifiers
-
-    warnings = [
-        f"identifier {word!r} is an ordinary word of this model's vocabulary, so it already "
-        "means something and may not pick up the new concept cleanly; rare keys such as sks "
-        "work better (continuing)"
-        for word in common_word_identifiers(tokenizer, ids)
-    ]
-    for text in warnings:
-        _notice(text, "warning")
-    return warnings
-
-
-def new_record(options, settings, chosen, pipe, prompts, inputs, warnings) -> dict[str, Any]:
-    """run.json as the run starts; outputs, losses and timings are added as they appear."""
-    files = {"source": Path(settings["source"]), "target": Path(settings["target"])}
-    return {
-        "styo_run": 1,
-        "status": "running",
-        "started": _now(),
-        "command": ["styo", *sys.argv[1:]],
-        "options": options,
-        "settings": settings,
-        "defaults": chosen,
-        "inputs": {k: {"path": str(_resolved(p)), "sha256": sha256(p)} for k, p in files.items()},
-        "model": {
-            "path_or_id": settings["model"] or "default (miniature world)",
-            "class": type(pipe).__name__,
-            "image_size": inputs["size"],
-            "device": str(pipe.device),
-            "dtype": str(pipe.unet.dtype).removeprefix("torch."),
-        },
-        "prompts": prompts,
-        "versions": versions(),
-        "notices": inputs["notices"],
-        "warnings": warnings,
-    }
-
-
-def finish_stylize(run: StylizeRun, pipe, config, ids, settings, inputs, timer: Timer) -> None:
-    """The expensive part: aux set, IDL, FCC; each saves what it made before the next starts."""
-    with timer.phase("aux"):
-        aux = auxiliary_set(run.out, pipe, settings, inputs["aux"])
-    with timer.phase("idl"):
-        result = train_idl(run.out, pipe, config, inputs, aux, settings)
-    run.save(idl={
-        "output_dir": "idl",
-        "steps": config.steps,
-        "resumed_from": result.resumed_from,
-        "losses": result.losses,
-        "terms": result.term_losses,
-    })
-    with timer.phase("fcc"):
-        outputs = sample_fcc(run, pipe, ids, settings, inputs["source"])
-    run.save(status="finished", outputs=outputs, timings_s=timer.as_dict(), ended=_now())
-
-
-def auxiliary_set(out: Path, pipe, settings: dict[str, Any], folder_images) -> list:
-    """The folder's images, or portraits the base model generates (cached in --out/aux)."""
-    if settings["no_aux"]:
-        return []
-    if folder_images is not None:
-        return folder_images
-    from .data import generate_aux
-
-    # one bar per batch of generated images; leave=False keeps just the running one on screen
-    pipe.set_progress_bar_config(
-        desc=f"aux ({settings['aux']} images)", leave=False, disable=not settings["progress"],
-        **PROGRESS,
-    )
-    return generate_aux(pipe, settings["aux"], cache_dir=out / "aux", seed=settings["seed"])
-
-
-def train_idl(out: Path, pipe, config, inputs: dict[str, Any], aux: list, settings):
-    from .idl import train
-
-    return train(
-        pipe,
-        inputs["source"],
-        inputs["target"],
-        aux,
-        config,
-        output_dir=out / "idl",
-        resume=settings["resume"],
-        progress=settings["progress"],
-    )
-
-
-def sample_fcc(run: StylizeRun, pipe, ids, settings: dict[str, Any], source) -> dict[str, Any]:
-    """Stylised images and reconstructions, written as PNGs; returns their names for run.json."""
-    from .fcc import stylize
-
-    pipe.set_progress_bar_config(desc="FCC", disable=not settings["progress"], **PROGRESS)
-    rec_n_s, rec_n_c = trained_repeats(settings)
-    result = stylize(
-        pipe,
-        source,
-        ids=ids,
-        n_s=settings["n_s"],
-        n_c=settings["n_c"],
-        negative=settings["prompts"] == "contrastive",
-        rec_n_s=rec_n_s,
-        rec_n_c=rec_n_c,
-        num_inference_steps=settings["sample_steps"],
-        guidance_scale=settings["guidance"],
-        strength=settings["strength"],
-        control_steps=tuple(settings["control_steps"]),
-        fcc=settings["fcc"],
-        seed=settings["seed"],
-        num_images=settings["samples"],
-    )
-    names: dict[str, list[str]] = {"stylized": [], "reconstruction": []}
-    for kind, images in (("stylized", result.images), ("reconstruction", result.reconstructions)):
-        for i, image in enumerate(images):
-            path = run.image_path(kind, i)
-            save_png(image, path)
-            names[kind].append(path.name)
-    return {**names, "timesteps": result.timesteps, "content_map": result.content_map}
-
-
-def interrupt_message(out: Path, error: BaseException, steps: int) -> str:
-    """Where the run stopped and how to finish it."""
-    from .checkpoint import list_checkpoints
-    from .idl import TrainingInterrupted
-
-    found = list_checkpoints(out / "idl" / "checkpoints")
-    if isinstance(error, TrainingInterrupted) and found:
-        step = int(found[-1].name.split("-")[1])
-        return (
-            f"IDL stopped at step {step} of {steps}; checkpoint saved in {found[-1]}. Run the "
-            "same command with --resume to finish"
-        )
-    return (
-        f"the run in {out} stopped before it finished; run the same command with --resume to "
-        "finish it (finished parts are kept)"
-    )
-
-
-# --- styo attention ----------------------------------------------------------------------------
-
-
-def check_attention_args(args: argparse.Namespace) -> Path:
-    """Cheap checks of ``styo attention``; returns the output file."""
-    out = Path(args.out).expanduser()
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"--out {out} must be a .png file")
-    if out.exists():
-        raise UsageError(f"--out {out} exists; choose another file (styo never overwrites one)")
-    if not args.prompt.split():
-        raise UsageError("--prompt is empty; pass the words to generate from")
-    if args.steps is not None:
-        _positive(args.steps, "--steps", "number of sampling steps")
-    if args.guidance is not None and not (0 <= args.guidance < 1000):
-        raise UsageError(f"--guidance must be from 0 (no guidance) to 1000, got {args.guidance:g}")
-    return out
-
-
-def generate_with_attention(
-    pipe,
-    prompt: str,
-    *,
-    seed: int = 0,
-    num_inference_steps: int = 50,
-    guidance_scale: float = 7.5,
-    progress: bool = True,
-):
-    """One image from ``prompt`` by the pipeline's own sampler, with cross-attention recorded.
-
-    The recorder and its processors work on FCC's two-branch batch (``[uncond_rec, uncond_sty,
-    cond_rec, cond_sty]``, :mod:`styo.attention`). A plain generation fills both branches with the
-    same prompt and the same starting latent, so both rows are the same image; only the ``sty``
-    row is stored. Costs one extra image per step, and reuses the tested processors unchanged.
-    Returns ``(image, recorder)``.
-    """
-    import torch
-    from diffusers.utils.torch_utils import randn_tensor
-
-    from .attention import AttentionController, AttentionRecorder, attention_control
-    from .pipeline import image_size
-    from .prompts import check_length
-
-    check_length(pipe.tokenizer, prompt)
-    size = image_size(pipe)
-    latent = size // pipe.vae_scale_factor
-    recorder = AttentionRecorder(branches=("sty",))
-    recorder.tokenizer, recorder.image_size = pipe.tokenizer, (size, size)
-    recorder.prompts = {"rec": prompt, "sty": prompt}
-    controller = AttentionController(
-        [], recorder=recorder, guidance=guidance_scale > 1.0, latent_size=(latent, latent)
-    )
-    generator = torch.Generator("cpu").manual_seed(seed)
-    shape = (1, pipe.unet.config.in_channels, latent, latent)
-    start = randn_tensor(shape, generator=generator, dtype=pipe.unet.dtype)
-    start = start.to(pipe.device).repeat(2, 1, 1, 1)
-
-    def next_step(pipeline, i, t, kwargs):  # the controller must know the step of each UNet call
-        controller.step = i + 1
-        return kwargs
-
-    pipe.set_progress_bar_config(desc="sampling", disable=not progress, **PROGRESS)
-    with attention_control(pipe.unet, controller):
-        images = pipe(
-            [prompt, prompt],
-            latents=start,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            height=size,
-            width=size,
-            callback_on_step_end=next_step,
-        ).images
-    return images[1], recorder
-
-
-def attention_words(prompt: str, words: list[str] | None) -> list[str]:
-    """The words to map: those asked for (each must be in the prompt), else every word once."""
-    available = list(dict.fromkeys(prompt.split()))
-    if not words:
-        return available
-    missing = [w for w in words if w not in available]
-    if missing:
-        raise UsageError(
-            f"--words {' '.join(missing)} not in the prompt; choose from: {' '.join(available)}"
-        )
-    return list(dict.fromkeys(words))
-
-
-def cmd_attention(args: argparse.Namespace) -> int:
-    """``styo attention``: generate from a prompt and draw one heat map per word."""
-    out = check_attention_args(args)
-    words = attention_words(args.prompt, args.words)
-    check_device(args.device)
-    model, profile = attention_model(args.model)
-    pipe = load_model(model, args.device)
-    check_prompts(pipe.tokenizer, {"--prompt": args.prompt})
-    defaults = PROFILES[profile]
-    image, recorder = generate_with_attention(
-        pipe,
-        args.prompt,
-        seed=args.seed,
-        num_inference_steps=args.steps or defaults["sample_steps"],
-        guidance_scale=args.guidance if args.guidance is not None else defaults["guidance"],
-        progress=args.progress,
-    )
-    maps = recorder.aggregate(words, branch="sty")
-    save_figure(image, maps, args.prompt, out)
-    print(f"wrote {out}")
-    return 0
-
-
-def save_figure(image, maps, prompt: str, out: Path) -> None:
-    """The heat-map figure as a PNG; exclusive creation, so a file that appeared meanwhile stays."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # a command line has no display
-    import matplotlib.pyplot as plt
-
-    from .viz import plot_word_maps
-
-    fig = plot_word_maps(image, maps, title=prompt)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(out, "xb") as fh:
-            fig.savefig(fh, format="png", dpi=100)
-    except FileExistsError as e:
-        raise UsageError(f"--out {out} exists; choose another file") from e
-    finally:
-        plt.close(fig)

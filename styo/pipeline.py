@@ -171,3 +171,17 @@ def assemble_pipeline(vae, text_encoder, tokenizer, unet, scheduler) -> StableDi
 def image_size(pipe: StableDiffusionPipeline) -> int:
     """Side of the images the pipeline was trained on: latent sample size × VAE downscale."""
     return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+def quiet_library_bars() -> None:
+    """diffusers' and transformers' own bars (loading components, loading and writing weights)
+    drown the job's bars; hub download bars, useful for a first SD download, stay on."""
+    import huggingface_hub.utils as hub
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    hub_on = not hub.are_progress_bars_disabled()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # also switches the hub's off ...
+    if hub_on:
+        hub.enable_progress_bars()  # ... so put those back

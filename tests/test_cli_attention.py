@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from styo.jobs import generate_with_attention  # noqa: E402
+from styo.generate import generate_with_attention  # noqa: E402
 from styo.testing import tiny_pipeline  # noqa: E402
 from styo.viz import plot_word_maps  # noqa: E402
 

@@ -387,8 +387,8 @@ def test_default_settings_follow_the_model():
 
 
 def test_training_time_augmentation_also_augments_the_reconstruction_prompt():
-    from styo.jobs import fcc_prompts
     from styo.prompts import Identifiers, source_prompt
+    from styo.stylize_job import fcc_prompts
 
     settings = {"prompts": "contrastive", "n_s": 3, "n_c": 2, "augment_training": False}
     assert fcc_prompts(Identifiers(), settings)["reconstruction"] == source_prompt()
