@@ -7,13 +7,13 @@ from pathlib import Path
 
 from .cli import UsageError
 from .jobs import (
-    PROFILES,
     attention_model,
     check_device,
     check_positive,
     check_prompts,
     load_model,
 )
+from .profiles import PROFILES
 
 
 def check_attention_args(args: argparse.Namespace) -> Path:

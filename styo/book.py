@@ -20,7 +20,8 @@ from PIL import Image
 
 from .data import generate_aux, model_fingerprint
 from .idl import IDLConfig, IDLResult, run_fingerprint, train
-from .pipeline import DEFAULT_MODEL, load_pipeline
+from .pipeline import load_pipeline
+from .profiles import DEFAULT_MODEL, PROFILES
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BACKENDS = ("mini", "sd15", "tiny")
@@ -49,21 +50,21 @@ def backend_settings(backend: str) -> Backend:
         return Backend(
             name="mini",
             model=str(DEFAULT_MODEL),
-            idl=IDLConfig(steps=400, lr=1e-4, checkpoint_every=100),
+            idl=IDLConfig(steps=400, lr=PROFILES["mini"]["lr"], checkpoint_every=100),
             aux_prompt="a drawing with photo style of portrait",
-            aux_count=32,
-            sample_steps=25,
-            guidance=5.0,
+            aux_count=PROFILES["mini"]["aux"],
+            sample_steps=PROFILES["mini"]["sample_steps"],
+            guidance=PROFILES["mini"]["guidance"],
         )
     if backend == "sd15":
         return Backend(
             name="sd15",
             model=SD15,
-            idl=IDLConfig(steps=400, lr=1e-6, mixed_precision="fp16", checkpoint_every=0),
+            idl=IDLConfig(steps=400, lr=PROFILES["sd"]["lr"], mixed_precision="fp16", checkpoint_every=0),
             aux_prompt="a photo portrait of a person, face, high quality",
-            aux_count=200,
-            sample_steps=50,
-            guidance=7.5,
+            aux_count=PROFILES["sd"]["aux"],
+            sample_steps=PROFILES["sd"]["sample_steps"],
+            guidance=PROFILES["sd"]["guidance"],
             source_prompt="a close-up photo portrait of a young woman with red hair, smiling",
             target_prompt="a mosaic portrait of an old man made of small square ceramic tiles",
         )

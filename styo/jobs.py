@@ -32,14 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from .cli import UsageError
+from .profiles import PROFILES, profile_of
 from .prompts import MAX_REPEAT, MIN_REPEAT, Identifiers
 
-# Defaults that depend on the model. The miniature model was trained from scratch and barely moves
-# at SD's fine-tuning rate (DESIGN.md §3); it was pretrained and probed with DDIM 25 / guidance 5.
-PROFILES: dict[str, dict[str, Any]] = {
-    "mini": {"lr": 1e-4, "aux": 32, "sample_steps": 25, "guidance": 5.0},
-    "sd": {"lr": 1e-6, "aux": 200, "sample_steps": 50, "guidance": 7.5},
-}
 PROFILE_WHY = {
     "mini": "the miniature world's model (trained from scratch; lr 1e-4 learns a style in 400 "
     "steps where SD's 1e-6 barely moves it, DESIGN.md §3)",
@@ -200,15 +195,6 @@ def check_aux_dir(aux_dir: str | None) -> None:
 
 
 # --- loading the model -------------------------------------------------------------------------
-
-
-def profile_of(model: str | None) -> str:
-    """``mini`` for the miniature world's model (the default), ``sd`` for anything else."""
-    from .pipeline import DEFAULT_MODEL
-
-    if model is None or resolved(model) == DEFAULT_MODEL.resolve():
-        return "mini"
-    return "sd"
 
 
 def load_model(model: str | None, device: str | None):

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from diffusers import StableDiffusionPipeline
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "styo-mini"
+from .profiles import DEFAULT_MODEL
+
 # Pipelines whose folder layout and components StableDiffusionPipeline loads as SD 1.x/2.x.
 _SD_CLASSES = {"StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")

@@ -14,7 +14,6 @@ from .checkpoint import write_json
 from .cli import UsageError
 from .jobs import (
     PROFILE_WHY,
-    PROFILES,
     PROGRESS,
     Timer,
     absolute_if_local,
@@ -31,13 +30,13 @@ from .jobs import (
     now,
     prevalidate_images,
     print_notices,
-    profile_of,
     resolved,
     save_png,
     sha256,
     sigterm_as_interrupt,
     versions,
 )
+from .profiles import PROFILES, profile_of
 from .prompts import Identifiers
 
 

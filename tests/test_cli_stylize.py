@@ -378,8 +378,8 @@ def test_failed_runs_create_no_output_folder(world):
 
 def test_default_settings_follow_the_model():
     """The miniature model (the default) gets its own lr and sampling defaults; others SD's."""
-    from styo.jobs import PROFILES, profile_of
     from styo.pipeline import DEFAULT_MODEL
+    from styo.profiles import PROFILES, profile_of
 
     assert profile_of(None) == profile_of(str(DEFAULT_MODEL)) == "mini"
     assert profile_of("stable-diffusion-v1-5/stable-diffusion-v1-5") == "sd"

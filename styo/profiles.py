@@ -1,0 +1,28 @@
+"""Settings that depend on the model's scale: one source for the command line and the book.
+
+The miniature model was trained from scratch and barely moves at SD's fine-tuning rate
+(DESIGN.md §3): it learns a style in 400 steps at lr 1e-4, and was pretrained and probed with
+DDIM 25 / guidance 5. Any other model gets the paper's Stable Diffusion settings.
+Kept free of torch and diffusers: the command line reads it before it loads anything heavy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+# The miniature world's pipeline, shipped with the repository: the default model everywhere.
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "styo-mini"
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "mini": {"lr": 1e-4, "aux": 32, "sample_steps": 25, "guidance": 5.0},
+    "sd": {"lr": 1e-6, "aux": 200, "sample_steps": 50, "guidance": 7.5},
+}
+
+
+def profile_of(model: str | os.PathLike | None) -> str:
+    """``mini`` for the miniature world's model (the default), ``sd`` for anything else."""
+    if model is None or Path(model).expanduser().resolve() == DEFAULT_MODEL.resolve():
+        return "mini"
+    return "sd"
