@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 from styo.world.architecture import build_vae
@@ -54,3 +55,12 @@ def test_codec_report_reads_a_lossless_codec_as_perfect_and_a_random_one_as_loss
     torch.manual_seed(0)
     random = codec_report(build_vae().eval(), judges, per_style=2)
     assert all(row["mse"] > 0.01 for row in random["per_style"].values())
+
+
+def test_reconstruct_returns_what_the_codec_draws():
+    from styo.world.evaluate import reconstruct
+
+    image = render_seed(4, style="pixel")[0]
+    (same,) = reconstruct(_IdentityCodec(), [image])
+    assert same.size == image.size and same.mode == "RGB"
+    assert abs(np.asarray(same, dtype=int) - np.asarray(image, dtype=int)).max() <= 1  # [-1, 1] round trip

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .attributes import ATTRIBUTES, HELD_OUT_STYLES, PRETRAIN_STYLES, STYLES, sample_attributes
@@ -94,6 +95,24 @@ def evaluate_base_model(
 
 
 @torch.no_grad()
+def _roundtrip(vae: Any, x: torch.Tensor) -> torch.Tensor:
+    """Encode to the posterior mean and decode: (N, 3, H, W) in [-1, 1] in and out, on CPU."""
+    param = next(vae.parameters())
+    return vae.decode(vae.encode(x.to(param)).latent_dist.mean).sample.float().cpu().clamp(-1, 1)
+
+
+def _to_tensor(images: list) -> torch.Tensor:
+    arr = np.stack([np.asarray(im.convert("RGB")) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def reconstruct(vae: Any, images: list) -> list:
+    """What the autoencoder makes of each PIL image (encode, decode): the codec's view of it."""
+    out = _roundtrip(vae, _to_tensor(images)).add(1).mul(127.5).round().byte()
+    return [Image.fromarray(a) for a in out.permute(0, 2, 3, 1).numpy()]
+
+
+@torch.no_grad()
 def codec_report(vae: Any, judges: Judges, per_style: int = 40, seed: int = 900_000_000) -> dict[str, Any]:
     """How well the VAE represents each style, held-out ones included, on fresh renders.
 
@@ -102,12 +121,10 @@ def codec_report(vae: Any, judges: Judges, per_style: int = 40, seed: int = 900_
     reconstructions whose style the judge still reads correctly.
     """
     report: dict[str, Any] = {"per_style": {}, "held_out": list(HELD_OUT_STYLES), "n_per_style": per_style}
-    param = next(vae.parameters())
     for k, style in enumerate(STYLES):
         seeds = range(seed + k * per_style, seed + (k + 1) * per_style)
-        arr = np.stack([np.asarray(render_seed(s, style=style)[0]) for s in seeds])
-        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-        rec = vae.decode(vae.encode(x.to(param)).latent_dist.mean).sample.float().cpu().clamp(-1, 1)
+        x = _to_tensor([render_seed(s, style=style)[0] for s in seeds])
+        rec = _roundtrip(vae, x)
         hits = judges.predict_indices(rec, value_range=(-1.0, 1.0))["style"] == k
         report["per_style"][style] = {
             "mse": float(torch.mean((rec - x) ** 2)),
