@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .attributes import ATTRIBUTES, HELD_OUT_STYLES, PRETRAIN_STYLES, STYLES, sample_attributes
 from .captions import plain_caption
-from .judges import Judges
+from .judges import FRESH_SEED_BASE, Judges
 from .render import render_seed
 
 
@@ -113,12 +113,13 @@ def reconstruct(vae: Any, images: list) -> list:
 
 
 @torch.no_grad()
-def codec_report(vae: Any, judges: Judges, per_style: int = 40, seed: int = 900_000_000) -> dict[str, Any]:
+def codec_report(vae: Any, judges: Judges, per_style: int = 40, seed: int = FRESH_SEED_BASE) -> dict[str, Any]:
     """How well the VAE represents each style, held-out ones included, on fresh renders.
 
     One-shot learning of an unseen style is only possible if the codec can carry its texture
     (DESIGN.md §3): per style, the reconstruction MSE (images in [-1, 1]) and the share of
-    reconstructions whose style the judge still reads correctly.
+    reconstructions whose style the judge still reads correctly. Seeds are the judges' "fresh"
+    range, which neither the VAE nor the judges were trained on.
     """
     report: dict[str, Any] = {"per_style": {}, "held_out": list(HELD_OUT_STYLES), "n_per_style": per_style}
     for k, style in enumerate(STYLES):
