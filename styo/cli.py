@@ -89,6 +89,7 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
         "n_images",
         "vae_images",
         "vae_steps",
+        "vae_polish_steps",
         "unet_steps",
         "unet_batch",
         "vae_batch",
@@ -96,7 +97,7 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
     ):
         value = getattr(args, name)
         if value is not None:
-            if value <= 0:
+            if value < (0 if name == "vae_polish_steps" else 1):
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
             setattr(cfg, name, value)
     out = Path(args.out)
@@ -310,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         "n-images",
         "vae-images",
         "vae-steps",
+        "vae-polish-steps",
         "unet-steps",
         "unet-batch",
         "vae-batch",

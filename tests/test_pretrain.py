@@ -142,3 +142,11 @@ def test_a_shipped_vae_replaces_stage_two(tmp_path):
     AutoencoderKL(block_out_channels=(32,), norm_num_groups=32).save_pretrained(tmp_path / "alien")
     with pytest.raises(ValueError, match="architecture"):
         pt.load_vae_weights(tmp_path / "alien")
+
+
+def test_vae_polish_steps_extend_the_schedule_without_changing_earlier_steps():
+    base = pt.PretrainConfig(vae_steps=100, warmup=10)
+    polished = pt.PretrainConfig(vae_steps=100, warmup=10, vae_polish_steps=50, vae_polish_lr=3e-4)
+    assert [pt._vae_lr(s, base) for s in range(100)] == [pt._vae_lr(s, polished) for s in range(100)]
+    tail = [pt._vae_lr(s, polished) for s in range(100, 150)]
+    assert tail[0] == pytest.approx(3e-4) and tail[0] > tail[25] > tail[-1] >= 3e-5

@@ -41,6 +41,8 @@ class PretrainConfig:
     vae_batch: int = 32
     vae_crop: int = 32  # train the codec on aligned crops (4x cheaper), then on whole images
     vae_full_steps: int = 300  # the last steps see whole 64x64 images (mid-block attention, norms)
+    vae_polish_steps: int = 0  # then more whole-image steps on a schedule of their own
+    vae_polish_lr: float = 3e-4
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
     unet_steps: int = 4000
@@ -194,6 +196,14 @@ def export_vae(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     return Path(out_dir)
 
 
+def _vae_lr(step: int, cfg: PretrainConfig) -> float:
+    """The main schedule over ``vae_steps``; the polish steps after it decay on their own, so
+    adding polish steps leaves every earlier step (and a run that stopped there) unchanged."""
+    if step < cfg.vae_steps:
+        return cfg.vae_lr * _lr_factor(step, cfg.vae_steps, cfg.warmup)
+    return cfg.vae_polish_lr * _lr_factor(step - cfg.vae_steps, cfg.vae_polish_steps, 0)
+
+
 def train_vae(data: dict, work_dir: Path, cfg: PretrainConfig, device: str):
     """Stage 2: a small KL autoencoder (MSE + L1 + tiny KL), resumable."""
     final = work_dir / "vae.safetensors"
@@ -206,11 +216,12 @@ def train_vae(data: dict, work_dir: Path, cfg: PretrainConfig, device: str):
     ckpt_dir = work_dir / "vae-checkpoints"
     start = _resume(ckpt_dir, {"vae": vae}, opt)
     n = len(data["images"])
-    bar = tqdm(range(start, cfg.vae_steps), initial=start, total=cfg.vae_steps, desc="VAE")
+    total = cfg.vae_steps + cfg.vae_polish_steps
+    bar = tqdm(range(start, total), initial=start, total=total, desc="VAE")
     for step in bar:
         g = _generator(cfg.seed, 2, step)
         for group in opt.param_groups:
-            group["lr"] = cfg.vae_lr * _lr_factor(step, cfg.vae_steps, cfg.warmup)
+            group["lr"] = _vae_lr(step, cfg)
         x = _to_model_range(data["images"], torch.randint(0, n, (cfg.vae_batch,), generator=g), device)
         if step < cfg.vae_steps - cfg.vae_full_steps:
             x = _aligned_crop(x, cfg.vae_crop, g)
@@ -223,7 +234,7 @@ def train_vae(data: dict, work_dir: Path, cfg: PretrainConfig, device: str):
         loss.backward()
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.vae_steps:
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
             save_checkpoint(ckpt_dir, step + 1, {"vae": vae}, opt)
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, final)
     return vae
