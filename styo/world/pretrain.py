@@ -41,8 +41,8 @@ class PretrainConfig:
     vae_batch: int = 32
     vae_crop: int = 32  # train the codec on aligned crops (4x cheaper), then on whole images
     vae_full_steps: int = 300  # the last steps see whole 64x64 images (mid-block attention, norms)
-    vae_polish_steps: int = 0  # then more whole-image steps on a schedule of their own
-    vae_polish_lr: float = 3e-4
+    vae_polish_steps: int = 0  # then more whole-image steps at a constant rate
+    vae_polish_lr: float = 2e-4
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
     unet_steps: int = 4000
@@ -197,11 +197,12 @@ def export_vae(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
 
 
 def _vae_lr(step: int, cfg: PretrainConfig) -> float:
-    """The main schedule over ``vae_steps``; the polish steps after it decay on their own, so
-    adding polish steps leaves every earlier step (and a run that stopped there) unchanged."""
+    """The main schedule over ``vae_steps``, then a constant rate for the polish steps: a run
+    with more polish steps passes through every step of a run with fewer, so polishing can be
+    extended, or stopped, where the measured quality asks, and stays reproducible."""
     if step < cfg.vae_steps:
         return cfg.vae_lr * _lr_factor(step, cfg.vae_steps, cfg.warmup)
-    return cfg.vae_polish_lr * _lr_factor(step - cfg.vae_steps, cfg.vae_polish_steps, 0)
+    return cfg.vae_polish_lr
 
 
 def train_vae(data: dict, work_dir: Path, cfg: PretrainConfig, device: str):
