@@ -23,7 +23,7 @@ KERNEL = "styo"  # installed by `make setup` (python -m ipykernel install --sys-
 # Small parameters for CI; `make book` runs the chapters with their own (full) values.
 CI_PARAMETERS: dict[str, dict] = {
     "book/prompts.ipynb": {},
-    "book/world.ipynb": {"seeds": [3, 11, 19], "caption_samples": 3},
+    "book/world.ipynb": {"seeds": [3, 11, 19], "caption_samples": 3, "codec_samples": 8},
 }
 
 

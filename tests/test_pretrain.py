@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from styo.world import pretrain as pt
 
-TINY = dict(n_images=48, vae_images=40, vae_steps=4, vae_batch=4, unet_steps=4, unet_batch=4, checkpoint_every=2, warmup=2)
+TINY = dict(n_images=48, vae_images=40, vae_steps=4, vae_polish_steps=0, vae_batch=4, unet_steps=4, unet_batch=4, checkpoint_every=2, warmup=2)
 
 
 def _unet_weights(folder):

@@ -41,7 +41,7 @@ class PretrainConfig:
     vae_batch: int = 32
     vae_crop: int = 32  # train the codec on aligned crops (4x cheaper), then on whole images
     vae_full_steps: int = 300  # the last steps see whole 64x64 images (mid-block attention, norms)
-    vae_polish_steps: int = 0  # then more whole-image steps at a constant rate
+    vae_polish_steps: int = 700  # then more whole-image steps at a constant rate
     vae_polish_lr: float = 2e-4
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
