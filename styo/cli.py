@@ -82,7 +82,7 @@ def cmd_world_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_world_pretrain(args: argparse.Namespace) -> int:
-    from .world.pretrain import PretrainConfig, adopt_vae, load_vae_weights, pretrain
+    from .world.pretrain import PretrainConfig, adopt_vae, pretrain
 
     cfg = PretrainConfig(seed=args.seed)
     for name in (
@@ -106,11 +106,10 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
     work = Path(args.work_dir) if args.work_dir else Path("runs") / "pretrain"
     if args.workers is not None and args.workers <= 0:
         raise UsageError(f"--workers must be positive, got {args.workers}")
-    if args.vae is not None:
+    if args.vae is not None:  # checked here, so a bad --vae is a usage error, not a traceback
         try:
-            load_vae_weights(args.vae)
-            if (work / "vae.safetensors").exists():  # refuses a work dir trained with another VAE
-                adopt_vae(args.vae, work)
+            work.mkdir(parents=True, exist_ok=True)
+            adopt_vae(args.vae, work)
         except (FileNotFoundError, ValueError) as e:
             raise UsageError(str(e)) from e
     pretrain(out, work, cfg, device=args.device, workers=args.workers, vae_dir=args.vae)

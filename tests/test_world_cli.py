@@ -68,3 +68,10 @@ def test_snapshot_of_a_run_without_checkpoints_is_a_usage_error(tmp_path):
     assert res.returncode == 2
     assert "no finished VAE and UNet checkpoint" in res.stderr and "--work-dir" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "snap").exists()
+
+
+def test_pretrain_with_a_folder_that_is_no_vae_is_a_usage_error(tmp_path):
+    res = styo("world", "pretrain", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
+               "--vae", str(tmp_path))
+    assert res.returncode == 2 and "save_pretrained" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data import image_to_tensor
 from .attributes import ATTRIBUTES, HELD_OUT_STYLES, PRETRAIN_STYLES, STYLES, sample_attributes
 from .captions import plain_caption
 from .judges import FRESH_SEED_BASE, Judges
@@ -102,8 +103,7 @@ def _roundtrip(vae: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 def _to_tensor(images: list) -> torch.Tensor:
-    arr = np.stack([np.asarray(im.convert("RGB")) for im in images])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    return torch.stack([image_to_tensor(im) for im in images])
 
 
 def reconstruct(vae: Any, images: list) -> list:
