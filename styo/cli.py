@@ -90,6 +90,7 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
         "vae_images",
         "vae_steps",
         "vae_polish_steps",
+        "vae_texture_steps",
         "unet_steps",
         "unet_batch",
         "vae_batch",
@@ -97,7 +98,7 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
     ):
         value = getattr(args, name)
         if value is not None:
-            if value < (0 if name == "vae_polish_steps" else 1):
+            if value < (0 if name in ("vae_polish_steps", "vae_texture_steps") else 1):
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
             setattr(cfg, name, value)
     out = Path(args.out)
@@ -311,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "vae-images",
         "vae-steps",
         "vae-polish-steps",
+        "vae-texture-steps",
         "unet-steps",
         "unet-batch",
         "vae-batch",

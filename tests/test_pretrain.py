@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from safetensors.torch import load_file
 
 from styo.world import pretrain as pt
 
-TINY = dict(n_images=48, vae_images=40, vae_steps=4, vae_polish_steps=0, vae_batch=4, unet_steps=4, unet_batch=4, checkpoint_every=2, warmup=2)
+TINY = dict(n_images=48, vae_images=40, vae_steps=4, vae_polish_steps=0, vae_texture_steps=4, vae_batch=4, unet_steps=4, unet_batch=4, checkpoint_every=2, warmup=2)
 
 
 def _unet_weights(folder):
@@ -24,25 +26,29 @@ def test_interrupted_pretraining_resumes_to_the_same_pipeline(tmp_path, monkeypa
     pt.pretrain(tmp_path / "straight", tmp_path / "work-straight", cfg, device="cpu")
 
     real_save = pt.save_checkpoint
-    calls = {"n": 0}
+    killed = []
 
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        if "unet-checkpoints" in str(args[0]):
-            calls["n"] += 1
-            raise KeyboardInterrupt  # as if killed right after the step-2 checkpoint
+    def save_then_die(folder, *args, **kwargs):
+        real_save(folder, *args, **kwargs)
+        stage = Path(folder).name
+        if stage in ("vae-texture-checkpoints", "unet-checkpoints") and stage not in killed:
+            killed.append(stage)
+            raise KeyboardInterrupt  # as if killed right after this stage's step-2 checkpoint
 
     monkeypatch.setattr(pt, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        pt.pretrain(tmp_path / "resumed", tmp_path / "work-resumed", cfg, device="cpu")
-    assert calls["n"] == 1 and not (tmp_path / "resumed").exists()
+    for _ in range(2):  # killed in the VAE's texture stage, then in the UNet stage
+        with pytest.raises(KeyboardInterrupt):
+            pt.pretrain(tmp_path / "resumed", tmp_path / "work-resumed", cfg, device="cpu")
+    assert killed == ["vae-texture-checkpoints", "unet-checkpoints"] and not (tmp_path / "resumed").exists()
     monkeypatch.setattr(pt, "save_checkpoint", real_save)
     pt.pretrain(tmp_path / "resumed", tmp_path / "work-resumed", cfg, device="cpu")
 
     straight, pipe = _unet_weights(tmp_path / "straight")
-    resumed, _ = _unet_weights(tmp_path / "resumed")
+    resumed, resumed_pipe = _unet_weights(tmp_path / "resumed")
     for name, tensor in straight.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
+    for name, tensor in pipe.vae.state_dict().items():
+        torch.testing.assert_close(resumed_pipe.vae.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
     # The saved folder is a complete SD pipeline with the world's tokenizer and latent scale.
     assert pipe.tokenizer.model_max_length == 77
     assert pipe.vae.config.scaling_factor != 0.18215
@@ -133,8 +139,14 @@ def test_a_shipped_vae_replaces_stage_two(tmp_path):
     pt.adopt_vae(out, tmp_path / "work")
     other = pt.arch.build_vae()
     other.save_pretrained(tmp_path / "other")
-    with pytest.raises(ValueError, match="different VAE"):
+    with pytest.raises(ValueError, match="different encoder"):
         pt.adopt_vae(tmp_path / "other", tmp_path / "work")
+    # a VAE with the same encoder and another decoder (stage 2b) replaces the held one
+    torch.nn.init.zeros_(vae.decoder.conv_out.weight)
+    vae.save_pretrained(tmp_path / "new-decoder")
+    pt.adopt_vae(tmp_path / "new-decoder", tmp_path / "work")
+    held = load_file(tmp_path / "work" / "vae.safetensors")
+    assert not held["decoder.conv_out.weight"].any()
     with pytest.raises(FileNotFoundError, match="save_pretrained"):
         pt.adopt_vae(tmp_path, tmp_path / "work")
     from diffusers import AutoencoderKL
@@ -152,3 +164,36 @@ def test_vae_polish_steps_extend_the_schedule_without_changing_earlier_steps():
     assert [pt._vae_lr(s, base) for s in range(100)] == [pt._vae_lr(s, polished) for s in range(100)]
     assert [pt._vae_lr(s, polished) for s in range(150)] == [pt._vae_lr(s, longer) for s in range(150)]
     assert {pt._vae_lr(s, longer) for s in range(100, 180)} == {3e-4}
+
+
+def test_local_spectrum_scores_texture_at_the_wrong_phase_above_a_flat_fill():
+    """Why stage 2b exists: for 3-px hatching, MSE prefers a flat grey to the same lines one pixel
+    off; the local spectrum prefers the lines, so a codec that cannot encode the phase still draws
+    them."""
+    y, x = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    hatch = lambda phase: (((x + y + phase) % 3) == 0).float().expand(1, 3, 64, 64) * 2 - 1  # noqa: E731
+    target, shifted = hatch(0), hatch(1)
+    flat = torch.full_like(target, target.mean().item())
+    mse = lambda a: torch.nn.functional.mse_loss(a, target).item()  # noqa: E731
+    spec = lambda a: torch.nn.functional.l1_loss(pt.local_spectrum(a), pt.local_spectrum(target)).item()  # noqa: E731
+    assert mse(shifted) > mse(flat)
+    assert spec(shifted) < 0.25 * spec(flat)
+
+
+def test_texture_stage_changes_the_decoder_only_and_mines_the_worst_style(tmp_path):
+    cfg = pt.PretrainConfig(**TINY)
+    pt.pretrain(tmp_path / "out", tmp_path / "work", cfg, device="cpu")
+    before = load_file(tmp_path / "work" / "vae-mse.safetensors")
+    after = load_file(tmp_path / "work" / "vae.safetensors")
+    assert pt.same_encoder(before, after)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
+    # the draw probabilities follow each style's measured texture loss, not a named style
+    data = dict(np.load(tmp_path / "work" / "vae-dataset.npz"))
+    vae = pt._load_vae(tmp_path / "work" / "vae-mse.safetensors", "cpu")
+    prob = pt._texture_style_weights(vae, data, cfg, "cpu")
+    styles = torch.from_numpy(data["styles"])
+    assert prob.sum().item() == pytest.approx(1.0)
+    for k in styles.unique():  # one probability per style, shared by its images
+        assert prob[styles == k].unique().numel() == 1
+    assert prob.unique().numel() > 1
