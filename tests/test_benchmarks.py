@@ -83,3 +83,26 @@ def test_smoke_run_reports_every_profile(tmp_path, bench):
     assert fcc["ratio_on_off"] > 0 and fcc["ratio_idle_off"] > 0
     assert len(report["targets"]) == 3
     assert all(t["status"] == "n/a" for t in report["targets"])  # smoke: targets not judged
+
+
+@pytest.mark.notebook
+def test_book_timing_executes_a_chapter_and_records_its_time(tmp_path):
+    """benchmarks/book_timing.py on one chapter: it runs it with a parameter override and writes
+    both result files, the total matching the chapters."""
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "book_timing.py"), "book/prompts.ipynb",
+         "--set", 'book/prompts.ipynb:backend="mini"', "--out-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    record = json.loads((tmp_path / "book-timing.json").read_text())
+    assert [r["chapter"] for r in record["chapters"]] == ["book/prompts.ipynb"]
+    assert record["chapters"][0]["seconds"] > 0 and record["chapters"][0]["overrides"] == {"backend": "mini"}
+    assert record["total_seconds"] == record["chapters"][0]["seconds"]
+    assert "| **total** |" in (tmp_path / "book-timing.md").read_text()
+
+
+def test_book_timing_rejects_a_malformed_override():
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "book_timing.py"), "--set", "book/x.ipynb"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "NOTEBOOK:NAME=VALUE" in res.stderr

@@ -1,0 +1,110 @@
+"""How long the book takes to execute, chapter by chapter, with its full (default) parameters.
+
+Issue 6 gives the whole book 20 minutes on 2 CPU cores. `make book` executes every chapter of
+_toc.yml through Jupyter Book; this script executes the same notebooks the same way (papermill,
+the ``styo`` kernel, each in its own folder, one shared cache so that chapters reuse their shared
+IDL run as they do in a build) and records each one's wall time, so the budget can be checked
+chapter by chapter, drafts included, before they join the table of contents.
+
+    .venv/bin/python benchmarks/book_timing.py                   # every chapter, reading order
+    .venv/bin/python benchmarks/book_timing.py book/fcc.ipynb    # some chapters
+    .venv/bin/python benchmarks/book_timing.py --set book/ablations.ipynb:idl_steps=200
+
+Writes benchmarks/results/book-timing.{json,md} (or --out-dir). The cache starts empty (a fresh
+temporary folder) unless --cache is given, as in a first `make book`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Reading order of the finished book (issue 6): drafts included.
+CHAPTERS = [
+    "book/base_model.ipynb",
+    "book/prompts.ipynb",
+    "book/auxiliary.ipynb",
+    "book/idl.ipynb",
+    "book/attention.ipynb",
+    "book/fcc.ipynb",
+    "book/augmented_prompt.ipynb",
+    "book/ablations.ipynb",
+    "book/world.ipynb",
+]
+BUDGET_S = 20 * 60
+
+
+def _parse_sets(items: list[str]) -> dict[str, dict]:
+    """``book/x.ipynb:name=value`` (value is JSON, else a string) → {notebook: {name: value}}."""
+    out: dict[str, dict] = {}
+    for item in items:
+        path, _, assignment = item.partition(":")
+        name, eq, raw = assignment.partition("=")
+        if not eq or not name:
+            raise SystemExit(f"--set {item!r}: expected NOTEBOOK:NAME=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(path, {})[name] = value
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("chapters", nargs="*", help="notebooks to run (default: every chapter)")
+    ap.add_argument("--set", action="append", default=[], metavar="NB:NAME=VALUE",
+                    help="override a parameter of one chapter (repeatable)")
+    ap.add_argument("--cache", help="STYO_CACHE to use (default: a fresh temporary folder)")
+    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args()
+
+    import papermill
+    import torch
+
+    chapters = args.chapters or CHAPTERS
+    missing = [c for c in chapters if not (ROOT / c).exists()]
+    if missing:
+        raise SystemExit(f"no such notebook: {', '.join(missing)}")
+    overrides = _parse_sets(args.set)
+    cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="styo-book-cache-"))
+    os.environ["STYO_CACHE"] = str(cache)  # the kernels inherit it
+    executed = Path(tempfile.mkdtemp(prefix="styo-book-run-"))
+    rows = []
+    for path in chapters:
+        start = time.perf_counter()
+        papermill.execute_notebook(
+            str(ROOT / path), str(executed / Path(path).name), parameters=overrides.get(path, {}),
+            kernel_name="styo", cwd=str((ROOT / path).parent), progress_bar=False,
+        )
+        rows.append({"chapter": path, "seconds": round(time.perf_counter() - start, 1),
+                     "overrides": overrides.get(path, {})})
+        print(f"{path:32s} {rows[-1]['seconds']:7.1f} s", flush=True)
+    total = sum(r["seconds"] for r in rows)
+    record = {
+        "chapters": rows, "total_seconds": round(total, 1), "budget_seconds": BUDGET_S,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d"), "cache": "given" if args.cache else "fresh",
+    }
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "book-timing.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = [
+        "# Book execution time", "",
+        f"`benchmarks/book_timing.py`, {record['date']}, {record['machine']}, {record['cache']} cache.", "",
+        "| chapter | seconds | overrides |", "| --- | --- | --- |",
+        *[f"| {r['chapter']} | {r['seconds']:.0f} | {r['overrides'] or ''} |" for r in rows],
+        f"| **total** | **{total:.0f}** ({total / 60:.1f} min; budget {BUDGET_S // 60} min) | |",
+    ]
+    (out / "book-timing.md").write_text("\n".join(lines) + "\n")
+    print(f"total {total:.0f} s ({total / 60:.1f} min) of a {BUDGET_S // 60}-min budget")
+
+
+if __name__ == "__main__":
+    main()
