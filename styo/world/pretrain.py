@@ -199,11 +199,15 @@ def adopt_vae(vae_dir: str | os.PathLike, work_dir: Path) -> None:
     save_file(state, final)
 
 
-def export_vae(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Stage 2's VAE as an AutoencoderKL folder (``from_pretrained``-loadable, safetensors)."""
+def _load_vae(path: Path, device: str):
     vae = arch.build_vae()
-    vae.load_state_dict(load_file(Path(work_dir) / "vae.safetensors"))
-    vae.save_pretrained(out_dir, safe_serialization=True)
+    vae.load_state_dict(load_file(path))
+    return vae.to(device)
+
+
+def export_vae(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """The run's finished VAE (stage 2b's) as an AutoencoderKL folder (``from_pretrained``-loadable)."""
+    _load_vae(Path(work_dir) / "vae.safetensors", "cpu").save_pretrained(out_dir, safe_serialization=True)
     return Path(out_dir)
 
 
@@ -214,12 +218,6 @@ def _vae_lr(step: int, cfg: PretrainConfig) -> float:
     if step < cfg.vae_steps:
         return cfg.vae_lr * _lr_factor(step, cfg.vae_steps, cfg.warmup)
     return cfg.vae_polish_lr
-
-
-def _load_vae(path: Path, device: str):
-    vae = arch.build_vae()
-    vae.load_state_dict(load_file(path))
-    return vae.to(device)
 
 
 def train_vae(data: dict, work_dir: Path, cfg: PretrainConfig, device: str):
@@ -309,12 +307,12 @@ def train_decoder_texture(vae, data: dict, work_dir: Path, cfg: PretrainConfig, 
         return _load_vae(final, device)
     for module in (vae.encoder, vae.quant_conv):
         module.requires_grad_(False)
-    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
-    opt = torch.optim.Adam(params, lr=cfg.vae_texture_lr)
+    trained = {"decoder": vae.decoder, "post_quant_conv": vae.post_quant_conv}
+    opt = torch.optim.Adam([p for m in trained.values() for p in m.parameters()], lr=cfg.vae_texture_lr)
     # measured on the stage-2 codec, before any checkpoint is loaded, so a resumed run draws the same
     prob = _texture_style_weights(vae, data, cfg, device) if cfg.vae_texture_steps else None
     ckpt_dir = work_dir / "vae-texture-checkpoints"
-    start = _resume(ckpt_dir, {"decoder": vae.decoder, "post_quant_conv": vae.post_quant_conv}, opt)
+    start = _resume(ckpt_dir, trained, opt)
     bar = tqdm(range(start, cfg.vae_texture_steps), initial=start, total=cfg.vae_texture_steps,
                desc="VAE texture")
     for step in bar:
@@ -331,7 +329,7 @@ def train_decoder_texture(vae, data: dict, work_dir: Path, cfg: PretrainConfig, 
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.4f}", texture=f"{texture.item():.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.vae_texture_steps:
-            save_checkpoint(ckpt_dir, step + 1, {"decoder": vae.decoder, "post_quant_conv": vae.post_quant_conv}, opt)
+            save_checkpoint(ckpt_dir, step + 1, trained, opt)
     vae.requires_grad_(True)
     _save_vae(vae, final)
     return vae
@@ -477,12 +475,12 @@ def snapshot(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> int:
     if not found or not (work_dir / "vae.safetensors").exists():
         raise FileNotFoundError(f"{work_dir} holds no finished VAE and UNet checkpoint yet")
     tokenizer = arch.build_tokenizer()
-    unet, te, vae = arch.build_unet(), arch.build_text_encoder(tokenizer), arch.build_vae()
+    unet, te = arch.build_unet(), arch.build_text_encoder(tokenizer)
     params = [*unet.parameters(), *te.parameters()]
     ema = {f"p{i}": p.detach().clone() for i, p in enumerate(params)}
     step = load_checkpoint(found[-1], {"unet": unet, "text_encoder": te, "ema": ema})["step"]
     _use_ema(params, ema)
-    vae.load_state_dict(load_file(work_dir / "vae.safetensors"))
+    vae = _load_vae(work_dir / "vae.safetensors", "cpu")
     scale = load_file(work_dir / "latents.safetensors")["scaling_factor"].item()
     _save_pipeline(vae, te, tokenizer, unet, scale, out_dir)
     (out_dir / "training.json").write_text(json.dumps({"snapshot_of_step": step}, indent=1))
