@@ -56,6 +56,22 @@ def _parse_sets(items: list[str]) -> dict[str, dict]:
     return out
 
 
+def write_results(record: dict, out: Path) -> None:
+    """book-timing.json (the record) and book-timing.md (a table for the book's appendix)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "book-timing.json").write_text(json.dumps(record, indent=1) + "\n")
+    total = record["total_seconds"]
+    lines = [
+        "# Book execution time", "",
+        f"`benchmarks/book_timing.py`, {record['date']}, {record['machine']}, {record['cache']} cache.", "",
+        *([record["note"], ""] if record.get("note") else []),
+        "| chapter | seconds | overrides |", "| --- | --- | --- |",
+        *[f"| {r['chapter']} | {r['seconds']:.0f} | {r['overrides'] or ''} |" for r in record["chapters"]],
+        f"| **total** | **{total:.0f}** ({total / 60:.1f} min; budget {record['budget_seconds'] // 60} min) | |",
+    ]
+    (out / "book-timing.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("chapters", nargs="*", help="notebooks to run (default: every chapter)")
@@ -63,6 +79,7 @@ def main() -> None:
                     help="override a parameter of one chapter (repeatable)")
     ap.add_argument("--cache", help="STYO_CACHE to use (default: a fresh temporary folder)")
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--note", default="", help="a line saying what was measured (e.g. which model)")
     args = ap.parse_args()
 
     import papermill
@@ -90,19 +107,9 @@ def main() -> None:
     record = {
         "chapters": rows, "total_seconds": round(total, 1), "budget_seconds": BUDGET_S,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "date": time.strftime("%Y-%m-%d"), "cache": "given" if args.cache else "fresh",
+        "date": time.strftime("%Y-%m-%d"), "cache": "given" if args.cache else "fresh", "note": args.note,
     }
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "book-timing.json").write_text(json.dumps(record, indent=1) + "\n")
-    lines = [
-        "# Book execution time", "",
-        f"`benchmarks/book_timing.py`, {record['date']}, {record['machine']}, {record['cache']} cache.", "",
-        "| chapter | seconds | overrides |", "| --- | --- | --- |",
-        *[f"| {r['chapter']} | {r['seconds']:.0f} | {r['overrides'] or ''} |" for r in rows],
-        f"| **total** | **{total:.0f}** ({total / 60:.1f} min; budget {BUDGET_S // 60} min) | |",
-    ]
-    (out / "book-timing.md").write_text("\n".join(lines) + "\n")
+    write_results(record, Path(args.out_dir))
     print(f"total {total:.0f} s ({total / 60:.1f} min) of a {BUDGET_S // 60}-min budget")
 
 

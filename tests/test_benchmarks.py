@@ -91,7 +91,7 @@ def test_book_timing_executes_a_chapter_and_records_its_time(tmp_path):
     both result files, the total matching the chapters."""
     res = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "book_timing.py"), "book/prompts.ipynb",
-         "--set", 'book/prompts.ipynb:backend="mini"', "--out-dir", str(tmp_path)],
+         "--set", 'book/prompts.ipynb:backend="mini"', "--out-dir", str(tmp_path), "--note", "what was measured"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert res.returncode == 0, res.stderr[-2000:]
@@ -99,7 +99,8 @@ def test_book_timing_executes_a_chapter_and_records_its_time(tmp_path):
     assert [r["chapter"] for r in record["chapters"]] == ["book/prompts.ipynb"]
     assert record["chapters"][0]["seconds"] > 0 and record["chapters"][0]["overrides"] == {"backend": "mini"}
     assert record["total_seconds"] == record["chapters"][0]["seconds"]
-    assert "| **total** |" in (tmp_path / "book-timing.md").read_text()
+    table = (tmp_path / "book-timing.md").read_text()
+    assert "| **total** |" in table and "what was measured" in table and record["note"] == "what was measured"
 
 
 def test_book_timing_rejects_a_malformed_override():
