@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL
 
 from styo.world.architecture import build_vae
 from styo.world.attributes import HELD_OUT_STYLES, PRETRAIN_STYLES, STYLES
@@ -68,11 +71,6 @@ def test_reconstruct_returns_what_the_codec_draws():
 
 def test_the_shipped_vae_reproduces_its_model_card_figures():
     """models/styo-mini-vae/metrics.json is measured, not written: re-measure it on the same renders."""
-    import json
-    from pathlib import Path
-
-    from diffusers import AutoencoderKL
-
     folder = Path(__file__).parents[1] / "models" / "styo-mini-vae"
     recorded = json.loads((folder / "metrics.json").read_text())
     report = codec_report(AutoencoderKL.from_pretrained(folder).eval(), load_judges(),
