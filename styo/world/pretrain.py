@@ -194,9 +194,11 @@ def adopt_vae(vae_dir: str | os.PathLike, work_dir: Path) -> None:
     """
     state = load_vae_weights(vae_dir)
     final = work_dir / "vae.safetensors"
-    if final.exists() and not same_encoder(state, load_file(final)):
+    held = load_file(final) if final.exists() else None
+    if held is not None and not same_encoder(state, held):
         raise ValueError(f"{work_dir} already holds a VAE with a different encoder; use a new --work-dir")
-    save_file(state, final)
+    if held is None or held.keys() != state.keys() or any(not torch.equal(held[k], state[k]) for k in state):
+        save_file(state, final)  # the CLI adopts before pretrain() does: the second call writes nothing
 
 
 def _load_vae(path: Path, device: str):
