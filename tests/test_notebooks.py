@@ -24,6 +24,7 @@ KERNEL = "styo"  # installed by `make setup` (python -m ipykernel install --sys-
 CI_PARAMETERS: dict[str, dict] = {
     "book/prompts.ipynb": {},
     "book/world.ipynb": {"seeds": [3, 11, 19], "caption_samples": 3, "codec_samples": 8},
+    "book/appendix.ipynb": {},
 }
 
 

@@ -1,0 +1,95 @@
+"""The measured figures the book's appendix shows, read from ``benchmarks/results/``.
+
+The appendix never re-measures: it reads what ``benchmarks/sd_scale.py`` and
+``benchmarks/book_timing.py`` wrote, with their date, device and settings, so every number in the
+book traces back to a committed file and the command that made it. Kept free of torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+BOOK_TIMING = "book-timing.json"
+
+
+def benchmark_runs(results_dir: str | Path = RESULTS, kind: str | None = None) -> list[dict[str, Any]]:
+    """Every ``sd_scale.py`` report in ``results_dir`` (newest first), optionally of one ``kind``.
+
+    ``kind`` is ``"sd15"`` (the real architecture at 512²) or ``"smoke"`` (a reduced model that
+    only proves the script runs). Each report gets a ``"file"`` key naming where it came from.
+    """
+    runs = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        if path.name == BOOK_TIMING:
+            continue
+        report = json.loads(path.read_text())
+        if "idl" not in report or "kind" not in report:
+            raise ValueError(f"{path} is not a benchmarks/sd_scale.py report (no 'kind'/'idl' keys)")
+        if kind is None or report["kind"] == kind:
+            runs.append({**report, "file": path.name})
+    return sorted(runs, key=lambda r: r.get("date", ""), reverse=True)
+
+
+def book_timing(results_dir: str | Path = RESULTS) -> dict[str, Any] | None:
+    """The latest ``book_timing.py`` measurement, or None when the book was never timed."""
+    path = Path(results_dir) / BOOK_TIMING
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _memory(profile: dict[str, Any]) -> float | None:
+    """Peak memory of one IDL profile: GPU allocation on CUDA, the process's RSS on CPU."""
+    return profile.get("peak_gpu_allocated_gib", profile.get("peak_rss_gib"))
+
+
+def idl_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per IDL profile: step time, the paper's 400 steps, peak memory, or why not run."""
+    rows = []
+    for name, p in report["idl"].items():
+        ok = p.get("status") == "ok"
+        rows.append({
+            "profile": name,
+            "about": p.get("about", ""),
+            "step_s": p.get("step_time_median_s") if ok else None,
+            "400_steps_s": p.get("projected_400_steps_s") if ok else None,
+            "end_to_end_s": p.get("projected_400_steps_end_to_end_s") if ok else None,
+            "peak_gib": _memory(p) if ok else None,
+            "status": "ok" if ok else f"{p.get('status')}: {p.get('reason', '')}".strip(": "),
+        })
+    return rows
+
+
+def fcc_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One stylisation per FCC variant (off / idle / on), with its time relative to ``off``."""
+    fcc = report.get("fcc") or {}
+    variants = fcc.get("variants", {})
+    if "off" not in variants:
+        return []
+    off = variants["off"]["median_s"]
+    return [{"variant": name, "median_s": v["median_s"], "ratio_to_off": v["median_s"] / off}
+            for name, v in variants.items()]
+
+
+def markdown_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    headers: Sequence[str] | None = None,
+    digits: int = 3,
+) -> str:
+    """A Markdown table of ``rows`` (``headers`` default to the column keys); floats rounded to
+    ``digits`` significant digits, missing values shown as an en dash."""
+    def cell(value: Any) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, float):
+            return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
+        return str(value).replace("|", "\\|")
+
+    if headers is not None and len(headers) != len(columns):
+        raise ValueError(f"{len(headers)} headers for {len(columns)} columns")
+    lines = ["| " + " | ".join(headers or columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

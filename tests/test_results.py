@@ -1,0 +1,85 @@
+"""The appendix's reader of benchmark results (styo.results)."""
+
+import json
+
+import pytest
+
+from styo import results as R
+
+
+def _report(kind: str, date: str, device_type: str = "cuda") -> dict:
+    mem = {"peak_gpu_allocated_gib": 9.5, "peak_rss_gib": 3.0} if device_type == "cuda" else {"peak_rss_gib": 0.5}
+    return {
+        "kind": kind, "date": date, "device": {"type": device_type, "name": "X"},
+        "idl": {
+            "fast": {"status": "ok", "step_time_median_s": 0.05, "projected_400_steps_s": 20.0,
+                     "projected_400_steps_end_to_end_s": 25.0, **mem},
+            "big": {"status": "oom", "reason": "CUDA out of memory"},
+        },
+        "fcc": {"variants": {"off": {"median_s": 2.0}, "idle": {"median_s": 2.02}, "on": {"median_s": 2.1}}},
+        "targets": [],
+    }
+
+
+def _write(folder, name, report):
+    (folder / name).write_text(json.dumps(report))
+
+
+def test_runs_are_filtered_by_kind_and_sorted_newest_first(tmp_path):
+    _write(tmp_path, "a-sd15.json", _report("sd15", "2026-01-01T00:00:00"))
+    _write(tmp_path, "b-sd15.json", _report("sd15", "2026-03-01T00:00:00"))
+    _write(tmp_path, "cpu-smoke.json", _report("smoke", "2026-02-01T00:00:00", "cpu"))
+    _write(tmp_path, R.BOOK_TIMING, {"chapters": [], "total_seconds": 1.0})
+    sd15 = R.benchmark_runs(tmp_path, kind="sd15")
+    assert [r["file"] for r in sd15] == ["b-sd15.json", "a-sd15.json"]
+    assert [r["file"] for r in R.benchmark_runs(tmp_path, kind="smoke")] == ["cpu-smoke.json"]
+    assert len(R.benchmark_runs(tmp_path)) == 3  # the book timing is not a benchmark report
+    assert R.book_timing(tmp_path)["total_seconds"] == 1.0
+
+
+def test_a_foreign_json_file_is_named_in_the_error(tmp_path):
+    _write(tmp_path, "notes.json", {"hello": 1})
+    with pytest.raises(ValueError, match="notes.json"):
+        R.benchmark_runs(tmp_path)
+
+
+def test_missing_book_timing_is_none(tmp_path):
+    assert R.book_timing(tmp_path) is None
+
+
+def test_idl_rows_report_gpu_memory_on_cuda_and_why_a_profile_did_not_run():
+    fast, big = R.idl_rows(_report("sd15", "d"))
+    assert fast["peak_gib"] == 9.5  # GPU allocation, not the process RSS
+    assert (fast["step_s"], fast["400_steps_s"], fast["status"]) == (0.05, 20.0, "ok")
+    assert big["step_s"] is None and big["peak_gib"] is None
+    assert big["status"] == "oom: CUDA out of memory"
+    assert R.idl_rows(_report("smoke", "d", "cpu"))[0]["peak_gib"] == 0.5
+
+
+def test_fcc_rows_are_relative_to_control_off():
+    rows = {r["variant"]: r for r in R.fcc_rows(_report("sd15", "d"))}
+    assert rows["off"]["ratio_to_off"] == 1.0
+    assert rows["on"]["ratio_to_off"] == pytest.approx(1.05)
+    assert R.fcc_rows({"idl": {}}) == []
+
+
+def test_markdown_table_formats_cells_and_checks_headers():
+    table = R.markdown_table([{"a": 0.123456, "b": None}, {"a": 12345.6, "b": "x|y"}], ["a", "b"], ["A", "B"])
+    lines = table.splitlines()
+    assert lines[0] == "| A | B |" and len(lines) == 4
+    assert lines[2] == "| 0.123 | – |"
+    assert lines[3] == "| 12346 | x\\|y |"
+    with pytest.raises(ValueError, match="headers"):
+        R.markdown_table([], ["a", "b"], ["A"])
+
+
+def test_the_committed_results_are_readable():
+    """Every file the appendix reads parses, and each profile has a row with a figure or a reason."""
+    runs = R.benchmark_runs()
+    assert runs, "benchmarks/results holds at least the CPU smoke run"
+    for run in runs:
+        for row in R.idl_rows(run):
+            assert (row["step_s"] is not None) == (row["status"] == "ok"), row
+    timing = R.book_timing()
+    assert timing is not None
+    assert sum(c["seconds"] for c in timing["chapters"]) == pytest.approx(timing["total_seconds"], abs=1)
