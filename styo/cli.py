@@ -166,6 +166,7 @@ def cmd_world_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_base_model(
         pipe, judges, combos, steps=args.steps, guidance=args.guidance, seed=args.seed
     )
+    result["n_train"] = args.n_train  # the combinations excluded: with --seed, they fix the prompts
     result["codec"] = codec_report(pipe.vae, judges)
     out.mkdir(parents=True, exist_ok=True)
     image_grid(result.pop("images")[:49], cols=7, scale=2).save(out / "samples.png")
@@ -173,6 +174,9 @@ def cmd_world_evaluate(args: argparse.Namespace) -> int:
     attrs = " ".join(f"{k}={v:.2f}" for k, v in result["attribute_accuracy"].items())
     print(f"style accuracy {result['style_accuracy']:.3f}, mean attribute accuracy "
           f"{result['mean_attribute_accuracy']:.3f} ({attrs}) on {result['n']} unseen combinations")
+    per_style = " ".join(f"{k}={v['style_accuracy']:.2f}/{v['mean_attribute_accuracy']:.2f}"
+                         for k, v in result["per_style"].items())
+    print(f"per captioned style, style / mean attribute accuracy: {per_style}")
     codec = " ".join(f"{k}={v['mse']:.4f}/{v['judged_style_accuracy']:.2f}"
                      for k, v in result["codec"]["per_style"].items())
     print(f"VAE reconstruction MSE / judged style accuracy per style: {codec}")

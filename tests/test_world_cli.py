@@ -75,3 +75,22 @@ def test_pretrain_with_a_folder_that_is_no_vae_is_a_usage_error(tmp_path):
                "--vae", str(tmp_path))
     assert res.returncode == 2 and "save_pretrained" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_writes_metrics_with_per_image_records_and_a_sample_grid(tmp_path):
+    from styo.testing import tiny_pipeline
+
+    model = tmp_path / "model"
+    tiny_pipeline(0).save_pretrained(model, safe_serialization=True)
+    out = tmp_path / "eval"
+    r = styo("world", "evaluate", "--model", str(model), "--out", str(out), "--n", "5", "--steps", "2",
+             "--n-train", "100")
+    assert r.returncode == 0, r.stderr
+    assert "per captioned style" in r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 5 and metrics["n_train"] == 100 and len(metrics["per_image"]) == 5
+    assert metrics["style_accuracy"] == sum(r["style_correct"] for r in metrics["per_image"]) / 5
+    assert set(metrics["codec"]["per_style"]) >= {"photo", "mosaic"}
+    assert Image.open(out / "samples.png").size[0] > 0
+    again = styo("world", "evaluate", "--model", str(model), "--out", str(out), "--n", "5")
+    assert again.returncode == 2 and "not empty" in again.stderr

@@ -75,24 +75,52 @@ def evaluate_base_model(
     """Generate one image per combination and score it with the judges."""
     prompts = [plain_caption(style, attrs) for style, attrs in combos]
     images = generate(pipe, prompts, seed, steps, guidance, batch_size)
-    preds = judges.predict(images)
-    style_hits = [p["style"][s] == max(p["style"].values()) for p, (s, _) in zip(preds, combos, strict=True)]
-    per_attr = {
-        name: float(np.mean([p["attributes"][name] == a[name] for p, (_, a) in zip(preds, combos, strict=True)]))
-        for name in ATTRIBUTES
+    per_image = score_images(judges, images, combos)
+    for record, prompt in zip(per_image, prompts, strict=True):
+        record["prompt"] = prompt
+    per_attr = {name: float(np.mean([r["attributes_correct"][name] for r in per_image])) for name in ATTRIBUTES}
+    per_style = {
+        style: {
+            "n": len(mine),
+            "style_accuracy": float(np.mean([r["style_correct"] for r in mine])),
+            "mean_attribute_accuracy": float(np.mean([np.mean(list(r["attributes_correct"].values())) for r in mine])),
+        }
+        for style in dict.fromkeys(s for s, _ in combos)
+        if (mine := [r for r in per_image if r["style"] == style])
     }
     return {
         "n": len(combos),
         "steps": steps,
         "guidance": guidance,
         "seed": seed,
-        "style_accuracy": float(np.mean(style_hits)),
-        "style_probability": float(np.mean([p["style"][s] for p, (s, _) in zip(preds, combos, strict=True)])),
+        "style_accuracy": float(np.mean([r["style_correct"] for r in per_image])),
+        "style_probability": float(np.mean([r["style_probability"] for r in per_image])),
         "attribute_accuracy": per_attr,
         "mean_attribute_accuracy": float(np.mean(list(per_attr.values()))),
+        "per_style": per_style,
+        "per_image": per_image,
         "images": images,
         "prompts": prompts,
     }
+
+
+def score_images(judges: Judges, images: list, combos: list[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
+    """What the judges read in each image against what its caption asked for (one dict per image).
+
+    Kept per image so that a model card's aggregate can be re-checked on any subset: image ``i``
+    depends only on its prompt and seed ``seed + i``, not on the others.
+    """
+    records = []
+    for p, (style, attrs) in zip(judges.predict(images), combos, strict=True):
+        judged = max(p["style"], key=p["style"].get)
+        records.append({
+            "style": style,
+            "judged_style": judged,
+            "style_correct": judged == style,
+            "style_probability": float(p["style"][style]),
+            "attributes_correct": {name: p["attributes"][name] == attrs[name] for name in ATTRIBUTES},
+        })
+    return records
 
 
 @torch.no_grad()
