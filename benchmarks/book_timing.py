@@ -36,6 +36,7 @@ CHAPTERS = [
     "book/augmented_prompt.ipynb",
     "book/ablations.ipynb",
     "book/world.ipynb",
+    "book/appendix.ipynb",
 ]
 BUDGET_S = 20 * 60
 

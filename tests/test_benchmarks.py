@@ -107,3 +107,32 @@ def test_book_timing_rejects_a_malformed_override():
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "book_timing.py"), "--set", "book/x.ipynb"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "NOTEBOOK:NAME=VALUE" in res.stderr
+
+
+def test_idl_tuning_trains_each_schedule_on_each_pair_and_scores_it(tmp_path):
+    """benchmarks/idl_tuning.py on the tiny pipeline: a row per (schedule, pair), means per schedule."""
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "idl_tuning.py"), "--model", "tiny",
+         "--schedules", "3:1e-3,2:2e-3", "--pairs", "2", "--n-images", "2", "--aux", "2",
+         "--note", "tiny check", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    record = json.loads((tmp_path / "idl-tuning.json").read_text())
+    assert [(r["steps"], r["lr"]) for r in record["rows"]] == [(3, 1e-3), (3, 1e-3), (2, 2e-3), (2, 2e-3)]
+    assert [r["pair"] for r in record["rows"]][:2] == ["pair 1 (mosaic)", "pair 2 (halftone)"]
+    for summary in record["summary"]:
+        mine = [r for r in record["rows"] if r["steps"] == summary["steps"]]
+        assert summary["content"] == pytest.approx(sum(r["content"] for r in mine) / 2)
+        assert 0 <= summary["style"] <= 1 and summary["train_s"] > 0
+    md = (tmp_path / "idl-tuning.md").read_text()
+    assert "tiny check" in md and "| 2 | 0.002 | 2 |" in md
+
+
+@pytest.mark.parametrize("bad", ["400", "400:", "x:1e-4", "0:1e-4", "400:-1", "400:1e-4,200"])
+def test_idl_tuning_rejects_malformed_schedules(bad):
+    spec = importlib.util.spec_from_file_location("idl_tuning", ROOT / "benchmarks" / "idl_tuning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.parse_schedules("400:1e-4, 200:2e-4") == [(400, 1e-4), (200, 2e-4)]
+    with pytest.raises(SystemExit, match="STEPS:LR"):
+        module.parse_schedules(bad)
