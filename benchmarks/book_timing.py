@@ -57,6 +57,36 @@ def _parse_sets(items: list[str]) -> dict[str, dict]:
     return out
 
 
+def reference_step_ms(repeats: int = 12) -> float:
+    """The machine's speed at the book's main workload: one IDL-shaped training step (miniature
+    UNet, batch 3, AdamW), median milliseconds, random weights with a fixed seed.
+
+    The same 2-core machine has been measured at 172 ms and at 325 ms for this step an hour
+    apart (a shared VM), so a book time means little without the speed it was measured at.
+    """
+    import statistics
+
+    import torch
+
+    from styo.world.architecture import TEXT_DIM, build_unet
+
+    torch.manual_seed(0)
+    unet = build_unet()
+    z, emb = torch.randn(3, 4, 16, 16), torch.randn(3, 77, TEXT_DIM)
+    t = torch.tensor([10, 500, 990])
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    times = []
+    for i in range(repeats + 3):
+        start = time.perf_counter()
+        loss = (unet(z, t, encoder_hidden_states=emb).sample - z).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= 3:  # the first steps pay for allocation and kernel selection
+            times.append(time.perf_counter() - start)
+    return round(1000 * statistics.median(times), 1)
+
+
 def write_results(record: dict, out: Path) -> None:
     """book-timing.json (the record) and book-timing.md (a table for the book's appendix)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -65,6 +95,9 @@ def write_results(record: dict, out: Path) -> None:
     lines = [
         "# Book execution time", "",
         f"`benchmarks/book_timing.py`, {record['date']}, {record['machine']}, {record['cache']} cache.", "",
+        *([f"Machine speed (`reference_step_ms`, one IDL-shaped step of the miniature UNet): "
+           f"{record['reference_step_ms']['before']} ms before, {record['reference_step_ms']['after']} ms after.", ""]
+          if record.get("reference_step_ms") else []),
         *([record["note"], ""] if record.get("note") else []),
         "| chapter | seconds | overrides |", "| --- | --- | --- |",
         *[f"| {r['chapter']} | {r['seconds']:.0f} | {r['overrides'] or ''} |" for r in record["chapters"]],
@@ -94,6 +127,8 @@ def main() -> None:
     cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="styo-book-cache-"))
     os.environ["STYO_CACHE"] = str(cache)  # the kernels inherit it
     executed = Path(tempfile.mkdtemp(prefix="styo-book-run-"))
+    speed_before = reference_step_ms()
+    print(f"machine speed: {speed_before} ms per reference step", flush=True)
     rows = []
     for path in chapters:
         start = time.perf_counter()
@@ -109,6 +144,7 @@ def main() -> None:
         "chapters": rows, "total_seconds": round(total, 1), "budget_seconds": BUDGET_S,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"), "cache": "given" if args.cache else "fresh", "note": args.note,
+        "reference_step_ms": {"before": speed_before, "after": reference_step_ms()},
     }
     write_results(record, Path(args.out_dir))
     print(f"total {total:.0f} s ({total / 60:.1f} min) of a {BUDGET_S // 60}-min budget")

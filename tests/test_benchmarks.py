@@ -101,6 +101,8 @@ def test_book_timing_executes_a_chapter_and_records_its_time(tmp_path):
     assert record["total_seconds"] == record["chapters"][0]["seconds"]
     table = (tmp_path / "book-timing.md").read_text()
     assert "| **total** |" in table and "what was measured" in table and record["note"] == "what was measured"
+    speed = record["reference_step_ms"]
+    assert speed["before"] > 0 and speed["after"] > 0 and f"{speed['before']} ms before" in table
 
 
 def test_book_timing_rejects_a_malformed_override():
