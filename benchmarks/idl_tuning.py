@@ -7,7 +7,7 @@ result the way the book does (FCC on, the augmented prompt n_s = 3, n_c = 1), an
 with the judges: content fidelity, the target's content leaking in, and the target style. It also
 times each run, so a shorter schedule is chosen only where its quality holds.
 
-    .venv/bin/python benchmarks/idl_tuning.py                           # 400:1e-4,200:2e-4,100:4e-4
+    .venv/bin/python benchmarks/idl_tuning.py                           # 400:1e-4,200:2e-4,150:3e-4,100:4e-4
     .venv/bin/python benchmarks/idl_tuning.py --schedules 400:1e-4,200:2e-4 --pairs 3
     .venv/bin/python benchmarks/idl_tuning.py --model /tmp/snapshot --note "EMA of step 1700"
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="pipeline folder (default: the shipped miniature model); "
                     "'tiny' is the random test pipeline")
-    ap.add_argument("--schedules", default="400:1e-4,200:2e-4,100:4e-4", help="STEPS:LR,...")
+    ap.add_argument("--schedules", default="400:1e-4,200:2e-4,150:3e-4,100:4e-4", help="STEPS:LR,...")
     ap.add_argument("--pairs", type=int, default=2, help="(source, target) pairs, the book's first")
     ap.add_argument("--n-images", type=int, default=4, help="images per stylisation")
     ap.add_argument("--aux", type=int, help="auxiliary portraits (default: the book's)")
