@@ -33,8 +33,12 @@ from styo.book import backend_settings, example_pair, load_backend
 from styo.data import generate_aux
 from styo.idl import train
 from styo.pipeline import load_pipeline, quiet_library_bars
+from styo.prompts import source_prompt, target_prompt
 
 METRICS = ("content", "leak", "style", "other_style")
+# What IDL itself learned, before FCC: the target's prompt drawn in the target style, the source's
+# prompt drawn with the source's content (text-to-image from noise, n_images seeds).
+DIAGNOSTICS = ("target_prompt_style", "source_prompt_content")
 PAIR_SEEDS = [1, 8]  # the ablations chapter's extra pairs
 
 
@@ -85,13 +89,27 @@ def tune(pipe, pairs: dict, aux: list, schedules, settings, judges, work: Path,
                                     n_s=3, n_c=1, strength=0.8, seed=seed, num_images=n_images,
                                     num_inference_steps=settings.sample_steps,
                                     guidance_scale=settings.guidance)
+            learned = diagnose(pipe, pair, judges, settings, n_images, seed)
             tail = run.losses[-max(1, steps // 10):]
             rows.append({"steps": steps, "lr": lr, "pair": label, "train_s": round(seconds, 1),
-                         "idl_loss": float(np.mean(tail)), **{m: row[m] for m in METRICS}})
+                         "idl_loss": float(np.mean(tail)), **{m: row[m] for m in METRICS}, **learned})
             print(f"{steps}:{lr:g} {label}: {seconds:.0f} s, "
-                  + ", ".join(f"{m} {row[m]:.2f}" for m in METRICS), flush=True)
+                  + ", ".join(f"{m} {rows[-1][m]:.2f}" for m in (*METRICS, *DIAGNOSTICS)), flush=True)
     X.restore_weights(pipe, base)
     return rows
+
+
+@torch.no_grad()
+def diagnose(pipe, pair, judges, settings, n_images: int, seed: int) -> dict[str, float]:
+    """IDL's own result, FCC aside: does each training prompt redraw its picture's style/content?"""
+    def draw(prompt):
+        gens = [torch.Generator().manual_seed(seed + k) for k in range(n_images)]
+        return pipe([prompt] * n_images, generator=gens, num_inference_steps=settings.sample_steps,
+                    guidance_scale=settings.guidance).images
+
+    target = X.score(judges, draw(target_prompt()), target_style=pair.target_style)
+    source = X.score(judges, draw(source_prompt()), source_attributes=pair.source_attributes)
+    return {"target_prompt_style": target["style"], "source_prompt_content": source["content"]}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -100,17 +118,20 @@ def summarise(rows: list[dict]) -> list[dict]:
     for key in dict.fromkeys((r["steps"], r["lr"]) for r in rows):
         mine = [r for r in rows if (r["steps"], r["lr"]) == key]
         out.append({"steps": key[0], "lr": key[1], "pairs": len(mine),
-                     **{m: float(np.mean([r[m] for r in mine])) for m in ("train_s", *METRICS)}})
+                     **{m: float(np.mean([r[m] for r in mine])) for m in ("train_s", *METRICS, *DIAGNOSTICS)}})
     return out
 
 
 def write_results(record: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "idl-tuning.json").write_text(json.dumps(record, indent=1) + "\n")
-    cols = ("train_s", *METRICS)
+    cols = ("train_s", *METRICS, *DIAGNOSTICS)
     lines = ["# IDL schedule on the miniature model", "",
              f"`benchmarks/idl_tuning.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
-             f"{record['n_images']} images per stylisation, FCC on, n_s = 3, n_c = 1, strength 0.8.", "",
+             f"{record['n_images']} images per stylisation, FCC on, n_s = 3, n_c = 1, strength 0.8. "
+             "`target_prompt_style`: the judged probability of the target style in images drawn from "
+             "the target's training prompt; `source_prompt_content`: content fidelity of images drawn "
+             "from the source's (both from noise, no FCC: what IDL itself learned).", "",
              *([record["note"], ""] if record.get("note") else []),
              "Mean over pairs:", "",
              "| steps | lr | pairs | " + " | ".join(cols) + " |", "|---" * (3 + len(cols)) + "|",

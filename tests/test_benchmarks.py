@@ -126,6 +126,7 @@ def test_idl_tuning_trains_each_schedule_on_each_pair_and_scores_it(tmp_path):
         mine = [r for r in record["rows"] if r["steps"] == summary["steps"]]
         assert summary["content"] == pytest.approx(sum(r["content"] for r in mine) / 2)
         assert 0 <= summary["style"] <= 1 and summary["train_s"] > 0
+        assert 0 <= summary["target_prompt_style"] <= 1 and 0 <= summary["source_prompt_content"] <= 1
     md = (tmp_path / "idl-tuning.md").read_text()
     assert "tiny check" in md and "| 2 | 0.002 | 2 |" in md
 
