@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from styo import experiments as X
-from styo.book import backend_settings, example_pair, load_backend
+from styo.book import backend_settings, load_backend
 from styo.data import generate_aux
 from styo.idl import train
 from styo.pipeline import load_pipeline, quiet_library_bars
@@ -58,18 +58,9 @@ def parse_schedules(text: str) -> list[tuple[int, float]]:
 
 
 def make_pairs(backend: str, n: int) -> dict:
-    """The book's example pair, then pairs whose source and target differ in every attribute, as
-    in the ablations chapter (its pair seeds first; held-out target styles alternate)."""
-    pairs = {"pair 1 (mosaic)": example_pair(backend)}
-    styles = ["mosaic", "halftone"]
-    for k in range(1, n):
-        pair_seed = PAIR_SEEDS[k - 1] if k <= len(PAIR_SEEDS) else 7 * k + 1
-        source, target = X.contrasting_attributes(pair_seed)
-        style = styles[k % 2]
-        pairs[f"pair {k + 1} ({style})"] = example_pair(
-            backend, source_attributes=source, target_attributes=target, target_style=style,
-            seed=pair_seed)
-    return pairs
+    """The ablations chapter's pairs (its pair seeds first), extended to ``n`` pairs."""
+    seeds = [*PAIR_SEEDS, *range(15, 15 + 7 * n, 7)][: n - 1]
+    return X.ablation_pairs(backend, seeds)
 
 
 def tune(pipe, pairs: dict, aux: list, schedules, settings, judges, work: Path,

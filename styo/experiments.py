@@ -207,6 +207,35 @@ def contrasting_attributes(seed: int) -> tuple[dict[str, str], dict[str, str]]:
     return source, target
 
 
+def ablation_pairs(
+    backend: str,
+    pair_seeds: Sequence[int] = (1, 8),
+    target_styles: Sequence[str] = ("mosaic", "halftone"),
+    pipe: Any = None,
+) -> dict[str, Any]:
+    """The (source, target) pairs the ablations are measured on, by label.
+
+    In the miniature world: the book's example pair, then one pair per seed whose source and
+    target differ in *every* attribute (:func:`contrasting_attributes`), the target drawn in the
+    held-out styles in turn, so that leaks are visible and unseen styles are learned from one
+    picture. sd15 has no ground truth to vary: its one generated example pair (``pipe`` needed).
+    """
+    from .book import example_pair
+
+    if backend == "sd15":
+        return {"pair 1": example_pair(backend, pipe)}
+    if not target_styles:
+        raise ValueError("target_styles is empty: name at least one style for the targets")
+    pairs = {f"pair 1 ({target_styles[0]})": example_pair(backend, target_style=target_styles[0])}
+    for k, pair_seed in enumerate(pair_seeds, start=1):
+        source, target = contrasting_attributes(pair_seed)
+        style = target_styles[k % len(target_styles)]
+        pairs[f"pair {k + 1} ({style})"] = example_pair(
+            backend, source_attributes=source, target_attributes=target, target_style=style,
+            seed=pair_seed)
+    return pairs
+
+
 def mean_rows(rows: Sequence[Mapping[str, Any]], by: Sequence[str],
               metrics: Sequence[str] = METRICS) -> list[dict[str, Any]]:
     """Rows averaged over everything but ``by`` (e.g. over pairs), in first-seen order of ``by``.

@@ -179,3 +179,18 @@ def test_check_claim_verdicts():
     assert c["verdict"] == "mixed"  # two of three pairs rise, but the mean falls
     with pytest.raises(ValueError, match="no pair"):
         X.check_claim(rows, "content", {"variant": "x"}, {"variant": "z"})
+
+
+def test_ablation_pairs_start_with_the_book_pair_and_contrast_every_attribute():
+    pairs = X.ablation_pairs("tiny", pair_seeds=[1, 8, 15])
+    assert list(pairs) == ["pair 1 (mosaic)", "pair 2 (halftone)", "pair 3 (mosaic)", "pair 4 (halftone)"]
+    first = pairs["pair 1 (mosaic)"]
+    assert first.source_attributes == example_pair("tiny").source_attributes
+    for label, pair in list(pairs.items())[1:]:
+        assert pair.target_style in label and pair.source_style == "photo"
+        assert all(pair.source_attributes[k] != v for k, v in pair.target_attributes.items())
+    assert len({str(p.source_attributes) for p in pairs.values()}) == 4
+    with pytest.raises(ValueError, match="target_styles"):
+        X.ablation_pairs("tiny", target_styles=[])
+    with pytest.raises(ValueError, match="pipe="):
+        X.ablation_pairs("sd15")
