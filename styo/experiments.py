@@ -368,8 +368,55 @@ def check_claim(rows: Sequence[Mapping[str, Any]], metric: str, before: Mapping[
             "verdict": verdict}
 
 
+FULL_IDL = "contrastive + aux"
+# The paper's claims that the ablations test: (claim, metric, before, after, expected direction).
+# Sampling is with FCC unless the claim is about FCC.
+ABLATION_CLAIMS: tuple[tuple[str, str, dict[str, Any], dict[str, Any], str], ...] = (
+    ("negative identifiers keep more of the source (Fig. 6)", "content",
+     {"variant": "positive-only", "fcc": True}, {"variant": "contrastive", "fcc": True}, "rises"),
+    ("negative identifiers stop the target's content leaking in (Fig. 6)", "leak",
+     {"variant": "positive-only", "fcc": True}, {"variant": "contrastive", "fcc": True}, "falls"),
+    ("the auxiliary set keeps more of the source (Fig. 6)", "content",
+     {"variant": "contrastive", "fcc": True}, {"variant": FULL_IDL, "fcc": True}, "rises"),
+    ("FCC keeps more of the source (Fig. 5)", "content",
+     {"variant": FULL_IDL, "fcc": False}, {"variant": FULL_IDL, "fcc": True}, "rises"),
+    ("FCC costs diversity (Fig. 5)", "diversity",
+     {"variant": FULL_IDL, "fcc": False}, {"variant": FULL_IDL, "fcc": True}, "falls"),
+)
+
+
+def check_ablation_claims(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`check_claim` for each of :data:`ABLATION_CLAIMS` whose variants ``rows`` hold.
+
+    Each result also carries the claim's ``text``, the ``digits`` its metric is compared at
+    (diversity is small, so three) and ``style``: what the same change did to the target style.
+    """
+    variants = {r["variant"] for r in rows}
+    out = []
+    for text, metric, before, after, expect in ABLATION_CLAIMS:
+        if not {before["variant"], after["variant"]} <= variants:
+            continue
+        digits = 3 if metric == "diversity" else 2
+        result = check_claim(rows, metric, before, after, expect, digits=digits)
+        out.append({**result, "text": text, "digits": digits,
+                    "style": check_claim(rows, "style", before, after)})
+    return out
+
+
+def claims_markdown(claims: Sequence[Mapping[str, Any]]) -> str:
+    """One bullet per checked claim: verdict, the means and in how many pairs it went that way."""
+    lines = []
+    for c in claims:
+        d, s = c["digits"], c["style"]
+        lines.append(f"- *{c['text']}*: **{c['verdict']}**. Mean {c['metric']} {c['before']:.{d}f} → "
+                     f"{c['after']:.{d}f}, as claimed in {c['wins']} of {c['n']} pairs "
+                     f"(target style meanwhile {s['before']:.2f} → {s['after']:.2f}).")
+    return "\n".join(lines)
+
+
 __all__ = [
-    "IDL_VARIANTS", "METRICS", "ablation_rows", "base_weights", "change", "check_claim",
+    "ABLATION_CLAIMS", "FULL_IDL", "IDL_VARIANTS", "METRICS", "ablation_pairs", "ablation_rows",
+    "base_weights", "change", "check_ablation_claims", "check_claim", "claims_markdown",
     "contrasting_attributes",
     "diversity", "first_images", "format_table", "mean_rows", "plot_bars", "restore_weights",
     "score", "score_pair", "snapshot_weights", "stylize_rows",

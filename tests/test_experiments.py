@@ -194,3 +194,25 @@ def test_ablation_pairs_start_with_the_book_pair_and_contrast_every_attribute():
         X.ablation_pairs("tiny", target_styles=[])
     with pytest.raises(ValueError, match="pipe="):
         X.ablation_pairs("sd15")
+
+
+def test_ablation_claims_are_checked_for_the_variants_present():
+    def row(pair, variant, fcc, content, leak=0.2, style=0.8, diversity=0.1):
+        return {"pair": pair, "variant": variant, "fcc": fcc, "content": content, "leak": leak,
+                "style": style, "diversity": diversity}
+
+    rows = []
+    for pair in ("a", "b"):
+        rows += [row(pair, "positive-only", True, 0.3, leak=0.6), row(pair, "contrastive", True, 0.5, leak=0.3),
+                 row(pair, X.FULL_IDL, True, 0.4, diversity=0.05), row(pair, X.FULL_IDL, False, 0.2)]
+    claims = {c["text"]: c for c in X.check_ablation_claims(rows)}
+    assert len(claims) == len(X.ABLATION_CLAIMS)
+    verdicts = [claims[text]["verdict"] for text, *_ in X.ABLATION_CLAIMS]
+    # negatives: content 0.3 → 0.5 rises, leak 0.6 → 0.3 falls; aux: 0.5 → 0.4 falls (claim fails);
+    # FCC: content 0.2 → 0.4 rises, diversity 0.1 → 0.05 falls
+    assert verdicts == ["holds", "holds", "does not hold", "holds", "holds"]
+    text = X.claims_markdown(X.check_ablation_claims(rows))
+    assert text.count("\n") == 4 and "**does not hold**" in text and "as claimed in 0 of 2 pairs" in text
+
+    without_aux = [r for r in rows if r["variant"] != X.FULL_IDL]
+    assert len(X.check_ablation_claims(without_aux)) == 2  # only the negative-identifier claims apply
