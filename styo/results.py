@@ -14,6 +14,9 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 BOOK_TIMING = "book-timing.json"
+ABLATIONS = "ablations.json"
+# Results of the other scripts in benchmarks/ (not sd_scale.py reports).
+OTHER_RESULTS = {BOOK_TIMING, ABLATIONS, "idl-tuning.json"}
 
 
 def benchmark_runs(results_dir: str | Path = RESULTS, kind: str | None = None) -> list[dict[str, Any]]:
@@ -24,7 +27,7 @@ def benchmark_runs(results_dir: str | Path = RESULTS, kind: str | None = None) -
     """
     runs = []
     for path in sorted(Path(results_dir).glob("*.json")):
-        if path.name == BOOK_TIMING:
+        if path.name in OTHER_RESULTS:
             continue
         report = json.loads(path.read_text())
         if "idl" not in report or "kind" not in report:
@@ -37,6 +40,12 @@ def benchmark_runs(results_dir: str | Path = RESULTS, kind: str | None = None) -
 def book_timing(results_dir: str | Path = RESULTS) -> dict[str, Any] | None:
     """The latest ``book_timing.py`` measurement, or None when the book was never timed."""
     path = Path(results_dir) / BOOK_TIMING
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ablation_study(results_dir: str | Path = RESULTS) -> dict[str, Any] | None:
+    """The latest ``benchmarks/ablations.py`` study (many pairs), or None when there is none."""
+    path = Path(results_dir) / ABLATIONS
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -139,3 +139,32 @@ def test_idl_tuning_rejects_malformed_schedules(bad):
     assert module.parse_schedules("400:1e-4, 200:2e-4") == [(400, 1e-4), (200, 2e-4)]
     with pytest.raises(SystemExit, match="STEPS:LR"):
         module.parse_schedules(bad)
+
+
+def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp_path):
+    """benchmarks/ablations.py on the tiny pipeline: every (pair, variant, FCC) row, the means, the
+    claims and the model's fingerprint; a second run loads every IDL run from the cache."""
+    from styo.data import model_fingerprint
+    from styo.testing import tiny_pipeline
+
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--model", "tiny", "--pairs", "2",
+           "--n-images", "2", "--idl-steps", "2", "--cache", str(tmp_path / "cache")]
+    first = subprocess.run([*cmd, "--out-dir", str(tmp_path / "a")], capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert first.returncode == 0, first.stderr[-2000:]
+    record = json.loads((tmp_path / "a" / "ablations.json").read_text())
+    assert len(record["pairs"]) == 2 and len(record["rows"]) == 2 * 3 * 2
+    assert {(m["variant"], m["fcc"]) for m in record["means"]} == {
+        (v, f) for v in ("positive-only", "contrastive", "contrastive + aux") for f in (False, True)}
+    assert all(m["n"] == 2 for m in record["means"]) and len(record["claims"]) == 5
+    assert record["model_fingerprint"] == model_fingerprint(tiny_pipeline())
+    assert "**" in (tmp_path / "a" / "ablations.md").read_text()  # the verdicts
+    runs = sorted(p.name for p in (tmp_path / "cache" / "idl").iterdir())
+    assert len(runs) == 2 * 3  # one IDL run per (pair, variant); FCC on/off sample the same run
+
+    again = subprocess.run([*cmd, "--out-dir", str(tmp_path / "b")], capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rerun = json.loads((tmp_path / "b" / "ablations.json").read_text())
+    assert rerun["rows"] == record["rows"]  # same seeds, and the IDL runs came from the cache
+    assert sorted(p.name for p in (tmp_path / "cache" / "idl").iterdir()) == runs

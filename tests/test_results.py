@@ -30,11 +30,13 @@ def test_runs_are_filtered_by_kind_and_sorted_newest_first(tmp_path):
     _write(tmp_path, "b-sd15.json", _report("sd15", "2026-03-01T00:00:00"))
     _write(tmp_path, "cpu-smoke.json", _report("smoke", "2026-02-01T00:00:00", "cpu"))
     _write(tmp_path, R.BOOK_TIMING, {"chapters": [], "total_seconds": 1.0})
+    _write(tmp_path, R.ABLATIONS, {"pairs": ["p"]})
     sd15 = R.benchmark_runs(tmp_path, kind="sd15")
     assert [r["file"] for r in sd15] == ["b-sd15.json", "a-sd15.json"]
     assert [r["file"] for r in R.benchmark_runs(tmp_path, kind="smoke")] == ["cpu-smoke.json"]
-    assert len(R.benchmark_runs(tmp_path)) == 3  # the book timing is not a benchmark report
+    assert len(R.benchmark_runs(tmp_path)) == 3  # the other scripts' results are not sd_scale reports
     assert R.book_timing(tmp_path)["total_seconds"] == 1.0
+    assert R.ablation_study(tmp_path)["pairs"] == ["p"]
 
 
 def test_a_foreign_json_file_is_named_in_the_error(tmp_path):
@@ -43,8 +45,8 @@ def test_a_foreign_json_file_is_named_in_the_error(tmp_path):
         R.benchmark_runs(tmp_path)
 
 
-def test_missing_book_timing_is_none(tmp_path):
-    assert R.book_timing(tmp_path) is None
+def test_missing_results_are_none(tmp_path):
+    assert R.book_timing(tmp_path) is None and R.ablation_study(tmp_path) is None
 
 
 def test_idl_rows_report_gpu_memory_on_cuda_and_why_a_profile_did_not_run():
