@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .profiles import PROFILES
+
 
 class UsageError(Exception):
     """Bad input from the user: exit code 2."""
@@ -209,6 +211,11 @@ MODEL_HELP = ("diffusers pipeline folder or hub id (default: the miniature world
               "models/styo-mini)")
 
 
+def _by_model(key: str) -> str:
+    """'(model: MINI / SD)': a default that depends on the model, as styo.profiles sets it."""
+    return f"(model: {PROFILES['mini'][key]:g} / {PROFILES['sd'][key]:g})"
+
+
 def add_stylize_parser(sub) -> None:
     p = sub.add_parser(
         "stylize",
@@ -226,10 +233,10 @@ def add_stylize_parser(sub) -> None:
     aux = p.add_mutually_exclusive_group()
     aux.add_argument("--aux-dir", metavar="DIR", help="folder of auxiliary portraits")
     aux.add_argument("--aux", type=int, metavar="N",
-                     help="generate N auxiliary portraits with the base model (model: 32 / 200)")
+                     help="generate N auxiliary portraits with the base model " + _by_model("aux"))
     p.add_argument("--no-aux", action="store_true", help="ablation: train without an aux set")
-    p.add_argument("--steps", type=int, default=400, help="IDL training steps (default 400)")
-    p.add_argument("--lr", type=float, help="IDL learning rate (model: 1e-4 / 1e-6)")
+    p.add_argument("--steps", type=int, help="IDL training steps " + _by_model("steps"))
+    p.add_argument("--lr", type=float, help="IDL learning rate " + _by_model("lr"))
     p.add_argument("--batch-size", type=int, default=1, help="noise samples per loss term")
     p.add_argument("--prompts", choices=("contrastive", "positive"), default="contrastive",
                    help="contrastive templates (with 'not [..]') or the positive-only ablation")
@@ -247,8 +254,8 @@ def add_stylize_parser(sub) -> None:
     p.add_argument("--n-c", type=int, default=1, help="content phrase repeats, 1..5 (default 1)")
     p.add_argument("--no-fcc", action="store_true", help="ablation: sample without FCC")
     p.add_argument("--samples", type=int, default=1, help="stylised images (default 1)")
-    p.add_argument("--sample-steps", type=int, help="DDIM steps (model: 25 / 50)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance (model: 5 / 7.5)")
+    p.add_argument("--sample-steps", type=int, help="DDIM steps " + _by_model("sample_steps"))
+    p.add_argument("--guidance", type=float, help="classifier-free guidance " + _by_model("guidance"))
     p.add_argument("--strength", type=float, default=0.8,
                    help="how deep the source is diffused, in (0, 1] (default 0.8)")
     p.add_argument("--control-steps", type=float, nargs=2, default=(0.0, 1.0),
@@ -270,8 +277,8 @@ def add_attention_parser(sub) -> None:
     p.add_argument("--prompt", required=True)
     p.add_argument("--out", required=True, metavar="FILE.png", help="the figure (never replaced)")
     p.add_argument("--words", nargs="+", help="words of the prompt to map (default: every word)")
-    p.add_argument("--steps", type=int, help="sampling steps (model: 25 / 50)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance (model: 5 / 7.5)")
+    p.add_argument("--steps", type=int, help="sampling steps " + _by_model("sample_steps"))
+    p.add_argument("--guidance", type=float, help="classifier-free guidance " + _by_model("guidance"))
     _add_common(p)
     p.set_defaults(func=cmd_attention)
 

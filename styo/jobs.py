@@ -78,7 +78,8 @@ def _check_repeat(value: int, option: str, paper: int) -> None:
 
 def check_stylize_numbers(args: argparse.Namespace) -> None:
     """Every number of ``styo stylize`` in its range, with the option's name in the message."""
-    check_positive(args.steps, "--steps", "number of IDL training steps")
+    if args.steps is not None:
+        check_positive(args.steps, "--steps", "number of IDL training steps")
     _check_repeat(args.n_s, "--n-s", 3)
     _check_repeat(args.n_c, "--n-c", 1)
     check_positive(args.samples, "--samples", "number of images")

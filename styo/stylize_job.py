@@ -53,7 +53,7 @@ def stylize_settings(
         "aux_dir": str(resolved(args.aux_dir)) if args.aux_dir else None,
         "aux": None if args.no_aux or args.aux_dir else (args.aux or defaults["aux"]),
         "no_aux": args.no_aux,
-        "steps": args.steps,
+        "steps": args.steps if args.steps is not None else defaults["steps"],
         "lr": args.lr if args.lr is not None else defaults["lr"],
         "batch_size": args.batch_size,
         "prompts": args.prompts,
@@ -78,7 +78,7 @@ def stylize_settings(
     }
     chosen = {
         k: settings[k]
-        for k in ("lr", "aux", "sample_steps", "guidance")
+        for k in ("steps", "lr", "aux", "sample_steps", "guidance")
         if getattr(args, k) is None and settings[k] is not None
     }
     return settings, {"profile": profile, "why": PROFILE_WHY[profile], "chosen": chosen}

@@ -386,6 +386,21 @@ def test_default_settings_follow_the_model():
     assert PROFILES["mini"]["lr"] == 1e-4 and PROFILES["sd"]["lr"] == 1e-6
 
 
+def test_omitted_numbers_come_from_the_profile_and_are_reported_as_chosen(tmp_path):
+    from styo.cli import build_parser
+    from styo.profiles import PROFILES
+    from styo.prompts import Identifiers
+    from styo.stylize_job import stylize_settings
+
+    base = ["stylize", "--source", "s.png", "--target", "t.png", "--out", str(tmp_path / "o")]
+    for profile in ("mini", "sd"):
+        settings, why = stylize_settings(build_parser().parse_args(base), profile, Identifiers())
+        for key in ("steps", "lr", "sample_steps", "guidance", "aux"):
+            assert settings[key] == why["chosen"][key] == PROFILES[profile][key], (profile, key)
+    settings, why = stylize_settings(build_parser().parse_args([*base, "--steps", "7"]), "mini", Identifiers())
+    assert settings["steps"] == 7 and "steps" not in why["chosen"]
+
+
 def test_training_time_augmentation_also_augments_the_reconstruction_prompt():
     from styo.prompts import Identifiers, source_prompt
     from styo.stylize_job import fcc_prompts
