@@ -29,11 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("content", "leak", "style", "diversity")
 
 
-def pair_seeds(n: int) -> list[int]:
-    """The chapter's pair seeds first (1, 8), then 15, 22, ...: ``n - 1`` seeds for ``n`` pairs."""
-    return [1 + 7 * k for k in range(n - 1)]
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="pipeline folder (default: the shipped miniature model); 'tiny' for tests")
@@ -62,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     fingerprint = model_fingerprint(pipe)
     config = settings.idl if args.idl_steps is None else with_steps(settings.idl, args.idl_steps)
     aux = auxiliary_set(pipe, settings)
-    pairs = X.ablation_pairs(backend, pair_seeds(args.pairs))
+    pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
     start = time.perf_counter()
     rows = X.ablation_rows(pipe, pairs, aux, config, judges=load_judges(), n_s=3, n_c=1, strength=0.8,
                            seed=0, num_images=args.n_images, num_inference_steps=settings.sample_steps,
@@ -91,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def write_results(record: dict, out: Path) -> None:
     from styo.experiments import claims_markdown
+    from styo.results import ablation_means_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablations.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -101,9 +97,7 @@ def write_results(record: dict, out: Path) -> None:
         f"with {record['idl']['aux']} auxiliary portraits, {record['n_images']} images per setting, "
         f"{record['seconds'] / 60:.0f} min.", "",
         *([record["note"], ""] if record.get("note") else []),
-        "| variant | FCC | " + " | ".join(COLUMNS) + " | pairs |", "|---" * (3 + len(COLUMNS)) + "|",
-        *[f"| {m['variant']} | {'on' if m['fcc'] else 'off'} | " + " | ".join(f"{m[c]:.3f}" for c in COLUMNS)
-          + f" | {m['n']} |" for m in record["means"]],
+        ablation_means_markdown(record["means"]),
         "", claims_markdown(record["claims"]),
     ]
     (out / "ablations.md").write_text("\n".join(lines) + "\n")

@@ -34,12 +34,12 @@ from styo.data import generate_aux
 from styo.idl import train
 from styo.pipeline import load_pipeline, quiet_library_bars
 from styo.prompts import source_prompt, target_prompt
+from styo.results import markdown_table
 
 METRICS = ("content", "leak", "style", "other_style")
 # What IDL itself learned, before FCC: the target's prompt drawn in the target style, the source's
 # prompt drawn with the source's content (text-to-image from noise, n_images seeds).
 DIAGNOSTICS = ("target_prompt_style", "source_prompt_content")
-PAIR_SEEDS = [1, 8]  # the ablations chapter's extra pairs
 
 
 def parse_schedules(text: str) -> list[tuple[int, float]]:
@@ -55,12 +55,6 @@ def parse_schedules(text: str) -> list[tuple[int, float]]:
             raise SystemExit(f"--schedules: {item!r} is not STEPS:LR with STEPS >= 1 and LR > 0")
         out.append(parsed)
     return out
-
-
-def make_pairs(backend: str, n: int) -> dict:
-    """The ablations chapter's pairs (its pair seeds first), extended to ``n`` pairs."""
-    seeds = [*PAIR_SEEDS, *range(15, 15 + 7 * n, 7)][: n - 1]
-    return X.ablation_pairs(backend, seeds)
 
 
 def tune(pipe, pairs: dict, aux: list, schedules, settings, judges, work: Path,
@@ -125,13 +119,9 @@ def write_results(record: dict, out: Path) -> None:
              "from the source's (both from noise, no FCC: what IDL itself learned).", "",
              *([record["note"], ""] if record.get("note") else []),
              "Mean over pairs:", "",
-             "| steps | lr | pairs | " + " | ".join(cols) + " |", "|---" * (3 + len(cols)) + "|",
-             *[f"| {r['steps']} | {r['lr']:g} | {r['pairs']} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + " |"
-               for r in record["summary"]],
+             markdown_table(record["summary"], ["steps", "lr", "pairs", *cols]),
              "", "Per pair:", "",
-             "| steps | lr | pair | idl_loss | " + " | ".join(cols) + " |", "|---" * (4 + len(cols)) + "|",
-             *[f"| {r['steps']} | {r['lr']:g} | {r['pair']} | {r['idl_loss']:.4f} | "
-               + " | ".join(f"{r[c]:.2f}" for c in cols) + " |" for r in record["rows"]]]
+             markdown_table(record["rows"], ["steps", "lr", "pair", "idl_loss", *cols])]
     (out / "idl-tuning.md").write_text("\n".join(lines) + "\n")
 
 
@@ -159,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     from styo.world.judges import load_judges
 
     judges = load_judges()
-    pairs = make_pairs(backend, args.pairs)
+    pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
     with tempfile.TemporaryDirectory(prefix="styo-idl-tuning-") as tmp:
         aux = generate_aux(pipe, args.aux or settings.aux_count, prompt=settings.aux_prompt,
                            cache_dir=Path(tmp) / "aux", seed=0,

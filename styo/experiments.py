@@ -207,6 +207,11 @@ def contrasting_attributes(seed: int) -> tuple[dict[str, str], dict[str, str]]:
     return source, target
 
 
+def ablation_seeds(n_pairs: int) -> list[int]:
+    """Seeds of the contrasting pairs that follow the book's pair: 1, 8, 15, ... (``n_pairs - 1``)."""
+    return [1 + 7 * k for k in range(n_pairs - 1)]
+
+
 def ablation_pairs(
     backend: str,
     pair_seeds: Sequence[int] = (1, 8),
@@ -416,6 +421,7 @@ def claims_markdown(claims: Sequence[Mapping[str, Any]]) -> str:
 
 __all__ = [
     "ABLATION_CLAIMS", "FULL_IDL", "IDL_VARIANTS", "METRICS", "ablation_pairs", "ablation_rows",
+    "ablation_seeds",
     "base_weights", "change", "check_ablation_claims", "check_claim", "claims_markdown",
     "contrasting_attributes",
     "diversity", "first_images", "format_table", "mean_rows", "plot_bars", "restore_weights",

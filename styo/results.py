@@ -49,6 +49,13 @@ def ablation_study(results_dir: str | Path = RESULTS) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def ablation_means_markdown(means: Sequence[dict[str, Any]]) -> str:
+    """The table of an ablation study's means: one row per (variant, FCC), averaged over pairs."""
+    rows = [{**m, "fcc": "on" if m["fcc"] else "off"} for m in means]
+    return markdown_table(rows, ["variant", "fcc", "content", "leak", "style", "diversity", "n"],
+                          ["variant", "FCC", "content", "leak", "style", "diversity", "pairs"])
+
+
 def _memory(profile: dict[str, Any]) -> float | None:
     """Peak memory of one IDL profile: GPU allocation on CUDA, the process's RSS on CPU."""
     return profile.get("peak_gpu_allocated_gib", profile.get("peak_rss_gib"))

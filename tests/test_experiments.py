@@ -216,3 +216,14 @@ def test_ablation_claims_are_checked_for_the_variants_present():
 
     without_aux = [r for r in rows if r["variant"] != X.FULL_IDL]
     assert len(X.check_ablation_claims(without_aux)) == 2  # only the negative-identifier claims apply
+
+
+def test_ablation_seeds_extend_the_chapter_pairs():
+    import json
+
+    from styo.book import ROOT
+
+    nb = json.loads((ROOT / "book" / "ablations.ipynb").read_text())
+    params = next("".join(c["source"]) for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assert f"pair_seeds = {X.ablation_seeds(3)}" in params  # the chapter's pairs are the first of any study
+    assert X.ablation_seeds(1) == [] and len(set(X.ablation_seeds(10))) == 9

@@ -85,3 +85,12 @@ def test_the_committed_results_are_readable():
     timing = R.book_timing()
     assert timing is not None
     assert sum(c["seconds"] for c in timing["chapters"]) == pytest.approx(timing["total_seconds"], abs=1)
+
+
+def test_ablation_means_table_names_fcc_on_and_off():
+    means = [{"variant": "contrastive", "fcc": True, "content": 0.5, "leak": 0.1, "style": 0.9, "diversity": 0.02, "n": 3},
+             {"variant": "contrastive", "fcc": False, "content": 0.4, "leak": 0.2, "style": 0.8, "diversity": 0.05, "n": 3}]
+    lines = R.ablation_means_markdown(means).splitlines()
+    assert lines[0] == "| variant | FCC | content | leak | style | diversity | pairs |"
+    assert lines[2] == "| contrastive | on | 0.5 | 0.1 | 0.9 | 0.02 | 3 |"
+    assert lines[3].startswith("| contrastive | off |")

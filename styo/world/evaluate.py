@@ -79,15 +79,14 @@ def evaluate_base_model(
     for record, prompt in zip(per_image, prompts, strict=True):
         record["prompt"] = prompt
     per_attr = {name: float(np.mean([r["attributes_correct"][name] for r in per_image])) for name in ATTRIBUTES}
-    per_style = {
-        style: {
+    per_style = {}
+    for style in dict.fromkeys(s for s, _ in combos):
+        mine = [r for r in per_image if r["style"] == style]
+        per_style[style] = {
             "n": len(mine),
             "style_accuracy": float(np.mean([r["style_correct"] for r in mine])),
             "mean_attribute_accuracy": float(np.mean([np.mean(list(r["attributes_correct"].values())) for r in mine])),
         }
-        for style in dict.fromkeys(s for s, _ in combos)
-        if (mine := [r for r in per_image if r["style"] == style])
-    }
     return {
         "n": len(combos),
         "steps": steps,
