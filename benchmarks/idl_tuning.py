@@ -107,6 +107,11 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
+def with_lr_text(rows: list[dict]) -> list[dict]:
+    """Rows with the learning rate as text (1e-04 would round to 0.00 among the scores)."""
+    return [{**r, "lr": f"{r['lr']:g}"} for r in rows]
+
+
 def write_results(record: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "idl-tuning.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -119,9 +124,9 @@ def write_results(record: dict, out: Path) -> None:
              "from the source's (both from noise, no FCC: what IDL itself learned).", "",
              *([record["note"], ""] if record.get("note") else []),
              "Mean over pairs:", "",
-             markdown_table(record["summary"], ["steps", "lr", "pairs", *cols]),
+             markdown_table(with_lr_text(record["summary"]), ["steps", "lr", "pairs", *cols], decimals=2),
              "", "Per pair:", "",
-             markdown_table(record["rows"], ["steps", "lr", "pair", "idl_loss", *cols])]
+             markdown_table(with_lr_text(record["rows"]), ["steps", "lr", "pair", "idl_loss", *cols], decimals=3)]
     (out / "idl-tuning.md").write_text("\n".join(lines) + "\n")
 
 

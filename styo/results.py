@@ -53,7 +53,7 @@ def ablation_means_markdown(means: Sequence[dict[str, Any]]) -> str:
     """The table of an ablation study's means: one row per (variant, FCC), averaged over pairs."""
     rows = [{**m, "fcc": "on" if m["fcc"] else "off"} for m in means]
     return markdown_table(rows, ["variant", "fcc", "content", "leak", "style", "diversity", "n"],
-                          ["variant", "FCC", "content", "leak", "style", "diversity", "pairs"])
+                          ["variant", "FCC", "content", "leak", "style", "diversity", "pairs"], decimals=3)
 
 
 def _memory(profile: dict[str, Any]) -> float | None:
@@ -94,12 +94,16 @@ def markdown_table(
     columns: Sequence[str],
     headers: Sequence[str] | None = None,
     digits: int = 3,
+    decimals: int | None = None,
 ) -> str:
     """A Markdown table of ``rows`` (``headers`` default to the column keys); floats rounded to
-    ``digits`` significant digits, missing values shown as an en dash."""
+    ``digits`` significant digits, or to ``decimals`` places when given (scores in [0, 1] read
+    better so), missing values shown as an en dash."""
     def cell(value: Any) -> str:
         if value is None:
             return "–"
+        if isinstance(value, float) and decimals is not None:
+            return f"{value:.{decimals}f}"
         if isinstance(value, float):
             return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
         return str(value).replace("|", "\\|")

@@ -71,6 +71,7 @@ def test_markdown_table_formats_cells_and_checks_headers():
     assert lines[0] == "| A | B |" and len(lines) == 4
     assert lines[2] == "| 0.123 | – |"
     assert lines[3] == "| 12346 | x\\|y |"
+    assert R.markdown_table([{"a": 6.65e-05, "b": 1}], ["a", "b"], decimals=2).splitlines()[2] == "| 0.00 | 1 |"
     with pytest.raises(ValueError, match="headers"):
         R.markdown_table([], ["a", "b"], ["A"])
 
@@ -92,5 +93,5 @@ def test_ablation_means_table_names_fcc_on_and_off():
              {"variant": "contrastive", "fcc": False, "content": 0.4, "leak": 0.2, "style": 0.8, "diversity": 0.05, "n": 3}]
     lines = R.ablation_means_markdown(means).splitlines()
     assert lines[0] == "| variant | FCC | content | leak | style | diversity | pairs |"
-    assert lines[2] == "| contrastive | on | 0.5 | 0.1 | 0.9 | 0.02 | 3 |"
+    assert lines[2] == "| contrastive | on | 0.500 | 0.100 | 0.900 | 0.020 | 3 |"
     assert lines[3].startswith("| contrastive | off |")
