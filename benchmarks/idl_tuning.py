@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -29,8 +30,7 @@ import numpy as np
 import torch
 
 from styo import experiments as X
-from styo.book import backend_settings, load_backend
-from styo.data import generate_aux
+from styo.book import auxiliary_set, backend_settings, load_backend
 from styo.idl import train
 from styo.pipeline import load_pipeline, quiet_library_bars
 from styo.prompts import source_prompt, target_prompt
@@ -156,9 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     judges = load_judges()
     pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
     with tempfile.TemporaryDirectory(prefix="styo-idl-tuning-") as tmp:
-        aux = generate_aux(pipe, args.aux or settings.aux_count, prompt=settings.aux_prompt,
-                           cache_dir=Path(tmp) / "aux", seed=0,
-                           num_inference_steps=settings.sample_steps, guidance_scale=settings.guidance)
+        os.environ["STYO_CACHE"] = tmp  # the book's aux set, generated into a throwaway cache
+        aux = auxiliary_set(pipe, settings, n=args.aux)
         rows = tune(pipe, pairs, aux, schedules, settings, judges, Path(tmp), args.n_images, args.seed)
     record = {
         "date": time.strftime("%Y-%m-%d"),
