@@ -16,7 +16,7 @@ RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 BOOK_TIMING = "book-timing.json"
 ABLATIONS = "ablations.json"
 # Results of the other scripts in benchmarks/ (not sd_scale.py reports).
-OTHER_RESULTS = {BOOK_TIMING, ABLATIONS, "idl-tuning.json"}
+OTHER_RESULTS = {BOOK_TIMING, ABLATIONS, "idl-tuning.json", "fcc-probe.json"}
 
 
 def benchmark_runs(results_dir: str | Path = RESULTS, kind: str | None = None) -> list[dict[str, Any]]:

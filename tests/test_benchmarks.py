@@ -168,3 +168,40 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     rerun = json.loads((tmp_path / "b" / "ablations.json").read_text())
     assert rerun["rows"] == record["rows"]  # same seeds, and the IDL runs came from the cache
     assert sorted(p.name for p in (tmp_path / "cache" / "idl").iterdir()) == runs
+
+
+def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_path):
+    """benchmarks/fcc_probe.py on the tiny pipeline: the three controls at each strength, and the
+    sharpness and prompt distances it reports are the library's own measurements."""
+    from styo.sharpness import attention_sharpness
+    from styo.testing import tiny_pipeline
+
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fcc_probe.py"), "--model", "tiny", "--idl-steps", "2",
+         "--n-images", "2", "--aux", "2", "--strengths", "0.6,1.0", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    record = json.loads((tmp_path / "fcc-probe.json").read_text())
+    assert [(r["strength"], r["control"]) for r in record["fcc"]] == [
+        (s, c) for s in (0.6, 1.0) for c in ("no FCC", "FCC (paper)", "every token")]
+    assert all(0 <= r["content"] <= 1 and 0 <= r["style"] <= 1 for r in record["fcc"])
+    spec = importlib.util.spec_from_file_location("fcc_probe", ROOT / "benchmarks" / "fcc_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    pipe = tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    assert record["base"]["sharpness"] == pytest.approx(
+        attention_sharpness(pipe, list(probe.PROMPTS.values())), rel=1e-6)
+    assert record["base"]["distances"] == pytest.approx(probe.distances(pipe), rel=1e-6)
+    assert record["base"]["distances"]["source vs target"] > 0
+    assert record["idl_steps"] == 2 and "| 1.00 | every token |" in (tmp_path / "fcc-probe.md").read_text()
+
+
+def test_fcc_probe_rejects_bad_strengths(tmp_path):
+    spec = importlib.util.spec_from_file_location("fcc_probe", ROOT / "benchmarks" / "fcc_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    for bad in ("0.8,x", "0,1.0", "1.5"):  # refused before any model is loaded
+        with pytest.raises(SystemExit, match="--strengths"):
+            probe.main(["--model", "tiny", "--strengths", bad, "--out-dir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())

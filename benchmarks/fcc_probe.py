@@ -1,0 +1,169 @@
+"""Does FCC act on this model? Attention sharpness, prompt distances, and FCC with wider maps.
+
+FCC replaces the stylisation branch's cross-attention maps of the content tokens with the
+reconstruction branch's. That can change the picture only if (1) the maps are peaked enough to
+carry a layout and (2) the two branches' maps differ. This script measures both on a model, after
+one IDL run on the book's example pair:
+
+- ``sharpness`` of the cross-attention (:mod:`styo.sharpness`) of the base model and after IDL;
+- ``distances``: relative distance between the text encodings of the StyO prompts (how far apart
+  the frozen text encoder keeps the identifier orders), with two ordinary word swaps for scale;
+- ``fcc``: the judges' scores of the stylisation with no control, the paper's content map, and
+  every token's map transplanted (the strongest attention control there is), at each strength.
+
+    .venv/bin/python benchmarks/fcc_probe.py                       # the shipped miniature model
+    .venv/bin/python benchmarks/fcc_probe.py --model /tmp/snapshot --note "EMA of step 1000"
+
+Writes benchmarks/results/fcc-probe.{json,md} (or --out-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from styo import experiments as X
+from styo.book import auxiliary_set, backend_settings, cached_idl, load_backend, with_steps
+from styo.pipeline import load_pipeline, quiet_library_bars
+from styo.prompts import source_prompt, stylization_prompt, target_prompt
+from styo.results import markdown_table
+from styo.sharpness import attention_sharpness
+
+SCORES = ("content", "leak", "style", "source_style", "other_style")
+PROMPTS = {"source": source_prompt(), "target": target_prompt(), "stylisation": stylization_prompt()}
+# Ordinary word swaps of the miniature world's vocabulary, for the scale of a distance that matters.
+REFERENCE_SWAPS = {
+    "photo vs sketch style": ("a drawing with photo style of portrait",
+                              "a drawing with sketch style of portrait"),
+    "red vs blonde hair": ("a drawing with photo style of red hair portrait",
+                           "a drawing with photo style of blonde hair portrait"),
+}
+
+
+@torch.no_grad()
+def encoding(pipe, prompt: str) -> torch.Tensor:
+    tok = pipe.tokenizer
+    ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
+              return_tensors="pt").input_ids
+    return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0][0].float()
+
+
+def relative_distance(pipe, a: str, b: str) -> float:
+    """‖E(a) − E(b)‖ / ‖E(a)‖ over the whole padded sequence the UNet reads."""
+    ea, eb = encoding(pipe, a), encoding(pipe, b)
+    return float((ea - eb).norm() / ea.norm())
+
+
+def distances(pipe) -> dict[str, float]:
+    pairs = {"source vs target": (PROMPTS["source"], PROMPTS["target"]),
+             "source vs stylisation": (PROMPTS["source"], PROMPTS["stylisation"]),
+             "stylisation vs target": (PROMPTS["stylisation"], PROMPTS["target"]),
+             **REFERENCE_SWAPS}
+    return {name: relative_distance(pipe, a, b) for name, (a, b) in pairs.items()}
+
+
+def content_maps(pipe, n_s: int) -> dict[str, list[tuple[int, int]] | None]:
+    """No control, the paper's content tokens (None: computed by stylize), every token (n_s = 1)."""
+    maps: dict[str, list[tuple[int, int]] | None] = {"no FCC": [], "FCC (paper)": None}
+    if n_s == 1:  # same prompt length in both branches: token i maps to token i
+        maps["every token"] = [(i, i) for i in range(pipe.tokenizer.model_max_length)]
+    return maps
+
+
+def probe(pipe, settings, pair, aux, idl_steps: int, strengths, n_s: int, judges,
+          n_images: int, seed: int) -> dict:
+    base = {"sharpness": attention_sharpness(pipe, list(PROMPTS.values()), seed=seed),
+            "distances": distances(pipe)}
+    start = time.perf_counter()
+    run = cached_idl(pipe, pair.source, pair.target, aux, with_steps(settings.idl, idl_steps))
+    idl_s = time.perf_counter() - start
+    tuned = {"sharpness": attention_sharpness(pipe, list(PROMPTS.values()), seed=seed)}
+    rows = []
+    for strength in strengths:
+        for name, cmap in content_maps(pipe, n_s).items():
+            setting = {"content_map": cmap} if cmap is not None else {}
+            (row,) = X.stylize_rows(pipe, pair, [setting], judges=judges, progress=False,
+                                    n_s=n_s, n_c=1, strength=strength, seed=seed,
+                                    num_images=n_images, num_inference_steps=settings.sample_steps,
+                                    guidance_scale=settings.guidance)
+            rows.append({"strength": strength, "control": name,
+                         **{k: row[k] for k in SCORES if k in row}})
+            print(f"strength {strength} {name}: "
+                  + ", ".join(f"{k} {row[k]:.2f}" for k in SCORES if k in row), flush=True)
+    return {"base": base, "after_idl": tuned, "idl_steps": idl_steps, "idl_s": round(idl_s, 1),
+            "idl_loss": float(sum(run.losses[-10:]) / len(run.losses[-10:])), "fcc": rows}
+
+
+def write_results(record: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fcc-probe.json").write_text(json.dumps(record, indent=1) + "\n")
+    sharp = [{"model": "base", **record["base"]["sharpness"]},
+             {"model": f"after IDL ({record['idl_steps']} steps)", **record["after_idl"]["sharpness"]}]
+    dist = [{"prompts": k, "relative distance": v} for k, v in record["base"]["distances"].items()]
+    lines = ["# Does FCC act on this model?", "",
+             f"`benchmarks/fcc_probe.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
+             f"pair `{record['pair']}`, {record['n_images']} images per setting, n_s = {record['n_s']}, n_c = 1.",
+             "", *([record["note"], ""] if record.get("note") else []),
+             "Cross-attention sharpness (per head and pixel; entropy 1 = uniform over the 77 tokens):", "",
+             markdown_table(sharp, ["model", "entropy", "max_prob", "prompt_mass", "padding_mass"], decimals=3),
+             "", "Distances between text encodings (the frozen text encoder):", "",
+             markdown_table(dist, ["prompts", "relative distance"], decimals=3),
+             "", "Stylisation under each attention control:", "",
+             markdown_table(record["fcc"], ["strength", "control",
+                                            *[k for k in SCORES if k in record["fcc"][0]]], decimals=2)]
+    (out / "fcc-probe.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="pipeline folder (default: the shipped miniature model); "
+                    "'tiny' is the random test pipeline")
+    ap.add_argument("--idl-steps", type=int, help="IDL steps (default: the profile's)")
+    ap.add_argument("--strengths", default="0.8,1.0", help="diffusion depths of the source")
+    ap.add_argument("--n-s", type=int, default=1, help="style repeats; 1 also probes every token's map")
+    ap.add_argument("--n-images", type=int, default=4)
+    ap.add_argument("--aux", type=int, help="auxiliary portraits (default: the book's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--note", default="")
+    ap.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args(argv)
+    try:
+        strengths = [float(s) for s in args.strengths.split(",")]
+    except ValueError:
+        raise SystemExit(f"--strengths: {args.strengths!r} is not a comma-separated list of numbers") from None
+    if not all(0 < s <= 1 for s in strengths) or args.n_images < 1:
+        raise SystemExit("--strengths must lie in (0, 1] and --n-images be positive")
+
+    quiet_library_bars()
+    backend = "tiny" if args.model == "tiny" else "mini"
+    settings = backend_settings(backend)
+    pipe = load_backend("tiny") if backend == "tiny" else load_pipeline(args.model or settings.model)
+    pipe.set_progress_bar_config(disable=True)
+    from styo.world.judges import load_judges
+
+    judges = load_judges()
+    label, pair = next(iter(X.ablation_pairs(backend, []).items()))
+    with tempfile.TemporaryDirectory(prefix="styo-fcc-probe-") as tmp:
+        os.environ["STYO_CACHE"] = tmp  # aux set and IDL run in a throwaway cache
+        aux = auxiliary_set(pipe, settings, n=args.aux)
+        result = probe(pipe, settings, pair, aux, args.idl_steps or settings.idl.steps, strengths,
+                       args.n_s, judges, args.n_images, args.seed)
+    record = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "model": args.model or "models/styo-mini", "pair": label, "n_images": args.n_images,
+        "n_s": args.n_s, "note": args.note, **result,
+    }
+    write_results(record, Path(args.out_dir))
+    print(f"wrote {Path(args.out_dir) / 'fcc-probe'}.json and .md")
+
+
+if __name__ == "__main__":
+    main()
