@@ -31,6 +31,7 @@ import torch
 
 from styo import experiments as X
 from styo.book import auxiliary_set, backend_settings, cached_idl, load_backend, with_steps
+from styo.fcc import encode_prompts
 from styo.pipeline import load_pipeline, quiet_library_bars
 from styo.prompts import source_prompt, stylization_prompt, target_prompt
 from styo.results import markdown_table
@@ -48,16 +49,9 @@ REFERENCE_SWAPS = {
 
 
 @torch.no_grad()
-def encoding(pipe, prompt: str) -> torch.Tensor:
-    tok = pipe.tokenizer
-    ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids
-    return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0][0].float()
-
-
 def relative_distance(pipe, a: str, b: str) -> float:
     """‖E(a) − E(b)‖ / ‖E(a)‖ over the whole padded sequence the UNet reads."""
-    ea, eb = encoding(pipe, a), encoding(pipe, b)
+    ea, eb = encode_prompts(pipe, [a, b], 1, guidance=False).float()
     return float((ea - eb).norm() / ea.norm())
 
 

@@ -344,18 +344,7 @@ class CrossAttnProcessor:
         if attention_mask is not None:
             attention_mask = attn.prepare_attention_mask(attention_mask, tokens, batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        query = attn.to_q(hidden_states)
-        if attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        query, key, value = (
-            _heads(attn, x) for x in (query, attn.to_k(context), attn.to_v(context))
-        )
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, value = cross_attention_inputs(attn, hidden_states, context)
         probs = _probabilities(attn, query, key, attention_mask)
         rows = branch_rows(batch, guidance=False)
         if record:
@@ -385,6 +374,24 @@ class CrossAttnProcessor:
         sty = probs[rows["sty"]]
         sty[..., sty_idx] = probs[rows["rec"]][..., rec_idx]  # sty is a view into probs
         return probs
+
+
+def cross_attention_inputs(
+    attn: Any, hidden_states: torch.Tensor, context: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query, key and value ``[batch, heads, n, d]`` with the layer's own norms, as diffusers'
+    AttnProcessor2_0 applies them (``hidden_states`` already flattened to ``[batch, pixels, ch]``)."""
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    query = attn.to_q(hidden_states)
+    if attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    query, key, value = (_heads(attn, x) for x in (query, attn.to_k(context), attn.to_v(context)))
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    return query, key, value
 
 
 def _heads(attn: Any, x: torch.Tensor) -> torch.Tensor:

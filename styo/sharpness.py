@@ -4,7 +4,7 @@ FCC moves the *maps* of the content tokens from one branch to the other. That mo
 when the maps pick out a few tokens per pixel, as Stable Diffusion's do. A map spread evenly over
 all 77 tokens (normalised entropy near 1) reads the prompt as one pooled vector, whatever FCC puts
 in its columns. :func:`attention_sharpness` samples a model with a measuring processor on every
-cross-attention layer and reports, per head and pixel, averaged over layers and steps:
+cross-attention layer (it reads the maps, then hands the layer to its own processor) and reports, per head and pixel, averaged over layers and steps:
 
 - ``entropy``: the entropy of the attention over tokens divided by log(tokens): 1 is uniform;
 - ``max_prob``: the largest probability a pixel gives one token (1 / tokens when uniform);
@@ -22,40 +22,48 @@ from typing import Any
 
 import torch
 
-from .attention import _heads, _probabilities, attention_layers
+from .attention import _probabilities, attention_layers, cross_attention_inputs
 
 
-class _Measure:
-    """A cross-attention processor that computes the layer exactly and sums statistics of its maps."""
+class _Statistics:
+    """Running sums of the map statistics over every measured layer call."""
 
     def __init__(self, n_prompt_tokens: torch.Tensor) -> None:
         self.n_prompt = n_prompt_tokens  # [batch]: BOS..EOS length of each row's prompt
         self.sums = torch.zeros(4, dtype=torch.float64)
         self.count = 0
 
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states=None,
-                 attention_mask=None, temb=None, **kwargs: Any) -> torch.Tensor:
-        query = _heads(attn, attn.to_q(hidden_states))
-        key = _heads(attn, attn.to_k(encoder_hidden_states))
-        value = _heads(attn, attn.to_v(encoder_hidden_states))
-        probs = _probabilities(attn, query, key, None)  # [batch, heads, pixels, tokens]
+    def add(self, probs: torch.Tensor) -> None:
+        """``probs`` ``[batch, heads, pixels, tokens]``."""
         tokens = probs.shape[-1]
         entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1) / math.log(tokens)
         within = torch.arange(tokens, device=probs.device) < self.n_prompt.to(probs.device)[:, None]
-        prompt_mass = (probs * within[:, None, None, :]).sum(-1)
-        stats = torch.stack([entropy.mean(), probs.amax(-1).mean(), prompt_mass.mean(),
-                             1.0 - prompt_mass.mean()])
+        prompt_mass = (probs * within[:, None, None, :]).sum(-1).mean()
+        stats = torch.stack([entropy.mean(), probs.amax(-1).mean(), prompt_mass, 1.0 - prompt_mass])
         self.sums += stats.double().cpu()
         self.count += 1
-        out = torch.matmul(probs.to(value.dtype), value)
-        out = out.transpose(1, 2).reshape(hidden_states.shape[0], -1, attn.heads * value.shape[-1])
-        return attn.to_out[1](attn.to_out[0](out))
 
     def result(self) -> dict[str, float]:
         if not self.count:
             raise RuntimeError("no cross-attention layer ran: is this a text-conditioned UNet?")
         names = ("entropy", "max_prob", "prompt_mass", "padding_mass")
         return {n: float(v) for n, v in zip(names, self.sums / self.count, strict=True)}
+
+
+class _Measure:
+    """Measures a cross-attention layer's maps, then lets its own processor compute the layer."""
+
+    def __init__(self, stats: _Statistics, base: Any) -> None:
+        self.stats, self.base = stats, base
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None, **kwargs: Any) -> torch.Tensor:
+        flat = hidden_states
+        if flat.ndim == 4:
+            flat = flat.flatten(2).transpose(1, 2)
+        query, key, _ = cross_attention_inputs(attn, flat, encoder_hidden_states)
+        self.stats.add(_probabilities(attn, query, key, None))
+        return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
 
 
 @torch.no_grad()
@@ -72,15 +80,15 @@ def attention_sharpness(
     """
     if not prompts:
         raise ValueError("give at least one prompt to measure the attention on")
-    lengths = torch.tensor([len(pipe.tokenizer(p).input_ids) for p in prompts])
-    measure = _Measure(lengths)
+    stats = _Statistics(torch.tensor([len(pipe.tokenizer(p).input_ids) for p in prompts]))
     unet = pipe.unet
     previous = dict(unet.attn_processors)
     cross = attention_layers(unet)
-    unet.set_attn_processor({k: measure if cross.get(k) else p for k, p in previous.items()})
+    unet.set_attn_processor(
+        {k: _Measure(stats, p) if cross.get(k) else p for k, p in previous.items()})
     try:
         pipe(list(prompts), num_inference_steps=num_inference_steps, guidance_scale=1.0,
              generator=torch.Generator("cpu").manual_seed(seed), output_type="latent")
     finally:
         unet.set_attn_processor(previous)
-    return measure.result()
+    return stats.result()

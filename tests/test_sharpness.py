@@ -9,7 +9,7 @@ import torch
 
 from styo.attention import attention_layers
 from styo.prompts import source_prompt
-from styo.sharpness import _Measure, attention_sharpness
+from styo.sharpness import _Measure, _Statistics, attention_sharpness
 from styo.testing import tiny_pipeline
 
 PROMPT = source_prompt()
@@ -26,7 +26,7 @@ def cross_layers(unet):
     return [m for m in unet.modules() if getattr(m, "is_cross_attention", False)]
 
 
-def test_the_measuring_processor_computes_each_layer_exactly(pipe):
+def test_the_measuring_processor_leaves_each_layer_exact_and_measures_each_one(pipe):
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(1, 4, 8, 8, generator=g)
     ids = pipe.tokenizer(PROMPT, padding="max_length", max_length=77, return_tensors="pt").input_ids
@@ -35,14 +35,14 @@ def test_the_measuring_processor_computes_each_layer_exactly(pipe):
         expected = pipe.unet(latents, 500, encoder_hidden_states=embeds).sample
         previous = dict(pipe.unet.attn_processors)
         cross = attention_layers(pipe.unet)
-        measure = _Measure(torch.tensor([len(pipe.tokenizer(PROMPT).input_ids)]))
-        pipe.unet.set_attn_processor({k: measure if cross[k] else p for k, p in previous.items()})
+        stats = _Statistics(torch.tensor([len(pipe.tokenizer(PROMPT).input_ids)]))
+        pipe.unet.set_attn_processor({k: _Measure(stats, p) if cross[k] else p for k, p in previous.items()})
         try:
             got = pipe.unet(latents, 500, encoder_hidden_states=embeds).sample
         finally:
             pipe.unet.set_attn_processor(previous)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    assert measure.count == len(cross_layers(pipe.unet))
+    assert stats.count == len(cross_layers(pipe.unet))
 
 
 def test_keys_that_ignore_the_text_give_uniform_maps_with_known_figures(pipe):
