@@ -44,16 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["STYO_CACHE"] = args.cache  # read by styo.book.cache_root at each call
 
     from styo import experiments as X
-    from styo.book import auxiliary_set, backend_settings, load_backend, with_steps
+    from styo.book import auxiliary_set, bench_pipeline, with_steps
     from styo.data import model_fingerprint
-    from styo.pipeline import load_pipeline, quiet_library_bars
     from styo.world.judges import load_judges
 
-    quiet_library_bars()
-    backend = "tiny" if args.model == "tiny" else "mini"
-    settings = backend_settings(backend)
-    pipe = load_backend("tiny") if backend == "tiny" else load_pipeline(args.model or settings.model)
-    pipe.set_progress_bar_config(disable=True)
+    settings, pipe = bench_pipeline(args.model)
+    backend = settings.name
     fingerprint = model_fingerprint(pipe)
     config = settings.idl if args.idl_steps is None else with_steps(settings.idl, args.idl_steps)
     aux = auxiliary_set(pipe, settings)

@@ -30,9 +30,8 @@ from pathlib import Path
 import torch
 
 from styo import experiments as X
-from styo.book import auxiliary_set, backend_settings, cached_idl, load_backend, with_steps
+from styo.book import auxiliary_set, bench_pipeline, cached_idl, with_steps
 from styo.fcc import encode_prompts
-from styo.pipeline import load_pipeline, quiet_library_bars
 from styo.prompts import source_prompt, stylization_prompt, target_prompt
 from styo.results import markdown_table
 from styo.sharpness import attention_sharpness
@@ -135,11 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     if not all(0 < s <= 1 for s in strengths) or args.n_images < 1:
         raise SystemExit("--strengths must lie in (0, 1] and --n-images be positive")
 
-    quiet_library_bars()
-    backend = "tiny" if args.model == "tiny" else "mini"
-    settings = backend_settings(backend)
-    pipe = load_backend("tiny") if backend == "tiny" else load_pipeline(args.model or settings.model)
-    pipe.set_progress_bar_config(disable=True)
+    settings, pipe = bench_pipeline(args.model)
+    backend = settings.name
     from styo.world.judges import load_judges
 
     judges = load_judges()

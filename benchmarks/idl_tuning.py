@@ -30,9 +30,8 @@ import numpy as np
 import torch
 
 from styo import experiments as X
-from styo.book import auxiliary_set, backend_settings, load_backend
+from styo.book import auxiliary_set, bench_pipeline
 from styo.idl import train
-from styo.pipeline import load_pipeline, quiet_library_bars
 from styo.prompts import source_prompt, target_prompt
 from styo.results import markdown_table
 
@@ -146,11 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.pairs < 1 or args.n_images < 1:
         raise SystemExit("--pairs and --n-images must be positive")
 
-    quiet_library_bars()
-    backend = "tiny" if args.model == "tiny" else "mini"
-    settings = backend_settings(backend)
-    pipe = load_backend("tiny") if backend == "tiny" else load_pipeline(args.model or settings.model)
-    pipe.set_progress_bar_config(disable=True)
+    settings, pipe = bench_pipeline(args.model)
+    backend = settings.name
     from styo.world.judges import load_judges
 
     judges = load_judges()

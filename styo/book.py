@@ -92,6 +92,18 @@ def load_backend(backend: str, device: str | None = None):
     return load_pipeline(settings.model, device=device)
 
 
+def bench_pipeline(model: str | None = None):
+    """A benchmark's (settings, pipeline): the shipped model (None), a folder run with mini's
+    settings, or ``"tiny"``; library progress bars off, so a benchmark prints only its own."""
+    from .pipeline import quiet_library_bars
+
+    quiet_library_bars()
+    settings = backend_settings("tiny" if model == "tiny" else "mini")
+    pipe = load_backend("tiny") if model == "tiny" else load_pipeline(model or settings.model)
+    pipe.set_progress_bar_config(disable=True)
+    return settings, pipe
+
+
 def cache_root() -> Path:
     """Where chapters share generated and fine-tuned artefacts (``STYO_CACHE`` or .cache/styo)."""
     return Path(os.environ.get("STYO_CACHE", ROOT / ".cache" / "styo"))
