@@ -3,16 +3,19 @@
 FCC replaces the stylisation branch's cross-attention maps of the content tokens with the
 reconstruction branch's. That can change the picture only if (1) the maps are peaked enough to
 carry a layout and (2) the two branches' maps differ. This script measures both on a model, after
-one IDL run on the book's example pair:
+one IDL run per pair (the book's example pair first; ``--pairs`` adds the ablations' contrasting
+pairs, ``--train-text-encoder`` fine-tunes the text encoder too):
 
 - ``sharpness`` of the cross-attention (:mod:`styo.sharpness`) of the base model and after IDL;
 - ``distances``: relative distance between the text encodings of the StyO prompts (how far apart
   the frozen text encoder keeps the identifier orders), with two ordinary word swaps for scale;
 - ``fcc``: the judges' scores of the stylisation with no control, the paper's content map, and
-  every token's map transplanted (the strongest attention control there is), at each strength.
+  every token's map transplanted (the strongest attention control there is), at each strength,
+  per pair and averaged over pairs. ``pose`` is the head tilt alone, the layout FCC should keep.
 
     .venv/bin/python benchmarks/fcc_probe.py                       # the shipped miniature model
     .venv/bin/python benchmarks/fcc_probe.py --model /tmp/snapshot --note "EMA of step 1000"
+    .venv/bin/python benchmarks/fcc_probe.py --pairs 3 --train-text-encoder --strengths 0.8,0.9,1.0
 
 Writes benchmarks/results/fcc-probe.{json,md} (or --out-dir).
 """
@@ -25,6 +28,7 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -36,7 +40,7 @@ from styo.prompts import source_prompt, stylization_prompt, target_prompt
 from styo.results import markdown_table
 from styo.sharpness import attention_sharpness
 
-SCORES = ("content", "leak", "style", "source_style", "other_style")
+SCORES = ("content", "pose", "leak", "style", "source_style", "other_style")
 PROMPTS = {"source": source_prompt(), "target": target_prompt(), "stylisation": stylization_prompt()}
 # Ordinary word swaps of the miniature world's vocabulary, for the scale of a distance that matters.
 REFERENCE_SWAPS = {
@@ -70,28 +74,36 @@ def content_maps(pipe, n_s: int) -> dict[str, list[tuple[int, int]] | None]:
     return maps
 
 
-def probe(pipe, settings, pair, aux, idl_steps: int, strengths, n_s: int, judges,
+def probe(pipe, settings, pairs: dict, aux, config, strengths, n_s: int, judges,
           n_images: int, seed: int) -> dict:
+    """Sharpness and distances of the base model, then per pair: IDL from the base weights, the
+    sharpness after it (first pair), and the judges' scores under each control at each strength."""
     base = {"sharpness": attention_sharpness(pipe, list(PROMPTS.values()), seed=seed),
             "distances": distances(pipe)}
-    start = time.perf_counter()
-    run = cached_idl(pipe, pair.source, pair.target, aux, with_steps(settings.idl, idl_steps))
-    idl_s = time.perf_counter() - start
-    tuned = {"sharpness": attention_sharpness(pipe, list(PROMPTS.values()), seed=seed)}
-    rows = []
-    for strength in strengths:
-        for name, cmap in content_maps(pipe, n_s).items():
-            setting = {"content_map": cmap} if cmap is not None else {}
-            (row,) = X.stylize_rows(pipe, pair, [setting], judges=judges, progress=False,
-                                    n_s=n_s, n_c=1, strength=strength, seed=seed,
-                                    num_images=n_images, num_inference_steps=settings.sample_steps,
-                                    guidance_scale=settings.guidance)
-            rows.append({"strength": strength, "control": name,
-                         **{k: row[k] for k in SCORES if k in row}})
-            print(f"strength {strength} {name}: "
-                  + ", ".join(f"{k} {row[k]:.2f}" for k in SCORES if k in row), flush=True)
-    return {"base": base, "after_idl": tuned, "idl_steps": idl_steps, "idl_s": round(idl_s, 1),
-            "idl_loss": float(sum(run.losses[-10:]) / len(run.losses[-10:])), "fcc": rows}
+    rows, tuned, idl_s, losses = [], None, [], []
+    for label, pair in pairs.items():
+        with X.base_weights(pipe):
+            start = time.perf_counter()
+            run = cached_idl(pipe, pair.source, pair.target, aux, config)
+            idl_s.append(time.perf_counter() - start)
+            losses.append(float(sum(run.losses[-10:]) / len(run.losses[-10:])))
+            if tuned is None:
+                tuned = {"sharpness": attention_sharpness(pipe, list(PROMPTS.values()), seed=seed)}
+            for strength in strengths:
+                for name, cmap in content_maps(pipe, n_s).items():
+                    setting = {"content_map": cmap} if cmap is not None else {}
+                    (row,) = X.stylize_rows(pipe, pair, [setting], judges=judges, progress=False,
+                                            n_s=n_s, n_c=1, strength=strength, seed=seed,
+                                            num_images=n_images, num_inference_steps=settings.sample_steps,
+                                            guidance_scale=settings.guidance)
+                    rows.append({"pair": label, "strength": strength, "control": name,
+                                 **{k: row[k] for k in SCORES if k in row}})
+                    print(f"{label} strength {strength} {name}: "
+                          + ", ".join(f"{k} {row[k]:.2f}" for k in SCORES if k in row), flush=True)
+    return {"base": base, "after_idl": tuned, "idl_steps": config.steps,
+            "train_text_encoder": config.train_text_encoder, "pairs": list(pairs),
+            "idl_s": round(sum(idl_s) / len(idl_s), 1), "idl_loss": sum(losses) / len(losses),
+            "fcc": X.mean_rows(rows, ["strength", "control"], SCORES), "fcc_rows": rows}
 
 
 def write_results(record: dict, out: Path) -> None:
@@ -102,13 +114,15 @@ def write_results(record: dict, out: Path) -> None:
     dist = [{"prompts": k, "relative distance": v} for k, v in record["base"]["distances"].items()]
     lines = ["# Does FCC act on this model?", "",
              f"`benchmarks/fcc_probe.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
-             f"pair `{record['pair']}`, {record['n_images']} images per setting, n_s = {record['n_s']}, n_c = 1.",
+             f"{len(record['pairs'])} pair(s) ({', '.join(record['pairs'])}), {record['n_images']} images "
+             f"per setting and pair, n_s = {record['n_s']}, n_c = 1, IDL {record['idl_steps']} steps "
+             f"({'UNet and text encoder' if record['train_text_encoder'] else 'UNet only'}).",
              "", *([record["note"], ""] if record.get("note") else []),
              "Cross-attention sharpness (per head and pixel; entropy 1 = uniform over the 77 tokens):", "",
              markdown_table(sharp, ["model", "entropy", "max_prob", "prompt_mass", "padding_mass"], decimals=3),
              "", "Distances between text encodings (the frozen text encoder):", "",
              markdown_table(dist, ["prompts", "relative distance"], decimals=3),
-             "", "Stylisation under each attention control:", "",
+             "", "Stylisation under each attention control (mean over pairs):", "",
              markdown_table(record["fcc"], ["strength", "control",
                                             *[k for k in SCORES if k in record["fcc"][0]]], decimals=2)]
     (out / "fcc-probe.md").write_text("\n".join(lines) + "\n")
@@ -122,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--strengths", default="0.8,1.0", help="diffusion depths of the source")
     ap.add_argument("--n-s", type=int, default=1, help="style repeats; 1 also probes every token's map")
     ap.add_argument("--n-images", type=int, default=4)
+    ap.add_argument("--pairs", type=int, default=1, help="(source, target) pairs, the book's first")
+    ap.add_argument("--train-text-encoder", action="store_true", help="IDL fine-tunes the text encoder too")
     ap.add_argument("--aux", type=int, help="auxiliary portraits (default: the book's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--note", default="")
@@ -131,24 +147,26 @@ def main(argv: list[str] | None = None) -> None:
         strengths = [float(s) for s in args.strengths.split(",")]
     except ValueError:
         raise SystemExit(f"--strengths: {args.strengths!r} is not a comma-separated list of numbers") from None
-    if not all(0 < s <= 1 for s in strengths) or args.n_images < 1:
-        raise SystemExit("--strengths must lie in (0, 1] and --n-images be positive")
+    if not all(0 < s <= 1 for s in strengths) or args.n_images < 1 or args.pairs < 1:
+        raise SystemExit("--strengths must lie in (0, 1] and --n-images and --pairs be positive")
 
     settings, pipe = bench_pipeline(args.model)
     backend = settings.name
     from styo.world.judges import load_judges
 
     judges = load_judges()
-    label, pair = next(iter(X.ablation_pairs(backend, []).items()))
+    pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
+    config = replace(with_steps(settings.idl, args.idl_steps or settings.idl.steps),
+                     train_text_encoder=args.train_text_encoder or settings.idl.train_text_encoder)
     with tempfile.TemporaryDirectory(prefix="styo-fcc-probe-") as tmp:
-        os.environ["STYO_CACHE"] = tmp  # aux set and IDL run in a throwaway cache
+        os.environ["STYO_CACHE"] = tmp  # aux set and IDL runs in a throwaway cache
         aux = auxiliary_set(pipe, settings, n=args.aux)
-        result = probe(pipe, settings, pair, aux, args.idl_steps or settings.idl.steps, strengths,
-                       args.n_s, judges, args.n_images, args.seed)
+        result = probe(pipe, settings, pairs, aux, config, strengths, args.n_s, judges,
+                       args.n_images, args.seed)
     record = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "model": args.model or "models/styo-mini", "pair": label, "n_images": args.n_images,
+        "model": args.model or "models/styo-mini", "n_images": args.n_images,
         "n_s": args.n_s, "note": args.note, **result,
     }
     write_results(record, Path(args.out_dir))

@@ -9,6 +9,8 @@ so that notebook cells stay a few lines long. Nothing here is part of StyO itsel
 Scores (all in [0, 1]; see :mod:`styo.world.judges`):
 
 - ``content``: content fidelity, the share of the source's attributes the judge reads in the image;
+- ``pose``: the share of images whose judged head tilt is the source's: the layout that the paper
+  says FCC keeps (head pose), scored on its own because ``content`` averages it with colours;
 - ``leak``: the share of the attributes in which the target differs from the source where the
   judge reads the *target's* value (the failure FCC exists to fix);
 - ``style``: the judge's probability of the target style; ``source_style`` that of the source's
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 from .fcc import stylize
 from .idl import IDLConfig
 
-METRICS = ("content", "leak", "style", "source_style", "other_style", "diversity")
+METRICS = ("content", "pose", "leak", "style", "source_style", "other_style", "diversity")
 
 # The three training variants of the paper's Fig. 6 (IDLConfig fields they set).
 IDL_VARIANTS: dict[str, dict[str, bool]] = {
@@ -69,6 +71,8 @@ def score(
     out: dict[str, float] = {}
     if source_attributes:
         out["content"] = content_fidelity(judges, images, dict(source_attributes))
+        if "head_tilt" in source_attributes:
+            out["pose"] = content_fidelity(judges, images, dict(source_attributes), ["head_tilt"])
         if target_attributes:
             differ = [k for k, v in target_attributes.items() if source_attributes.get(k) != v]
             if differ:

@@ -178,13 +178,20 @@ def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_p
 
     res = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "fcc_probe.py"), "--model", "tiny", "--idl-steps", "2",
-         "--n-images", "2", "--aux", "2", "--strengths", "0.6,1.0", "--out-dir", str(tmp_path)],
+         "--n-images", "2", "--aux", "2", "--strengths", "0.6,1.0", "--pairs", "2",
+         "--train-text-encoder", "--out-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     record = json.loads((tmp_path / "fcc-probe.json").read_text())
     assert [(r["strength"], r["control"]) for r in record["fcc"]] == [
         (s, c) for s in (0.6, 1.0) for c in ("no FCC", "FCC (paper)", "every token")]
-    assert all(0 <= r["content"] <= 1 and 0 <= r["style"] <= 1 for r in record["fcc"])
+    assert all(0 <= r["content"] <= 1 and 0 <= r["style"] <= 1 and r["n"] == 2 for r in record["fcc"])
+    # the table is the mean over the two pairs of the per-pair rows
+    assert len(record["pairs"]) == 2 and len(record["fcc_rows"]) == 2 * len(record["fcc"])
+    for mean in record["fcc"]:
+        mine = [r for r in record["fcc_rows"] if (r["strength"], r["control"]) == (mean["strength"], mean["control"])]
+        assert {r["pair"] for r in mine} == set(record["pairs"])
+        assert mean["pose"] == pytest.approx(sum(r["pose"] for r in mine) / 2)
     spec = importlib.util.spec_from_file_location("fcc_probe", ROOT / "benchmarks" / "fcc_probe.py")
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
@@ -194,7 +201,9 @@ def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_p
         attention_sharpness(pipe, list(probe.PROMPTS.values())), rel=1e-6)
     assert record["base"]["distances"] == pytest.approx(probe.distances(pipe), rel=1e-6)
     assert record["base"]["distances"]["source vs target"] > 0
-    assert record["idl_steps"] == 2 and "| 1.00 | every token |" in (tmp_path / "fcc-probe.md").read_text()
+    md = (tmp_path / "fcc-probe.md").read_text()
+    assert record["idl_steps"] == 2 and "| 1.00 | every token |" in md
+    assert record["train_text_encoder"] and "UNet and text encoder" in md
 
 
 def test_fcc_probe_rejects_bad_strengths(tmp_path):

@@ -50,7 +50,12 @@ def test_score_keys_and_ranges(judges, pair):
     assert s["style"] + s["source_style"] + s["other_style"] == pytest.approx(1.0)
     # without a target, no leak; without styles, no style scores
     s = X.score(judges, [pair.source], source_attributes=pair.source_attributes)
-    assert set(s) == {"content", "diversity"}
+    assert set(s) == {"content", "pose", "diversity"}
+    # pose is the head tilt alone: exactly one of the three tilts is the one the judge reads
+    poses = [X.score(judges, [pair.source], source_attributes={"head_tilt": t})
+             for t in ("left", "upright", "right")]
+    assert [p["pose"] for p in poses] == [p["content"] for p in poses]
+    assert sorted(p["pose"] for p in poses) == [0.0, 0.0, 1.0]
     with pytest.raises(ValueError, match="no images"):
         X.score(judges, [], source_attributes=pair.source_attributes)
 
