@@ -50,7 +50,8 @@ def backend_settings(backend: str) -> Backend:
         return Backend(
             name="mini",
             model=str(DEFAULT_MODEL),
-            idl=IDLConfig(steps=PROFILES["mini"]["steps"], lr=PROFILES["mini"]["lr"], checkpoint_every=100),
+            idl=IDLConfig(steps=PROFILES["mini"]["steps"], lr=PROFILES["mini"]["lr"], checkpoint_every=100,
+                          train_text_encoder=PROFILES["mini"]["train_text_encoder"]),
             aux_prompt="a drawing with photo style of portrait",
             aux_count=PROFILES["mini"]["aux"],
             sample_steps=PROFILES["mini"]["sample_steps"],
@@ -61,7 +62,7 @@ def backend_settings(backend: str) -> Backend:
             name="sd15",
             model=SD15,
             idl=IDLConfig(steps=PROFILES["sd"]["steps"], lr=PROFILES["sd"]["lr"], mixed_precision="fp16",
-                          checkpoint_every=0),
+                          checkpoint_every=0, train_text_encoder=PROFILES["sd"]["train_text_encoder"]),
             aux_prompt="a photo portrait of a person, face, high quality",
             aux_count=PROFILES["sd"]["aux"],
             sample_steps=PROFILES["sd"]["sample_steps"],

@@ -213,7 +213,10 @@ MODEL_HELP = ("diffusers pipeline folder or hub id (default: the miniature world
 
 def _by_model(key: str) -> str:
     """'(model: MINI / SD)': a default that depends on the model, as styo.profiles sets it."""
-    return f"(model: {PROFILES['mini'][key]:g} / {PROFILES['sd'][key]:g})"
+    def shown(value) -> str:
+        return ("yes" if value else "no") if isinstance(value, bool) else f"{value:g}"
+
+    return f"(model: {shown(PROFILES['mini'][key])} / {shown(PROFILES['sd'][key])})"
 
 
 def add_stylize_parser(sub) -> None:
@@ -244,7 +247,8 @@ def add_stylize_parser(sub) -> None:
                    help="the four rare words (default: ak47 aug sks m4a1)")
     p.add_argument("--augment-training", action="store_true",
                    help="also repeat the phrases n_s/n_c times in the IDL prompts")
-    p.add_argument("--train-text-encoder", action="store_true", help="fine-tune it too")
+    p.add_argument("--train-text-encoder", action=argparse.BooleanOptionalAction, default=None,
+                   help="IDL fine-tunes the text encoder too " + _by_model("train_text_encoder"))
     p.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank (UNet only)")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
     p.add_argument("--checkpoint-every", type=int, default=100,
@@ -256,8 +260,8 @@ def add_stylize_parser(sub) -> None:
     p.add_argument("--samples", type=int, default=1, help="stylised images (default 1)")
     p.add_argument("--sample-steps", type=int, help="DDIM steps " + _by_model("sample_steps"))
     p.add_argument("--guidance", type=float, help="classifier-free guidance " + _by_model("guidance"))
-    p.add_argument("--strength", type=float, default=0.8,
-                   help="how deep the source is diffused, in (0, 1] (default 0.8)")
+    p.add_argument("--strength", type=float,
+                   help="how deep the source is diffused, in (0, 1] " + _by_model("strength"))
     p.add_argument("--control-steps", type=float, nargs=2, default=(0.0, 1.0),
                    metavar=("START", "END"),
                    help="fractions of the sampling steps under FCC (default 0 1: all)")

@@ -90,7 +90,7 @@ def check_stylize_numbers(args: argparse.Namespace) -> None:
             check_positive(value, f"--{option.replace('_', '-')}", "number")
     if args.guidance is not None and not (0 <= args.guidance < 1000):
         raise UsageError(f"--guidance must be from 0 (no guidance) to 1000, got {args.guidance:g}")
-    if not 0 < args.strength <= 1:
+    if args.strength is not None and not 0 < args.strength <= 1:
         raise UsageError(
             f"--strength must be in (0, 1] (how deep the source is diffused), got {args.strength:g}"
         )

@@ -16,8 +16,10 @@ from typing import Any
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "styo-mini"
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "mini": {"steps": 400, "lr": 1e-4, "aux": 32, "sample_steps": 25, "guidance": 5.0},
-    "sd": {"steps": 400, "lr": 1e-6, "aux": 200, "sample_steps": 50, "guidance": 7.5},
+    "mini": {"steps": 400, "lr": 1e-4, "aux": 32, "sample_steps": 25, "guidance": 5.0,
+             "strength": 0.8, "train_text_encoder": False},
+    "sd": {"steps": 400, "lr": 1e-6, "aux": 200, "sample_steps": 50, "guidance": 7.5,
+           "strength": 0.8, "train_text_encoder": False},
 }
 
 

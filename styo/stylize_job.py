@@ -59,7 +59,9 @@ def stylize_settings(
         "prompts": args.prompts,
         "identifiers": [ids.s_src, ids.s_tgt, ids.c_src, ids.c_tgt],
         "augment_training": args.augment_training,
-        "train_text_encoder": args.train_text_encoder,
+        # LoRA adapts the UNet only, so a LoRA run never takes the profile's text-encoder training
+        "train_text_encoder": (args.train_text_encoder if args.train_text_encoder is not None
+                               else defaults["train_text_encoder"] and args.lora_rank is None),
         "lora_rank": args.lora_rank,
         "mixed_precision": args.mixed_precision,
         "checkpoint_every": args.checkpoint_every,
@@ -69,7 +71,7 @@ def stylize_settings(
         "samples": args.samples,
         "sample_steps": args.sample_steps or defaults["sample_steps"],
         "guidance": args.guidance if args.guidance is not None else defaults["guidance"],
-        "strength": args.strength,
+        "strength": args.strength if args.strength is not None else defaults["strength"],
         "control_steps": list(args.control_steps),
         "seed": args.seed,
         "device": args.device,
@@ -78,7 +80,7 @@ def stylize_settings(
     }
     chosen = {
         k: settings[k]
-        for k in ("steps", "lr", "aux", "sample_steps", "guidance")
+        for k in ("steps", "lr", "aux", "sample_steps", "guidance", "strength", "train_text_encoder")
         if getattr(args, k) is None and settings[k] is not None
     }
     return settings, {"profile": profile, "why": PROFILE_WHY[profile], "chosen": chosen}

@@ -395,10 +395,15 @@ def test_omitted_numbers_come_from_the_profile_and_are_reported_as_chosen(tmp_pa
     base = ["stylize", "--source", "s.png", "--target", "t.png", "--out", str(tmp_path / "o")]
     for profile in ("mini", "sd"):
         settings, why = stylize_settings(build_parser().parse_args(base), profile, Identifiers())
-        for key in ("steps", "lr", "sample_steps", "guidance", "aux"):
+        for key in ("steps", "lr", "sample_steps", "guidance", "aux", "strength", "train_text_encoder"):
             assert settings[key] == why["chosen"][key] == PROFILES[profile][key], (profile, key)
     settings, why = stylize_settings(build_parser().parse_args([*base, "--steps", "7"]), "mini", Identifiers())
     assert settings["steps"] == 7 and "steps" not in why["chosen"]
+    for flag, value in (("--train-text-encoder", True), ("--no-train-text-encoder", False)):
+        settings, why = stylize_settings(build_parser().parse_args([*base, flag, "--strength", "0.5"]),
+                                         "mini", Identifiers())
+        assert settings["train_text_encoder"] is value and settings["strength"] == 0.5
+        assert not {"train_text_encoder", "strength"} & set(why["chosen"])
 
 
 def test_training_time_augmentation_also_augments_the_reconstruction_prompt():
