@@ -10,9 +10,11 @@ times each run, so a shorter schedule is chosen only where its quality holds.
     .venv/bin/python benchmarks/idl_tuning.py                           # 400:1e-4,200:2e-4,150:3e-4,100:4e-4
     .venv/bin/python benchmarks/idl_tuning.py --schedules 400:1e-4,200:2e-4 --pairs 3
     .venv/bin/python benchmarks/idl_tuning.py --model /tmp/snapshot --note "EMA of step 1700"
+    .venv/bin/python benchmarks/idl_tuning.py --schedules 400:1e-4:unet,400:1e-4:te   # text encoder off/on
 
-Every run starts from the base weights and uses the book's settings otherwise (aux set, seed,
-sampling). Writes benchmarks/results/idl-tuning.{json,md} (or --out-dir).
+A schedule may end in ``:te`` (IDL trains the text encoder too) or ``:unet`` (the UNet only); without
+it, the profile's choice. Every run starts from the base weights and uses the book's settings
+otherwise (aux set, seed, sampling). Writes benchmarks/results/idl-tuning.{json,md} (or --out-dir).
 """
 
 from __future__ import annotations
@@ -41,17 +43,21 @@ METRICS = ("content", "leak", "style", "other_style")
 DIAGNOSTICS = ("target_prompt_style", "source_prompt_content")
 
 
-def parse_schedules(text: str) -> list[tuple[int, float]]:
-    """``"400:1e-4,200:2e-4"`` → [(400, 1e-4), (200, 2e-4)]; malformed input is a clear error."""
+TRAINED = {"te": True, "unet": False}
+
+
+def parse_schedules(text: str) -> list[tuple[int, float, bool | None]]:
+    """``"400:1e-4,200:2e-4:te"`` → [(400, 1e-4, None), (200, 2e-4, True)]: (steps, lr, whether the
+    text encoder is trained; None = the profile's). Malformed input is a clear error."""
     out = []
     for item in text.split(","):
-        steps, sep, lr = item.strip().partition(":")
+        fields = item.strip().split(":")
         try:
-            parsed = (int(steps), float(lr))
-        except ValueError:
+            parsed = (int(fields[0]), float(fields[1]), TRAINED[fields[2]] if len(fields) == 3 else None)
+        except (ValueError, IndexError, KeyError):
             parsed = None
-        if not sep or parsed is None or parsed[0] < 1 or not parsed[1] > 0:
-            raise SystemExit(f"--schedules: {item!r} is not STEPS:LR with STEPS >= 1 and LR > 0")
+        if parsed is None or len(fields) > 3 or parsed[0] < 1 or not parsed[1] > 0:
+            raise SystemExit(f"--schedules: {item!r} is not STEPS:LR[:te|:unet] with STEPS >= 1 and LR > 0")
         out.append(parsed)
     return out
 
@@ -61,8 +67,10 @@ def tune(pipe, pairs: dict, aux: list, schedules, settings, judges, work: Path,
     """One row per (schedule, pair): training seconds, final loss and the judges' scores."""
     base = X.snapshot_weights(pipe)
     rows = []
-    for steps, lr in schedules:
-        config = replace(settings.idl, steps=steps, lr=lr, checkpoint_every=0)
+    for steps, lr, te in schedules:
+        config = replace(settings.idl, steps=steps, lr=lr, checkpoint_every=0,
+                         train_text_encoder=settings.idl.train_text_encoder if te is None else te)
+        trained = "te" if config.train_text_encoder else "unet"
         for label, pair in pairs.items():
             X.restore_weights(pipe, base)
             start = time.perf_counter()
@@ -75,9 +83,9 @@ def tune(pipe, pairs: dict, aux: list, schedules, settings, judges, work: Path,
                                     guidance_scale=settings.guidance)
             learned = diagnose(pipe, pair, judges, settings, n_images, seed)
             tail = run.losses[-max(1, steps // 10):]
-            rows.append({"steps": steps, "lr": lr, "pair": label, "train_s": round(seconds, 1),
+            rows.append({"steps": steps, "lr": lr, "trained": trained, "pair": label, "train_s": round(seconds, 1),
                          "idl_loss": float(np.mean(tail)), **{m: row[m] for m in METRICS}, **learned})
-            print(f"{steps}:{lr:g} {label}: {seconds:.0f} s, "
+            print(f"{steps}:{lr:g}:{trained} {label}: {seconds:.0f} s, "
                   + ", ".join(f"{m} {rows[-1][m]:.2f}" for m in (*METRICS, *DIAGNOSTICS)), flush=True)
     X.restore_weights(pipe, base)
     return rows
@@ -99,9 +107,9 @@ def diagnose(pipe, pair, judges, settings, n_images: int, seed: int) -> dict[str
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean over pairs per schedule."""
     out = []
-    for key in dict.fromkeys((r["steps"], r["lr"]) for r in rows):
-        mine = [r for r in rows if (r["steps"], r["lr"]) == key]
-        out.append({"steps": key[0], "lr": key[1], "pairs": len(mine),
+    for key in dict.fromkeys((r["steps"], r["lr"], r["trained"]) for r in rows):
+        mine = [r for r in rows if (r["steps"], r["lr"], r["trained"]) == key]
+        out.append({"steps": key[0], "lr": key[1], "trained": key[2], "pairs": len(mine),
                      **{m: float(np.mean([r[m] for r in mine])) for m in ("train_s", *METRICS, *DIAGNOSTICS)}})
     return out
 
@@ -118,14 +126,16 @@ def write_results(record: dict, out: Path) -> None:
     lines = ["# IDL schedule on the miniature model", "",
              f"`benchmarks/idl_tuning.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
              f"{record['n_images']} images per stylisation, FCC on, n_s = 3, n_c = 1, strength 0.8. "
+             "`trained`: `te` when IDL trains the text encoder as well as the UNet, `unet` for the UNet only. "
              "`target_prompt_style`: the judged probability of the target style in images drawn from "
              "the target's training prompt; `source_prompt_content`: content fidelity of images drawn "
              "from the source's (both from noise, no FCC: what IDL itself learned).", "",
              *([record["note"], ""] if record.get("note") else []),
              "Mean over pairs:", "",
-             markdown_table(with_lr_text(record["summary"]), ["steps", "lr", "pairs", *cols], decimals=2),
+             markdown_table(with_lr_text(record["summary"]), ["steps", "lr", "trained", "pairs", *cols], decimals=2),
              "", "Per pair:", "",
-             markdown_table(with_lr_text(record["rows"]), ["steps", "lr", "pair", "idl_loss", *cols], decimals=3)]
+             markdown_table(with_lr_text(record["rows"]), ["steps", "lr", "trained", "pair", "idl_loss", *cols],
+                            decimals=3)]
     (out / "idl-tuning.md").write_text("\n".join(lines) + "\n")
 
 

@@ -37,7 +37,8 @@ from .prompts import MAX_REPEAT, MIN_REPEAT, Identifiers
 
 PROFILE_WHY = {
     "mini": "the miniature world's model (trained from scratch; lr 1e-4 learns a style in 400 "
-    "steps where SD's 1e-6 barely moves it, DESIGN.md §3)",
+    "steps where SD's 1e-6 barely moves it, DESIGN.md §3; its text encoder is trained too, as its "
+    "identifiers have untrained embeddings)",
     "sd": "a model other than the miniature one: the paper's Stable Diffusion settings",
 }
 # Names a stylize run writes into --out; any of them present means the folder holds a run.

@@ -115,28 +115,31 @@ def test_idl_tuning_trains_each_schedule_on_each_pair_and_scores_it(tmp_path):
     """benchmarks/idl_tuning.py on the tiny pipeline: a row per (schedule, pair), means per schedule."""
     res = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "idl_tuning.py"), "--model", "tiny",
-         "--schedules", "3:1e-3,2:2e-3", "--pairs", "2", "--n-images", "2", "--aux", "2",
+         "--schedules", "3:1e-3,2:2e-3:unet,2:2e-3:te", "--pairs", "2", "--n-images", "2", "--aux", "2",
          "--note", "tiny check", "--out-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     record = json.loads((tmp_path / "idl-tuning.json").read_text())
-    assert [(r["steps"], r["lr"]) for r in record["rows"]] == [(3, 1e-3), (3, 1e-3), (2, 2e-3), (2, 2e-3)]
+    assert [(r["steps"], r["lr"], r["trained"]) for r in record["rows"]] == [
+        (3, 1e-3, "unet"), (3, 1e-3, "unet"), (2, 2e-3, "unet"), (2, 2e-3, "unet"), (2, 2e-3, "te"), (2, 2e-3, "te")]
     assert [r["pair"] for r in record["rows"]][:2] == ["pair 1 (mosaic)", "pair 2 (halftone)"]
     for summary in record["summary"]:
-        mine = [r for r in record["rows"] if r["steps"] == summary["steps"]]
+        mine = [r for r in record["rows"] if (r["steps"], r["trained"]) == (summary["steps"], summary["trained"])]
         assert summary["content"] == pytest.approx(sum(r["content"] for r in mine) / 2)
         assert 0 <= summary["style"] <= 1 and summary["train_s"] > 0
         assert 0 <= summary["target_prompt_style"] <= 1 and 0 <= summary["source_prompt_content"] <= 1
     md = (tmp_path / "idl-tuning.md").read_text()
-    assert "tiny check" in md and "| 2 | 0.002 | 2 |" in md
+    assert "tiny check" in md and "| 2 | 0.002 | unet | 2 |" in md and "| 2 | 0.002 | te | 2 |" in md
 
 
-@pytest.mark.parametrize("bad", ["400", "400:", "x:1e-4", "0:1e-4", "400:-1", "400:1e-4,200"])
+@pytest.mark.parametrize("bad", ["400", "400:", "x:1e-4", "0:1e-4", "400:-1", "400:1e-4,200", "400:1e-4:vae",
+                                 "400:1e-4:te:x"])
 def test_idl_tuning_rejects_malformed_schedules(bad):
     spec = importlib.util.spec_from_file_location("idl_tuning", ROOT / "benchmarks" / "idl_tuning.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.parse_schedules("400:1e-4, 200:2e-4") == [(400, 1e-4), (200, 2e-4)]
+    assert module.parse_schedules("400:1e-4, 200:2e-4:te,9:1:unet") == [
+        (400, 1e-4, None), (200, 2e-4, True), (9, 1.0, False)]
     with pytest.raises(SystemExit, match="STEPS:LR"):
         module.parse_schedules(bad)
 
