@@ -89,13 +89,14 @@ def probe(pipe, settings, pairs: dict, aux, config, strengths, n_s: int, judges,
             losses.append(float(sum(run.losses[-10:]) / len(run.losses[-10:])))
             if tuned is None:
                 tuned = {"sharpness": attention_sharpness(pipe, list(PROMPTS.values()), seed=seed)}
+            maps = content_maps(pipe, n_s)
+            controls = [{"content_map": cmap} if cmap is not None else {} for cmap in maps.values()]
             for strength in strengths:
-                for name, cmap in content_maps(pipe, n_s).items():
-                    setting = {"content_map": cmap} if cmap is not None else {}
-                    (row,) = X.stylize_rows(pipe, pair, [setting], judges=judges, progress=False,
-                                            n_s=n_s, n_c=1, strength=strength, seed=seed,
-                                            num_images=n_images, num_inference_steps=settings.sample_steps,
-                                            guidance_scale=settings.guidance)
+                scored = X.stylize_rows(pipe, pair, controls, judges=judges, progress=False,
+                                        n_s=n_s, n_c=1, strength=strength, seed=seed, num_images=n_images,
+                                        num_inference_steps=settings.sample_steps,
+                                        guidance_scale=settings.guidance)
+                for name, row in zip(maps, scored, strict=True):
                     rows.append({"pair": label, "strength": strength, "control": name,
                                  **{k: row[k] for k in SCORES if k in row}})
                     print(f"{label} strength {strength} {name}: "
