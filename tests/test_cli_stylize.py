@@ -406,6 +406,28 @@ def test_omitted_numbers_come_from_the_profile_and_are_reported_as_chosen(tmp_pa
         assert not {"train_text_encoder", "strength"} & set(why["chosen"])
 
 
+def test_a_lora_run_does_not_take_the_profiles_text_encoder_training(tmp_path):
+    """LoRA adapts the UNet only: on the mini profile (which trains the text encoder) a LoRA run
+    turns that off, says so under "chosen", and still builds a valid IDL config."""
+    from styo.cli import UsageError, build_parser
+    from styo.profiles import PROFILES
+    from styo.prompts import Identifiers
+    from styo.stylize_job import idl_config, stylize_settings
+
+    assert PROFILES["mini"]["train_text_encoder"] is True
+    base = ["stylize", "--source", "s.png", "--target", "t.png", "--out", str(tmp_path / "o")]
+    settings, why = stylize_settings(build_parser().parse_args([*base, "--lora-rank", "4"]), "mini",
+                                     Identifiers())
+    assert settings["lora_rank"] == 4
+    assert settings["train_text_encoder"] is False and why["chosen"]["train_text_encoder"] is False
+    config = idl_config(settings, Identifiers())
+    assert config.lora_rank == 4 and config.train_text_encoder is False
+    settings, _ = stylize_settings(
+        build_parser().parse_args([*base, "--lora-rank", "4", "--train-text-encoder"]), "mini", Identifiers())
+    with pytest.raises(UsageError, match="LoRA trains the UNet only"):
+        idl_config(settings, Identifiers())
+
+
 def test_training_time_augmentation_also_augments_the_reconstruction_prompt():
     from styo.prompts import Identifiers, source_prompt
     from styo.stylize_job import fcc_prompts
