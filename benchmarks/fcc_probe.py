@@ -4,7 +4,7 @@ FCC replaces the stylisation branch's cross-attention maps of the content tokens
 reconstruction branch's. That can change the picture only if (1) the maps are peaked enough to
 carry a layout and (2) the two branches' maps differ. This script measures both on a model, after
 one IDL run per pair (the book's example pair first; ``--pairs`` adds the ablations' contrasting
-pairs, ``--train-text-encoder`` fine-tunes the text encoder too):
+pairs; IDL trains what the model's profile says, ``--[no-]train-text-encoder`` overrides it):
 
 - ``sharpness`` of the cross-attention (:mod:`styo.sharpness`) of the base model and after IDL;
 - ``distances``: relative distance between the text encodings of the StyO prompts (how far apart
@@ -15,7 +15,8 @@ pairs, ``--train-text-encoder`` fine-tunes the text encoder too):
 
     .venv/bin/python benchmarks/fcc_probe.py                       # the shipped miniature model
     .venv/bin/python benchmarks/fcc_probe.py --model /tmp/snapshot --note "EMA of step 1000"
-    .venv/bin/python benchmarks/fcc_probe.py --pairs 3 --train-text-encoder --strengths 0.8,0.9,1.0
+    .venv/bin/python benchmarks/fcc_probe.py --pairs 3 --strengths 0.8,0.9,1.0
+    .venv/bin/python benchmarks/fcc_probe.py --pairs 2 --no-train-text-encoder   # IDL on the UNet only
 
 Writes benchmarks/results/fcc-probe.{json,md} (or --out-dir).
 """
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-s", type=int, default=1, help="style repeats; 1 also probes every token's map")
     ap.add_argument("--n-images", type=int, default=4)
     ap.add_argument("--pairs", type=int, default=1, help="(source, target) pairs, the book's first")
-    ap.add_argument("--train-text-encoder", action="store_true", help="IDL fine-tunes the text encoder too")
+    ap.add_argument("--train-text-encoder", action=argparse.BooleanOptionalAction,
+                    help="IDL fine-tunes the text encoder too (default: the model's profile)")
     ap.add_argument("--aux", type=int, help="auxiliary portraits (default: the book's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--note", default="")
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     judges = load_judges()
     pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
     config = replace(with_steps(settings.idl, args.idl_steps or settings.idl.steps),
-                     train_text_encoder=args.train_text_encoder or settings.idl.train_text_encoder)
+                     train_text_encoder=settings.idl.train_text_encoder if args.train_text_encoder is None
+                     else args.train_text_encoder)
     with tempfile.TemporaryDirectory(prefix="styo-fcc-probe-") as tmp:
         os.environ["STYO_CACHE"] = tmp  # aux set and IDL runs in a throwaway cache
         aux = auxiliary_set(pipe, settings, n=args.aux)
