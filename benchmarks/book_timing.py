@@ -4,7 +4,7 @@ Issue 6 gives the whole book 20 minutes on 2 CPU cores. `make book` executes eve
 _toc.yml through Jupyter Book; this script executes the same notebooks the same way (papermill,
 the ``styo`` kernel, each in its own folder, one shared cache so that chapters reuse their shared
 IDL run as they do in a build) and records each one's wall time, so the budget can be checked
-chapter by chapter, drafts included, before they join the table of contents.
+chapter by chapter, in the reading order of _toc.yml.
 
     .venv/bin/python benchmarks/book_timing.py                   # every chapter, reading order
     .venv/bin/python benchmarks/book_timing.py book/fcc.ipynb    # some chapters
@@ -25,19 +25,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Reading order of the finished book (issue 6): drafts included.
-CHAPTERS = [
-    "book/base_model.ipynb",
-    "book/prompts.ipynb",
-    "book/auxiliary.ipynb",
-    "book/idl.ipynb",
-    "book/attention.ipynb",
-    "book/fcc.ipynb",
-    "book/augmented_prompt.ipynb",
-    "book/ablations.ipynb",
-    "book/world.ipynb",
-    "book/appendix.ipynb",
-]
+
+
+def toc_chapters() -> list[str]:
+    """The notebooks of _toc.yml in reading order (the root first), as `make book` builds them."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"], *(entry["file"] for entry in toc.get("chapters", []))]
+    return [f + ".ipynb" for f in files if (ROOT / (f + ".ipynb")).exists()]
+
+
 BUDGET_S = 20 * 60
 
 
@@ -119,7 +117,7 @@ def main() -> None:
     import papermill
     import torch
 
-    chapters = args.chapters or CHAPTERS
+    chapters = args.chapters or toc_chapters()
     missing = [c for c in chapters if not (ROOT / c).exists()]
     if missing:
         raise SystemExit(f"no such notebook: {', '.join(missing)}")

@@ -20,18 +20,12 @@ import browser
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = "styo"  # installed by `make setup` (python -m ipykernel install --sys-prefix --name styo)
 
-# Small parameters for CI; `make book` runs the chapters with their own (full) values.
+# Small parameters for CI (fewer steps, fewer pictures); `make book` runs the chapters with their
+# own (full) values. Chapters that share the IDL run use the same idl_steps, so CI trains it once.
 CI_PARAMETERS: dict[str, dict] = {
-    "book/prompts.ipynb": {},
-    "book/world.ipynb": {"seeds": [3, 11, 19], "caption_samples": 3, "codec_samples": 8},
-    "book/appendix.ipynb": {},
-}
-
-
-# Chapters written ahead of the miniature model (not in _toc.yml yet): until the model lands they
-# are smoke-tested on the random "tiny" backend, so their code cannot rot. Values are CI-sized.
-DRAFT_PARAMETERS: dict[str, dict] = {
+    "book/intro.ipynb": {"idl_steps": 20, "sample_steps": 5, "n_images": 2},
     "book/base_model.ipynb": {"styles": ["photo", "cartoon"], "seeds": [0, 1], "guidances": [1.0, 5.0]},
+    "book/prompts.ipynb": {},
     "book/auxiliary.ipynb": {"show": 16, "folder_count": 4},
     "book/idl.ipynb": {"idl_steps": 20, "seeds": [0]},
     "book/attention.ipynb": {"idl_steps": 20},
@@ -44,6 +38,9 @@ DRAFT_PARAMETERS: dict[str, dict] = {
         "n_s_values": [1, 3], "n_c_values": [1, 3], "train_augmentations": [[3, 1]],
     },
     "book/ablations.ipynb": {"idl_steps": 20, "sample_steps": 5, "n_images": 2, "pair_seeds": [1]},
+    "book/world.ipynb": {"seeds": [3, 11, 19], "caption_samples": 3, "codec_samples": 8,
+                         "sharpness_prompts": 2},
+    "book/appendix.ipynb": {},
 }
 
 
@@ -68,14 +65,6 @@ def toc_files() -> list[str]:
 
 def toc_notebooks() -> list[str]:
     return [f + ".ipynb" for f in toc_files() if (ROOT / (f + ".ipynb")).exists()]
-
-
-def draft_notebooks() -> list[str]:
-    listed = set(toc_notebooks())
-    return sorted(
-        str(p.relative_to(ROOT)) for p in ROOT.glob("book/*.ipynb")
-        if str(p.relative_to(ROOT)) not in listed
-    )
 
 
 def tracked_notebooks() -> list[str]:
@@ -111,8 +100,12 @@ def test_notebook_has_parameters_cell(path):
     assert 'backend = "mini"' in "".join(tagged[0]["source"])
 
 
-def test_every_draft_has_parameters():
-    assert set(draft_notebooks()) <= set(DRAFT_PARAMETERS), "add tiny-backend parameters"
+def test_every_notebook_in_book_is_a_chapter():
+    """A notebook left out of _toc.yml would be neither built nor tested."""
+    chapters = set(toc_notebooks())
+    orphans = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("book/*.ipynb")
+                     if str(p.relative_to(ROOT)) not in chapters)
+    assert not orphans, f"add {orphans} to _toc.yml"
 
 
 def run_notebook(path: str, parameters: dict, out_dir: Path) -> None:
@@ -137,23 +130,20 @@ def executed_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("executed")
 
 
+@pytest.fixture(scope="session")
+def book_cache(tmp_path_factory):
+    """One fresh cache for every chapter of the session (the kernels inherit STYO_CACHE): they
+    share their IDL run as in `make book`, and nothing from an earlier run is reused."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("styo-cache")
+        mp.setenv("STYO_CACHE", str(path))
+        yield path
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", toc_notebooks())
-def test_notebook_runs(path, executed_dir):
+def test_notebook_runs(path, executed_dir, book_cache):
     run_notebook(path, CI_PARAMETERS[path], executed_dir)
-
-
-@pytest.fixture(scope="module")
-def draft_cache(tmp_path_factory):
-    """One cache for all drafts, so they share their IDL run as the chapters do."""
-    return tmp_path_factory.mktemp("styo-cache")
-
-
-@pytest.mark.notebook
-@pytest.mark.parametrize("path", draft_notebooks())
-def test_draft_notebook_runs_on_tiny_backend(path, tmp_path, draft_cache, monkeypatch):
-    monkeypatch.setenv("STYO_CACHE", str(draft_cache))  # the kernel inherits it
-    run_notebook(path, {"backend": "tiny", **DRAFT_PARAMETERS[path]}, tmp_path)
 
 
 # Pages that must carry an ipywidgets view once they are in the book (the attention explorer).
@@ -179,7 +169,7 @@ def build_book_from(executed_dir: Path, root: Path) -> Path:
 
 
 @pytest.mark.notebook
-def test_rendered_book_shows_every_chapter_in_a_browser(executed_dir, tmp_path):
+def test_rendered_book_shows_every_chapter_in_a_browser(executed_dir, book_cache, tmp_path):
     """After the build, headless Chromium loads every chapter page: each shows non-blank figures,
     and the attention explorer's page carries its widget."""
     chromium = browser.find_chromium()
@@ -194,7 +184,6 @@ def test_rendered_book_shows_every_chapter_in_a_browser(executed_dir, tmp_path):
     for page in toc_files():
         report = browser.page_report(chromium, html / f"{page}.html")
         assert not report.blank, f"{page}: blank or broken figures {report.blank}"
-        if page != toc_files()[0]:
-            assert report.figures > 0, f"{page} shows no figure"
+        assert report.figures > 0, f"{page} shows no figure"
         if page in WIDGET_PAGES:
             assert report.widget_views > 0, f"{page} carries no widget"
