@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     aux = auxiliary_set(pipe, settings)
     pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
     start = time.perf_counter()
-    rows = X.ablation_rows(pipe, pairs, aux, config, judges=load_judges(), n_s=3, n_c=1, strength=0.8,
+    rows = X.ablation_rows(pipe, pairs, aux, config, judges=load_judges(), n_s=3, n_c=1, strength=settings.strength,
                            seed=0, num_images=args.n_images, num_inference_steps=settings.sample_steps,
                            guidance_scale=settings.guidance)
     for r in rows:
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         "model_fingerprint": fingerprint,
         "idl": {"steps": config.steps, "lr": config.lr, "aux": len(aux)},
         "n_images": args.n_images,
+        "stylisation": {"n_s": 3, "n_c": 1, "strength": settings.strength},
         "pairs": list(pairs),
         "seconds": round(time.perf_counter() - start, 1),
         "note": args.note,

@@ -108,9 +108,9 @@ def probe(pipe, settings, pairs: dict, aux, config, strengths, n_s: int, judges,
             "fcc": X.mean_rows(rows, ["strength", "control"], SCORES), "fcc_rows": rows}
 
 
-def write_results(record: dict, out: Path) -> None:
+def write_results(record: dict, out: Path, name: str = "fcc-probe") -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "fcc-probe.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     sharp = [{"model": "base", **record["base"]["sharpness"]},
              {"model": f"after IDL ({record['idl_steps']} steps)", **record["after_idl"]["sharpness"]}]
     dist = [{"prompts": k, "relative distance": v} for k, v in record["base"]["distances"].items()]
@@ -127,7 +127,7 @@ def write_results(record: dict, out: Path) -> None:
              "", "Stylisation under each attention control (mean over pairs):", "",
              markdown_table(record["fcc"], ["strength", "control",
                                             *[k for k in SCORES if k in record["fcc"][0]]], decimals=2)]
-    (out / "fcc-probe.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--aux", type=int, help="auxiliary portraits (default: the book's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--note", default="")
+    ap.add_argument("--name", default="fcc-probe", help="file stem of the results (NAME.json, NAME.md)")
     ap.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     try:
@@ -173,8 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         "model": args.model or "models/styo-mini", "n_images": args.n_images,
         "n_s": args.n_s, "note": args.note, **result,
     }
-    write_results(record, Path(args.out_dir))
-    print(f"wrote {Path(args.out_dir) / 'fcc-probe'}.json and .md")
+    write_results(record, Path(args.out_dir), args.name)
+    print(f"wrote {Path(args.out_dir) / args.name}.json and .md")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def tune(pipe, pairs: dict, aux: list, schedules, settings, judges, work: Path,
                         output_dir=work / f"{steps}-{lr:g}-{len(rows)}", progress=True)
             seconds = time.perf_counter() - start
             (row,) = X.stylize_rows(pipe, pair, [{"fcc": True}], judges=judges, progress=False,
-                                    n_s=3, n_c=1, strength=0.8, seed=seed, num_images=n_images,
+                                    n_s=3, n_c=1, strength=settings.strength, seed=seed, num_images=n_images,
                                     num_inference_steps=settings.sample_steps,
                                     guidance_scale=settings.guidance)
             learned = diagnose(pipe, pair, judges, settings, n_images, seed)
@@ -125,7 +125,7 @@ def write_results(record: dict, out: Path) -> None:
     cols = ("train_s", *METRICS, *DIAGNOSTICS)
     lines = ["# IDL schedule on the miniature model", "",
              f"`benchmarks/idl_tuning.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
-             f"{record['n_images']} images per stylisation, FCC on, n_s = 3, n_c = 1, strength 0.8. "
+             f"{record['n_images']} images per stylisation, FCC on, n_s = 3, n_c = 1, strength {record.get('strength', 0.8)}. "
              "`trained`: `te` when IDL trains the text encoder as well as the UNet, `unet` for the UNet only. "
              "`target_prompt_style`: the judged probability of the target style in images drawn from "
              "the target's training prompt; `source_prompt_content`: content fidelity of images drawn "
@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "model": args.model or "models/styo-mini",
         "n_images": args.n_images,
+        "strength": settings.strength,
         "note": args.note,
         "summary": summarise(rows),
         "rows": rows,

@@ -39,6 +39,7 @@ class Backend:
     aux_count: int
     sample_steps: int
     guidance: float
+    strength: float  # how deep the source is diffused before stylisation (FCC, chapter 7)
     source_prompt: str = ""  # sd15 makes its own example pair (no face photos ship with the book)
     target_prompt: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -56,6 +57,7 @@ def backend_settings(backend: str) -> Backend:
             aux_count=PROFILES["mini"]["aux"],
             sample_steps=PROFILES["mini"]["sample_steps"],
             guidance=PROFILES["mini"]["guidance"],
+            strength=PROFILES["mini"]["strength"],
         )
     if backend == "sd15":
         return Backend(
@@ -67,6 +69,7 @@ def backend_settings(backend: str) -> Backend:
             aux_count=PROFILES["sd"]["aux"],
             sample_steps=PROFILES["sd"]["sample_steps"],
             guidance=PROFILES["sd"]["guidance"],
+            strength=PROFILES["sd"]["strength"],
             source_prompt="a close-up photo portrait of a young woman with red hair, smiling",
             target_prompt="a mosaic portrait of an old man made of small square ceramic tiles",
         )
@@ -79,6 +82,7 @@ def backend_settings(backend: str) -> Backend:
             aux_count=4,
             sample_steps=4,
             guidance=2.0,
+            strength=0.8,
         )
     raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
 

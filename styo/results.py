@@ -15,8 +15,9 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 BOOK_TIMING = "book-timing.json"
 ABLATIONS = "ablations.json"
-# Results of the other scripts in benchmarks/ (not sd_scale.py reports).
-OTHER_RESULTS = {BOOK_TIMING, ABLATIONS, "idl-tuning.json", "fcc-probe.json"}
+# Results of the other scripts in benchmarks/ (not sd_scale.py reports), by file-name prefix
+# (fcc_probe.py --name fcc-probe-ns1 writes fcc-probe-ns1.json).
+OTHER_RESULTS = ("book-timing", "ablations", "idl-tuning", "fcc-probe")
 
 
 def benchmark_runs(results_dir: str | Path = RESULTS, kind: str | None = None) -> list[dict[str, Any]]:
@@ -27,7 +28,7 @@ def benchmark_runs(results_dir: str | Path = RESULTS, kind: str | None = None) -
     """
     runs = []
     for path in sorted(Path(results_dir).glob("*.json")):
-        if path.name in OTHER_RESULTS:
+        if path.name.startswith(OTHER_RESULTS):
             continue
         report = json.loads(path.read_text())
         if "idl" not in report or "kind" not in report:

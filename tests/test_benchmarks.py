@@ -182,10 +182,14 @@ def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_p
     res = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "fcc_probe.py"), "--model", "tiny", "--idl-steps", "2",
          "--n-images", "2", "--aux", "2", "--strengths", "0.6,1.0", "--pairs", "2",
-         "--train-text-encoder", "--out-dir", str(tmp_path)],
+         "--train-text-encoder", "--out-dir", str(tmp_path), "--name", "fcc-probe-ns1"],
         capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
-    record = json.loads((tmp_path / "fcc-probe.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fcc-probe-ns1.json", "fcc-probe-ns1.md"]
+    from styo import results
+
+    assert results.benchmark_runs(tmp_path) == []  # the appendix does not take it for an sd_scale report
+    record = json.loads((tmp_path / "fcc-probe-ns1.json").read_text())
     assert [(r["strength"], r["control"]) for r in record["fcc"]] == [
         (s, c) for s in (0.6, 1.0) for c in ("no FCC", "FCC (paper)", "every token")]
     assert all(0 <= r["content"] <= 1 and 0 <= r["style"] <= 1 and r["n"] == 2 for r in record["fcc"])
@@ -204,7 +208,7 @@ def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_p
         attention_sharpness(pipe, list(probe.PROMPTS.values())), rel=1e-6)
     assert record["base"]["distances"] == pytest.approx(probe.distances(pipe), rel=1e-6)
     assert record["base"]["distances"]["source vs target"] > 0
-    md = (tmp_path / "fcc-probe.md").read_text()
+    md = (tmp_path / "fcc-probe-ns1.md").read_text()
     assert record["idl_steps"] == 2 and "| 1.00 | every token |" in md
     assert record["train_text_encoder"] and "UNet and text encoder" in md
 

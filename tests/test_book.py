@@ -34,6 +34,18 @@ def test_mini_backend_is_the_shipped_folder():
     assert book.backend_settings("mini").model.endswith("models/styo-mini")
 
 
+def test_book_and_command_line_share_each_profile():
+    """A chapter's `strength = None` and `styo stylize` without --strength diffuse equally deep."""
+    from styo.profiles import PROFILES
+
+    for backend, profile in (("mini", "mini"), ("sd15", "sd")):
+        settings = book.backend_settings(backend)
+        assert settings.strength == PROFILES[profile]["strength"]
+        assert (settings.idl.steps, settings.idl.lr) == (PROFILES[profile]["steps"], PROFILES[profile]["lr"])
+        assert settings.idl.train_text_encoder is PROFILES[profile]["train_text_encoder"]
+    assert book.backend_settings("mini").strength != book.backend_settings("sd15").strength
+
+
 def test_mini_example_pair_is_rendered_with_known_attributes():
     pair = book.example_pair("mini")
     assert pair.source.size == pair.target.size == (64, 64)
