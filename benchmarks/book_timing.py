@@ -59,8 +59,9 @@ def reference_step_ms(repeats: int = 12) -> float:
     """The machine's speed at the book's main workload: one IDL-shaped training step (miniature
     UNet, batch 3, AdamW), median milliseconds, random weights with a fixed seed.
 
-    The same 2-core machine has been measured at 172 ms and at 325 ms for this step an hour
-    apart (a shared VM), so a book time means little without the speed it was measured at.
+    The same 2-core machine has been measured at 95, 172 and 325 ms for this step (on different days,
+    the slow ones an hour apart: a shared VM), so a book time means little without the speed it was
+    measured at.
     """
     import statistics
 
