@@ -52,6 +52,17 @@ def diversity(images: Sequence[Image.Image]) -> float:
     return float(np.mean([np.sqrt(np.mean((a - b) ** 2)) for a, b in pairs]))
 
 
+def distance(images: Sequence[Image.Image], others: Sequence[Image.Image]) -> float:
+    """Mean RMS distance (pixel values in [0, 1]) between matching images of two equal-length
+    batches: how far one setting moved the pictures that another drew from the same noise."""
+    if len(images) != len(others) or not images:
+        raise ValueError(f"need two non-empty batches of equal length, got {len(images)} and {len(others)}")
+    return float(np.mean([
+        np.sqrt(np.mean((np.asarray(a.convert("RGB"), np.float64) / 255.0
+                         - np.asarray(b.convert("RGB"), np.float64) / 255.0) ** 2))
+        for a, b in zip(images, others, strict=True)]))
+
+
 def score(
     judges: Any,
     images: Sequence[Image.Image],

@@ -34,6 +34,15 @@ def _flat(value: int) -> Image.Image:
     return Image.new("RGB", (8, 8), (value, value, value))
 
 
+def test_distance_pairs_images_by_position():
+    assert X.distance([_flat(0), _flat(255)], [_flat(0), _flat(255)]) == 0.0
+    # pairs by index (same noise), not all pairs: swapping one batch changes the answer
+    assert X.distance([_flat(0), _flat(255)], [_flat(255), _flat(0)]) == pytest.approx(1.0)
+    assert X.distance([_flat(0)], [_flat(51)]) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="equal length"):
+        X.distance([_flat(0)], [_flat(0), _flat(0)])
+
+
 def test_diversity_of_known_images():
     assert X.diversity([_flat(0)]) == 0.0
     assert X.diversity([_flat(7), _flat(7)]) == 0.0
