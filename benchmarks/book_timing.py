@@ -27,15 +27,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def toc_chapters() -> list[str]:
-    """The notebooks of _toc.yml in reading order (the root first), as `make book` builds them."""
-    import yaml
-
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"], *(entry["file"] for entry in toc.get("chapters", []))]
-    return [f + ".ipynb" for f in files if (ROOT / (f + ".ipynb")).exists()]
-
-
 BUDGET_S = 20 * 60
 
 
@@ -118,7 +109,9 @@ def main() -> None:
     import papermill
     import torch
 
-    chapters = args.chapters or toc_chapters()
+    from styo import toc
+
+    chapters = args.chapters or toc.notebooks(ROOT / "_toc.yml")  # the reading order
     missing = [c for c in chapters if not (ROOT / c).exists()]
     if missing:
         raise SystemExit(f"no such notebook: {', '.join(missing)}")

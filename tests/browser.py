@@ -110,10 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--screenshot", help="page to photograph into <html>/../screenshots/, if built")
     args = p.parse_args(argv)
     if not args.pages:
-        import yaml
+        from styo import toc
 
-        toc = yaml.safe_load(args.toc.read_text())
-        args.pages = [f"{f}.html" for f in [toc["root"], *(c["file"] for c in toc.get("chapters", []))]]
+        args.pages = [f"{f}.html" for f in toc.documents(args.toc)]
     chromium = find_chromium()
     if chromium is None:
         print("no chromium on PATH (apt-get install chromium): page check skipped")

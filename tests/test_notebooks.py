@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from styo import toc
+
 import browser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,25 +48,11 @@ CI_PARAMETERS: dict[str, dict] = {
 
 def toc_files() -> list[str]:
     """Every document of _toc.yml, in reading order (root first)."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    found = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                found.append(entry["file"])
-            walk(entry.get("sections"))
-            for part in entry.get("parts", []):
-                walk(part.get("chapters"))
-
-    walk(toc.get("chapters"))
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    return found
+    return toc.documents(ROOT / "_toc.yml")
 
 
 def toc_notebooks() -> list[str]:
-    return [f + ".ipynb" for f in toc_files() if (ROOT / (f + ".ipynb")).exists()]
+    return toc.notebooks(ROOT / "_toc.yml")
 
 
 def tracked_notebooks() -> list[str]:
