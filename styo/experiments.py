@@ -43,13 +43,18 @@ IDL_VARIANTS: dict[str, dict[str, bool]] = {
 }
 
 
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+
+
+def _rms(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((x - y) ** 2)))
+
+
 def diversity(images: Sequence[Image.Image]) -> float:
     """Mean RMS distance (pixel values in [0, 1]) over all pairs of images; 0 for fewer than two."""
-    arrays = [np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0 for im in images]
-    pairs = list(itertools.combinations(arrays, 2))
-    if not pairs:
-        return 0.0
-    return float(np.mean([np.sqrt(np.mean((a - b) ** 2)) for a, b in pairs]))
+    pairs = list(itertools.combinations([_pixels(im) for im in images], 2))
+    return float(np.mean([_rms(x, y) for x, y in pairs])) if pairs else 0.0
 
 
 def distance(images: Sequence[Image.Image], others: Sequence[Image.Image]) -> float:
@@ -57,10 +62,7 @@ def distance(images: Sequence[Image.Image], others: Sequence[Image.Image]) -> fl
     batches: how far one setting moved the pictures that another drew from the same noise."""
     if len(images) != len(others) or not images:
         raise ValueError(f"need two non-empty batches of equal length, got {len(images)} and {len(others)}")
-    return float(np.mean([
-        np.sqrt(np.mean((np.asarray(a.convert("RGB"), np.float64) / 255.0
-                         - np.asarray(b.convert("RGB"), np.float64) / 255.0) ** 2))
-        for a, b in zip(images, others, strict=True)]))
+    return float(np.mean([_rms(_pixels(a), _pixels(b)) for a, b in zip(images, others, strict=True)]))
 
 
 def score(
