@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -92,3 +94,18 @@ def test_default_dtype():
     assert choose_dtype(torch.device("cpu")) == torch.float32
     assert choose_dtype(torch.device("cuda")) == torch.float16
     assert choose_dtype(torch.device("cpu"), torch.bfloat16) == torch.bfloat16
+
+
+def test_importing_styo_silences_only_the_torchvision_advice():
+    """The chapters' first cells stay free of transformers' torchvision fallback advice, while
+    other warnings of the same logger still reach the reader."""
+    code = (
+        "import styo, transformers\n"
+        "from transformers.utils import logging\n"
+        "transformers.CLIPImageProcessor\n"  # the access that triggers the fallback advice
+        "logging.get_logger('transformers.utils.import_utils').warning('another warning')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          check=True)
+    assert "requires torchvision" not in done.stderr
+    assert "another warning" in done.stderr
