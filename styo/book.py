@@ -20,6 +20,7 @@ from PIL import Image
 
 from .data import generate_aux, model_fingerprint
 from .idl import IDLConfig, IDLResult, run_fingerprint, train
+from .memory import choose_sd_profile, profile_config
 from .pipeline import load_pipeline
 from .profiles import DEFAULT_MODEL, PROFILES
 
@@ -42,36 +43,42 @@ class Backend:
     strength: float  # how deep the source is diffused before stylisation (FCC, chapter 7)
     source_prompt: str = ""  # sd15 makes its own example pair (no face photos ship with the book)
     target_prompt: str = ""
+    profile: str = ""  # the PROFILES entry the settings come from
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def backend_settings(backend: str) -> Backend:
-    """The settings of a backend; an unknown name is an error listing the valid ones."""
+def backend_settings(backend: str, sd_profile: str | None = None) -> Backend:
+    """The settings of a backend; an unknown name is an error listing the valid ones.
+
+    sd15 takes the SD profile that fits this machine's GPU (:func:`styo.memory.choose_sd_profile`;
+    the paper's ``sd`` without a GPU) unless ``sd_profile`` names one.
+    """
     if backend == "mini":
         return Backend(
             name="mini",
             model=str(DEFAULT_MODEL),
-            idl=IDLConfig(steps=PROFILES["mini"]["steps"], lr=PROFILES["mini"]["lr"], checkpoint_every=100,
-                          train_text_encoder=PROFILES["mini"]["train_text_encoder"]),
+            idl=profile_config("mini", checkpoint_every=100),
             aux_prompt="a drawing with photo style of portrait",
             aux_count=PROFILES["mini"]["aux"],
             sample_steps=PROFILES["mini"]["sample_steps"],
             guidance=PROFILES["mini"]["guidance"],
             strength=PROFILES["mini"]["strength"],
+            profile="mini",
         )
     if backend == "sd15":
+        profile = sd_profile or choose_sd_profile()[0]
         return Backend(
             name="sd15",
             model=SD15,
-            idl=IDLConfig(steps=PROFILES["sd"]["steps"], lr=PROFILES["sd"]["lr"], mixed_precision="fp16",
-                          checkpoint_every=0, train_text_encoder=PROFILES["sd"]["train_text_encoder"]),
+            idl=profile_config(profile, checkpoint_every=0),
             aux_prompt="a photo portrait of a person, face, high quality",
-            aux_count=PROFILES["sd"]["aux"],
-            sample_steps=PROFILES["sd"]["sample_steps"],
-            guidance=PROFILES["sd"]["guidance"],
-            strength=PROFILES["sd"]["strength"],
+            aux_count=PROFILES[profile]["aux"],
+            sample_steps=PROFILES[profile]["sample_steps"],
+            guidance=PROFILES[profile]["guidance"],
+            strength=PROFILES[profile]["strength"],
             source_prompt="a close-up photo portrait of a young woman with red hair, smiling",
             target_prompt="a mosaic portrait of an old man made of small square ceramic tiles",
+            profile=profile,
         )
     if backend == "tiny":
         return Backend(
@@ -88,8 +95,13 @@ def backend_settings(backend: str) -> Backend:
 
 
 def load_backend(backend: str, device: str | None = None):
-    """The base pipeline of ``backend``: a local folder for mini, the hub id for sd15."""
+    """The base pipeline of ``backend``: a local folder for mini, the hub id for sd15.
+
+    For sd15 it says which training profile this GPU gets and why.
+    """
     settings = backend_settings(backend)
+    if backend == "sd15":
+        print("sd15 training profile:", choose_sd_profile()[1])
     if backend == "tiny":
         from .testing import tiny_pipeline
 

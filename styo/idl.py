@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, write_json
 from .data import image_to_tensor, model_fingerprint
 from .pipeline import image_size
+from .profiles import PROFILE_FILE
 from .prompts import (
     Identifiers,
     aux_prompt,
@@ -265,12 +266,17 @@ def evaluate(
     *,
     seed: int = 1234,
     timesteps: tuple[int, ...] = (50, 250, 500, 750, 950),
+    chunk: int = 8,
 ) -> dict[str, float]:
     """Deterministic IDL loss per term (and ``total``) with fixed noise and fixed timesteps.
 
     The running training loss is too noisy to tell progress (random t and noise each step); this
     uses posterior means, the same noise for every call, every aux image, and the given timesteps.
+    The UNet sees ``chunk`` images per call (202 SD images at once would not fit a 15 GB GPU);
+    the result does not depend on ``chunk``.
     """
+    if chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     config = config or IDLConfig()
     aux = list(aux) if config.use_aux else []
     prompts = prompts_for(config)
@@ -279,13 +285,18 @@ def evaluate(
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     gen = torch.Generator("cpu").manual_seed(seed)
     sums = torch.zeros(len(prompts))
+    prompt_idx = torch.tensor([0, 1] + [2] * len(aux), device=device)
+    n = len(fixed.mean)
     for step_t in timesteps:
         noise = torch.randn(fixed.mean.shape, generator=gen).to(device)
-        t = torch.full((len(fixed.mean),), int(step_t), device=device, dtype=torch.long)
-        prompt_idx = torch.tensor([0, 1] + [2] * len(aux), device=device)
-        per = term_losses(
-            pipe.unet, scheduler, fixed.mean, t, noise, fixed.embeds[prompt_idx], len(fixed.mean)
-        )
+        per = torch.cat([
+            term_losses(
+                pipe.unet, scheduler, fixed.mean[i : i + chunk],
+                torch.full((min(chunk, n - i),), int(step_t), device=device, dtype=torch.long),
+                noise[i : i + chunk], fixed.embeds[prompt_idx[i : i + chunk]], min(chunk, n - i),
+            )
+            for i in range(0, n, chunk)
+        ])
         sums += torch.stack([per[0], per[1]] + ([per[2:].mean()] if aux else [])).cpu()
     means = (sums / len(timesteps)).tolist()
     out = dict(zip(prompts, means, strict=True))
@@ -426,8 +437,8 @@ def _optimizer_class(config: IDLConfig, device: torch.device):
         import bitsandbytes as bnb
     except ImportError as e:
         raise ImportError(
-            "use_8bit_adam needs bitsandbytes, which is not installed: `pip install bitsandbytes` "
-            "(8-bit Adam needs a CUDA GPU)"
+            "use_8bit_adam needs bitsandbytes, which is not installed: pip install 'styo[t4]' "
+            "(or pip install bitsandbytes), or set use_8bit_adam=False"
         ) from e
     if device.type != "cuda":
         raise ValueError(f"8-bit Adam (bitsandbytes) needs a CUDA GPU; this run is on {device}")
@@ -551,10 +562,17 @@ def _deferred_interrupts() -> Iterator[dict[str, int | None]]:
 
 
 def _save_pipeline(pipe, out: Path) -> None:
-    """Save the whole pipeline (safetensors) atomically: a folder appears complete or not at all."""
+    """Save the whole pipeline (safetensors) atomically: a folder appears complete or not at all.
+
+    The profile file of the folder the pipeline was loaded from goes along, so the fine-tuned
+    model keeps its base model's settings (:func:`styo.profiles.profile_of`).
+    """
     final, tmp = out / "pipeline", out / ".pipeline.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    origin = Path(str(getattr(pipe, "name_or_path", "") or "")) / PROFILE_FILE
+    if origin.is_file():
+        shutil.copyfile(origin, tmp / PROFILE_FILE)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
 

@@ -219,7 +219,7 @@ def test_8bit_adam_without_bitsandbytes(images, tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_bnb)
     source, target, aux = images
-    with pytest.raises(ImportError, match="pip install bitsandbytes.*CUDA GPU"):
+    with pytest.raises(ImportError, match=r"pip install 'styo\[t4\]' \(or pip install bitsandbytes\)"):
         train(
             tiny_pipeline(0),
             source,
@@ -229,6 +229,18 @@ def test_8bit_adam_without_bitsandbytes(images, tmp_path, monkeypatch):
             output_dir=tmp_path,
             progress=False,
         )
+
+
+def test_evaluate_in_chunks_gives_the_same_losses(images):
+    """evaluate sends a few images per UNet call (SD's 202 at once do not fit a T4)."""
+    source, target, aux = images
+    pipe = tiny_pipeline(0)
+    aux = aux * 3  # 8 images: chunks of 3 leave a partial last chunk
+    whole = evaluate(pipe, source, target, aux, chunk=len(aux) + 2)
+    chunked = evaluate(pipe, source, target, aux, chunk=3)
+    assert chunked == pytest.approx(whole, rel=1e-5)
+    with pytest.raises(ValueError, match="chunk"):
+        evaluate(pipe, source, target, aux, chunk=0)
 
 
 def test_wrong_image_size_is_refused(images, tmp_path):
