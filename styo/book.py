@@ -94,12 +94,27 @@ def backend_settings(backend: str, sd_profile: str | None = None) -> Backend:
     raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
 
 
-def load_backend(backend: str, device: str | None = None):
+class NeedsGPU(RuntimeError):
+    """sd15 was asked for on a machine without a CUDA GPU, and the reader did not insist."""
+
+
+def load_backend(backend: str, device: str | None = None, allow_cpu: bool = False):
     """The base pipeline of ``backend``: a local folder for mini, the hub id for sd15.
 
-    For sd15 it says which training profile this GPU gets and why.
+    sd15 without CUDA stops at once unless ``allow_cpu`` (or an explicit ``device``) says to go
+    on: on a CPU a single chapter is hours of fp32 work after a 2 GB download, which nobody should
+    start by accident. For sd15 it says which training profile this GPU gets and why.
     """
     settings = backend_settings(backend)
+    if backend == "sd15" and device is None and not allow_cpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise NeedsGPU(
+                "backend = 'sd15' needs a CUDA GPU and none was found: on Colab pick Runtime > "
+                "Change runtime type > T4 GPU, or set allow_cpu = True in the parameters cell "
+                "to run it on the CPU anyway (hours per chapter)"
+            )
     if backend == "sd15":
         print("sd15 training profile:", choose_sd_profile()[1])
     if backend == "tiny":

@@ -115,6 +115,21 @@ def _offline_message(model_id: str, error: Exception) -> str:
     )
 
 
+def _from_hub(model_id: str, kwargs: dict) -> StableDiffusionPipeline:
+    """Download (or take from the cache) the fp16 weights: half the download of SD 1.5's fp32
+    ones (about 2 GB instead of 4), cast to the dtype asked for. A model published without an
+    fp16 variant is loaded as it is."""
+    try:
+        try:
+            return StableDiffusionPipeline.from_pretrained(model_id, variant="fp16", **kwargs)
+        except ValueError as e:  # diffusers: no files of this variant in the repository
+            if "variant" not in str(e):
+                raise
+            return StableDiffusionPipeline.from_pretrained(model_id, **kwargs)
+    except OSError as e:  # diffusers reports offline / not-cached / unknown repo as OSError
+        raise ModelLoadError(_offline_message(model_id, e)) from e
+
+
 def load_pipeline(
     model: str | os.PathLike = DEFAULT_MODEL,
     device: str | torch.device | None = None,
@@ -134,10 +149,7 @@ def load_pipeline(
         "requires_safety_checker": False,
     }
     if is_hub_id(model):
-        try:
-            pipe = StableDiffusionPipeline.from_pretrained(str(model), **kwargs)
-        except OSError as e:  # diffusers reports offline / not-cached / unknown repo as OSError
-            raise ModelLoadError(_offline_message(str(model), e)) from e
+        pipe = _from_hub(str(model), kwargs)
     else:
         folder = Path(model).expanduser()
         _check_local_folder(folder)

@@ -97,3 +97,39 @@ def test_tiny_backend_runs_without_files():
     from styo.pipeline import image_size
 
     assert image_size(pipe) == 16
+
+
+def test_sd15_without_a_gpu_stops_unless_the_reader_insists(monkeypatch):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained",
+                        lambda model, **kw: calls.append(model) or tiny_pipeline())
+    with pytest.raises(book.NeedsGPU, match="allow_cpu = True") as err:
+        book.load_backend("sd15")
+    assert "\n" not in str(err.value) and not calls  # stopped before any download
+    assert isinstance(book.load_backend("sd15", allow_cpu=True), StableDiffusionPipeline)
+    assert calls == [book.SD15]
+
+
+def test_hub_downloads_take_the_fp16_variant_and_fall_back_without_one(monkeypatch):
+    from styo.pipeline import load_pipeline
+
+    seen = []
+
+    def only_full_precision(model, **kwargs):
+        seen.append(kwargs.get("variant"))
+        if kwargs.get("variant"):
+            raise ValueError("You are trying to load the model files of the `variant=fp16`, but no such "
+                             "modeling files are available.")
+        return tiny_pipeline()
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", only_full_precision)
+    load_pipeline("someone/full-precision-only", device="cpu")
+    assert seen == ["fp16", None]
+    seen.clear()
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained",
+                        lambda model, **kw: seen.append(kw.get("variant")) or tiny_pipeline())
+    load_pipeline(book.SD15, device="cpu")
+    assert seen == ["fp16"]
