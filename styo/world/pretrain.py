@@ -4,7 +4,8 @@ Stages, each cached in ``work_dir`` so a killed run picks up where it stopped:
 1. render the dataset (pretraining styles only: held-out styles are never seen);
 2. train the VAE (2b: then fine-tune its decoder for texture, encoder frozen);
 3. encode every image once (posterior mean and std);
-4. train the UNet and the text encoder jointly on captions, with an EMA of both;
+4. train the UNet and the text encoder jointly on captions, with an EMA of both (optionally
+   with the grounding loss of :mod:`styo.world.grounding`, and from an earlier model's weights);
 5. assemble a diffusers ``StableDiffusionPipeline`` and ``save_pretrained`` it (safetensors).
 Every random draw of step ``k`` comes from a generator seeded by ``(seed, stage, k)``, so a resumed
 run equals an uninterrupted one.
@@ -28,9 +29,10 @@ from tqdm.auto import tqdm
 from ..checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from ..pipeline import assemble_pipeline
 from . import architecture as arch
+from . import grounding
 from .attributes import ATTRIBUTES, PRETRAIN_STYLES, STYLES
 from .captions import caption
-from .render import render_batch
+from .render import LAYOUTS, render_batch
 
 
 @dataclass
@@ -57,6 +59,18 @@ class PretrainConfig:
     phrase_drop_p: float = 0.2
     ema_decay: float = 0.999
     checkpoint_every: int = 100
+    layout: str = "centred"  # the renderer's head placement (render.LAYOUTS) of the caption data
+    grounding_weight: float = 0.0  # token + pixel loss of the grounded words' maps
+    padding_weight: float = 0.0  # attention mass on the positions after the end token
+    init_from: str | None = None  # a pipeline folder whose UNet and text encoder stage 4 continues
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+
+    @property
+    def grounded(self) -> bool:
+        return self.grounding_weight > 0 or self.padding_weight > 0
 
 
 def _generator(seed: int, stage: int, step: int, device: str = "cpu") -> torch.Generator:
@@ -71,23 +85,26 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
 
-def _render_chunk(args: tuple[range, tuple[str, ...]]) -> tuple[np.ndarray, list[int], list[list[int]]]:
-    seeds, styles = args
-    arr, st, at = render_batch(seeds, styles=styles)
-    return arr, [STYLES.index(s) for s in st], [[ATTRIBUTES[k].index(a[k]) for k in ATTRIBUTES] for a in at]
+def _render_chunk(args: tuple[range, tuple[str, ...], str]
+                  ) -> tuple[np.ndarray, list[int], list[list[int]], np.ndarray]:
+    seeds, styles, layout = args
+    arr, st, at, regions = render_batch(seeds, styles=styles, layout=layout, regions=True)
+    return (arr, [STYLES.index(s) for s in st],
+            [[ATTRIBUTES[k].index(a[k]) for k in ATTRIBUTES] for a in at], regions)
 
 
 def _render_set(path: Path, seeds: range, styles: tuple[str, ...], desc: str,
-                workers: int = 1, chunk: int = 1000) -> dict[str, np.ndarray]:
-    """Render (or load the cached) labelled images of ``seeds``, styles drawn from ``styles``.
+                workers: int = 1, chunk: int = 1000, layout: str = "centred") -> dict[str, np.ndarray]:
+    """Render (or load the cached) labelled images of ``seeds``, styles drawn from ``styles``,
+    with their region maps.
 
     Each image depends on its seed alone, so ``workers`` processes give the same array as one.
     """
     if path.exists():
         data = dict(np.load(path))
-        if len(data["images"]) == len(seeds):
+        if len(data["images"]) == len(seeds) and "regions" in data:
             return data
-    chunks = [(seeds[i : i + chunk], styles) for i in range(0, len(seeds), chunk)]
+    chunks = [(seeds[i : i + chunk], styles, layout) for i in range(0, len(seeds), chunk)]
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -102,6 +119,7 @@ def _render_set(path: Path, seeds: range, styles: tuple[str, ...], desc: str,
         "images": np.concatenate(images),
         "styles": np.asarray(chosen, np.int64),  # index into STYLES
         "attributes": np.asarray(attrs, np.int64),
+        "regions": np.concatenate([p[3] for p in parts]),  # index into render.REGIONS
     }
     np.savez(path, **data)
     return data
@@ -111,7 +129,7 @@ def build_dataset(work_dir: Path, cfg: PretrainConfig, workers: int = 1) -> dict
     """The text-to-image data: pretraining styles only (held-out styles are never captioned)."""
     base = cfg.seed * 10_000_000
     return _render_set(work_dir / "dataset.npz", range(base, base + cfg.n_images),
-                       PRETRAIN_STYLES, "render dataset", workers)
+                       PRETRAIN_STYLES, "render dataset", workers, layout=cfg.layout)
 
 
 def build_vae_dataset(work_dir: Path, cfg: PretrainConfig, workers: int = 1) -> dict[str, np.ndarray]:
@@ -395,19 +413,40 @@ class _UNetBatches(torch.utils.data.Dataset):
         eps_z = torch.randn((b, *self.shape), generator=g)
         noise = torch.randn((b, *self.shape), generator=g)
         t = torch.randint(0, self.timesteps, (b,), generator=g)
+        captions = _captions(self.labels, idx.numpy(), rng, cfg)
         ids = self.tokenizer(
-            _captions(self.labels, idx.numpy(), rng, cfg), padding="max_length",
+            captions, padding="max_length",
             max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt",
         ).input_ids
-        return {"idx": idx, "eps_z": eps_z, "noise": noise, "t": t, "ids": ids}
+        batch = {"idx": idx, "eps_z": eps_z, "noise": noise, "t": t, "ids": ids}
+        if cfg.grounded:
+            batch |= grounding.batch_groundings(captions, ids, self.tokenizer.eos_token_id)
+        return batch
+
+
+def _init_weights(unet, te, folder: str) -> None:
+    """Start stage 4 from a finished pipeline's UNet and text encoder (safetensors only)."""
+    root = Path(folder)
+    for module, path in ((unet, root / "unet" / "diffusion_pytorch_model.safetensors"),
+                         (te, root / "text_encoder" / "model.safetensors")):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: init_from must be a pipeline folder "
+                                    "written by `styo world pretrain` (e.g. models/styo-mini)")
+        module.load_state_dict(load_file(path))
 
 
 def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, device: str,
                loader_workers: int = 0):
-    """Stage 4: UNet + text encoder from scratch, AdamW, EMA weights kept for sampling."""
+    """Stage 4: UNet + text encoder (from scratch or ``cfg.init_from``), AdamW, EMA weights kept
+    for sampling; with ``cfg.grounded``, the grounding and padding losses beside the denoising one."""
     tokenizer = arch.build_tokenizer()
     torch.manual_seed(cfg.seed)
     unet, te = arch.build_unet().to(device), arch.build_text_encoder(tokenizer).to(device)
+    if cfg.init_from:
+        _init_weights(unet, te, cfg.init_from)
+    processors = dict(unet.attn_processors)
+    store = grounding.install(unet) if cfg.grounded else None
+    regions = torch.from_numpy(data["regions"]) if cfg.grounded else None
     params = [*unet.parameters(), *te.parameters()]
     ema = {f"p{i}": p.detach().clone() for i, p in enumerate(params)}
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
@@ -436,6 +475,15 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
         zt = a.sqrt() * z0 + (1 - a).sqrt() * batch["noise"]
         pred = unet(zt, batch["t"], encoder_hidden_states=te(batch["ids"])[0]).sample
         loss = F.mse_loss(pred, batch["noise"])
+        if store is not None:
+            side = zt.shape[-1]
+            coverage = grounding.target_coverage(regions[idx.cpu()], side).to(device)
+            maps = grounding.word_maps(store, side)
+            ground = grounding.grounding_loss(maps, batch["g_rows"], batch["g_tokens"],
+                                              batch["g_targets"], coverage)
+            pad = grounding.padding_mass(store, batch["eos"], batch["captioned"])
+            store.clear()
+            loss = loss + cfg.grounding_weight * ground + cfg.padding_weight * pad
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -444,12 +492,16 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
         with torch.no_grad():
             for i, p in enumerate(params):
                 ema[f"p{i}"].lerp_(p.detach(), 1 - decay)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if store is not None:
+            bar.set_postfix(loss=f"{loss.item():.4f}", ground=f"{ground.item():.3f}", pad=f"{pad.item():.3f}")
+        else:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
         times.append(time.time() - t0)
         t0 = time.time()
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.unet_steps:
             save_checkpoint(ckpt_dir, step + 1, modules, opt, extra={"sec_per_step": float(np.median(times))})
     _use_ema(params, ema)
+    unet.set_attn_processor(processors)
     return unet, te, tokenizer, float(np.median(times)) if times else None
 
 

@@ -7,9 +7,17 @@ are painted (shading, hatching, outlines, pixels, washes, tiles, dots). This is 
 content identical across styles and the styles different in treatment only, so that judges can
 read every attribute in every style and the style regardless of content.
 
-The seed moves the head by a pixel or two, scales it by a few percent, jitters colours slightly
-and drives texture noise; it never changes an attribute, and the same seed gives the same pose
-for any attributes and style (paired images differ only in what was asked to differ).
+The seed moves the head, scales it, jitters colours slightly and drives texture noise; it never
+changes an attribute, and the same seed gives the same pose for any attributes and style (paired
+images differ only in what was asked to differ). How far the seed moves the head is the world's
+*layout* (:data:`LAYOUTS`): ``"centred"`` (a pixel or two, the first base model's world) or
+``"varied"`` (several pixels, ±15 % scale, a few degrees of tilt). No caption names the layout,
+so under ``"varied"`` where the head sits comes from the noise, as it does in Stable Diffusion,
+and FCC has a layout to keep.
+
+The label map is also the ground truth of *where* things are: :func:`render_regions` returns it as
+:data:`REGIONS` (background, body, face, hair, eyes, mouth, glasses), at the output size and
+consistent with what the style drew, for the segmentation judge and for grounding words.
 """
 
 from __future__ import annotations
@@ -51,6 +59,40 @@ FACE_RADII = {"oval": (13.0, 16.0), "round": (15.5, 15.0), "long": (11.0, 18.5),
 TILT_DEG = {"left": 18.0, "upright": 0.0, "right": -18.0}
 PAPER = np.array([0.97, 0.955, 0.92], dtype=np.float32)
 
+# Regions of a portrait that words name; every label belongs to exactly one.
+REGIONS: tuple[str, ...] = ("background", "body", "face", "hair", "eyes", "mouth", "glasses")
+REGION_OF_LABEL = np.zeros(N_LABELS, np.uint8)
+for _labels, _region in (((BG,), "background"), ((SHIRT, NECK), "body"), ((SKIN, BLUSH), "face"),
+                         ((HAIR, HAIR_BACK), "hair"), ((EYE, SHINE), "eyes"),
+                         ((MOUTH, MOUTH_IN), "mouth"), ((LENS, FRAME), "glasses")):
+    REGION_OF_LABEL[list(_labels)] = REGIONS.index(_region)
+# The head: what ``portrait`` names in a caption.
+HEAD_REGIONS: tuple[str, ...] = ("face", "hair", "eyes", "mouth", "glasses")
+
+
+@dataclass(frozen=True)
+class LayoutJitter:
+    """How far the seed moves, scales and tilts the head (uniform draws of ± these amounts)."""
+
+    shift_x: float  # pixels (64-pixel units)
+    shift_y: float
+    scale: float  # fraction of the size
+    tilt: float  # degrees, added to the captioned tilt
+    body_follows: bool  # shoulders follow the head's shift and the neck reaches them
+
+
+LAYOUTS: dict[str, LayoutJitter] = {
+    "centred": LayoutJitter(1.5, 1.0, 0.04, 2.0, body_follows=False),
+    "varied": LayoutJitter(5.0, 3.5, 0.15, 6.0, body_follows=True),
+}
+DEFAULT_LAYOUT = "centred"
+
+
+def _jitter(layout: str) -> LayoutJitter:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+    return LAYOUTS[layout]
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -64,14 +106,17 @@ class Layout:
     eye_dx: float
     eye_y: float
     mouth_y: float
+    shoulders_x: float = 32.0
+    neck_bottom: float | None = None  # None: a fixed-length neck below the chin
 
 
-def _layout(attrs: dict[str, str], rng: np.random.Generator, snap: bool) -> Layout:
+def _layout(attrs: dict[str, str], rng: np.random.Generator, snap: bool,
+            jitter: LayoutJitter = LAYOUTS["centred"]) -> Layout:
     """Head placement with seed jitter; ``snap`` centres eyes/mouth on 2-px cells (pixel art)."""
     jx, jy, js, jt = rng.uniform(-1.0, 1.0, size=4)
-    scale = 1.0 + 0.04 * js
+    scale = 1.0 + jitter.scale * js
     rx, ry = (r * scale for r in FACE_RADII[attrs["face_shape"]])
-    cx, cy = 32.0 + 1.5 * jx, 28.5 + 1.0 * jy
+    cx, cy = 32.0 + jitter.shift_x * jx, 28.5 + jitter.shift_y * jy
     eye_dx, eye_y, mouth_y = max(5.2, 0.42 * rx), cy + 1.0, cy + 0.52 * ry
     if snap:  # round eyes on cell corners (2x2 blobs), slits and arcs on cell centres (1 row)
         odd = 0.0 if attrs["eyes"] == "round" else 1.0
@@ -79,8 +124,11 @@ def _layout(attrs: dict[str, str], rng: np.random.Generator, snap: bool) -> Layo
         eye_dx = 2.0 * round((eye_dx - odd) / 2.0) + odd
         eye_y = 2.0 * np.floor(eye_y / 2.0) + odd
         mouth_y = 2.0 * np.floor(mouth_y / 2.0) + 1.0
-    tilt = TILT_DEG[attrs["head_tilt"]] + 2.0 * jt
-    return Layout(cx, cy, rx, ry, tilt, eye_dx, eye_y, mouth_y)
+    tilt = TILT_DEG[attrs["head_tilt"]] + jitter.tilt * jt
+    if not jitter.body_follows:
+        return Layout(cx, cy, rx, ry, tilt, eye_dx, eye_y, mouth_y)
+    return Layout(cx, cy, rx, ry, tilt, eye_dx, eye_y, mouth_y, shoulders_x=cx,
+                  neck_bottom=max(cy + ry + 9.0, 55.0))
 
 
 class _Pen:
@@ -238,8 +286,12 @@ def _draw_body(g: Layout, width: int) -> np.ndarray:
     """Background, shoulders in a neutral shirt and the neck; these never tilt."""
     image = Image.new("L", (width, width), BG)
     pen = _Pen(image, width / 64.0)
-    pen.ellipse(32.0, 67.0, 25.0, 15.5, SHIRT)
-    pen.rounded(g.cx, g.cy + g.ry + 2.0, 4.2, 7.0, 1.5, NECK)
+    pen.ellipse(g.shoulders_x, 67.0, 25.0, 15.5, SHIRT)
+    if g.neck_bottom is None:
+        pen.rounded(g.cx, g.cy + g.ry + 2.0, 4.2, 7.0, 1.5, NECK)
+    else:  # a head moved up or shrunk keeps its neck down to the shoulders
+        top = g.cy + g.ry - 5.0
+        pen.rounded(g.cx, 0.5 * (top + g.neck_bottom), 4.2, 0.5 * (g.neck_bottom - top), 1.5, NECK)
     return np.asarray(image)
 
 
@@ -562,22 +614,67 @@ assert tuple(STYLE_FUNCS) == STYLES
 # ----------------------------------------------------------------------------- public API
 
 
-def render(attributes: dict[str, str], style: str, seed: int = 0, size: int = SIZE) -> Image.Image:
-    """Render a portrait with the given attributes in ``style``; deterministic in all arguments.
+def _region_map(labels: np.ndarray, style: str, size: int) -> np.ndarray:
+    """Region index of each output pixel, as the style drew it.
 
-    ``size`` must be a multiple of 4 (styles work on 2- and 4-px cells).
+    Each pixel takes the region covering most of it; pixel art takes its own 2-px cell labels,
+    which move small features onto the grid.
     """
+    if style == "pixel":
+        return _up(REGION_OF_LABEL[_pixel_labels(labels, 2 * SS)], 2)
+    coverage = _hist(REGION_OF_LABEL[labels], len(REGIONS), labels.shape[0] // size)
+    return np.argmax(coverage, axis=-1).astype(np.uint8)
+
+
+def _render(attributes: dict[str, str], style: str, seed: int, size: int, layout: str
+            ) -> tuple[Image.Image, np.ndarray]:
     validate(style, attributes)
     require_complete(attributes)
     if size % 4 or size <= 0:
         raise ValueError(f"size must be a positive multiple of 4, got {size}")
     rng = np.random.default_rng(seed)  # pose and colour jitter: same for every style/attribute
-    layout = _layout(attributes, rng, snap=style == "pixel")
+    geometry = _layout(attributes, rng, snap=style == "pixel", jitter=_jitter(layout))
     pal = _palette(attributes, rng)
-    labels = label_map(attributes, layout, size * SS)
+    labels = label_map(attributes, geometry, size * SS)
     texture = np.random.default_rng([seed, STYLES.index(style)])
-    out = STYLE_FUNCS[style](labels, pal, _Ctx(size, SS, layout, texture))
-    return Image.fromarray(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8), "RGB")
+    out = STYLE_FUNCS[style](labels, pal, _Ctx(size, SS, geometry, texture))
+    image = Image.fromarray(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8), "RGB")
+    return image, labels
+
+
+def render(attributes: dict[str, str], style: str, seed: int = 0, size: int = SIZE,
+           layout: str = DEFAULT_LAYOUT) -> Image.Image:
+    """Render a portrait with the given attributes in ``style``; deterministic in all arguments.
+
+    ``size`` must be a multiple of 4 (styles work on 2- and 4-px cells).
+    """
+    return _render(attributes, style, seed, size, layout)[0]
+
+
+def render_regions(attributes: dict[str, str], style: str, seed: int = 0, size: int = SIZE,
+                   layout: str = DEFAULT_LAYOUT) -> tuple[Image.Image, np.ndarray]:
+    """The portrait of :func:`render` and its region map: uint8 (size, size), values index
+    :data:`REGIONS`."""
+    image, labels = _render(attributes, style, seed, size, layout)
+    return image, _region_map(labels, style, size)
+
+
+def region_masks(regions: np.ndarray) -> dict[str, np.ndarray]:
+    """One boolean mask per region name (plus ``"head"``) from a region map."""
+    masks = {name: regions == k for k, name in enumerate(REGIONS)}
+    masks["head"] = np.isin(regions, [REGIONS.index(r) for r in HEAD_REGIONS])
+    return masks
+
+
+def _draw_seed(seed: int, style: str | None, overrides: dict[str, str] | None,
+               styles: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    validate(style, overrides or {})
+    rng = np.random.default_rng(seed)
+    attrs = sample_attributes(rng)
+    if style is None:
+        style = styles[int(rng.integers(len(styles)))]
+    attrs.update(overrides or {})
+    return style, attrs
 
 
 def render_seed(
@@ -585,29 +682,50 @@ def render_seed(
     style: str | None = None,
     overrides: dict[str, str] | None = None,
     styles: tuple[str, ...] = STYLES,
+    layout: str = DEFAULT_LAYOUT,
 ) -> tuple[Image.Image, str, dict[str, str]]:
     """Draw attributes (and the style, if None, from ``styles``) from ``seed``; then render."""
-    validate(style, overrides or {})
-    rng = np.random.default_rng(seed)
-    attrs = sample_attributes(rng)
-    if style is None:
-        style = styles[int(rng.integers(len(styles)))]
-    attrs.update(overrides or {})
-    return render(attrs, style, seed), style, attrs
+    style, attrs = _draw_seed(seed, style, overrides, styles)
+    return render(attrs, style, seed, layout=layout), style, attrs
+
+
+def render_seed_regions(
+    seed: int,
+    style: str | None = None,
+    overrides: dict[str, str] | None = None,
+    styles: tuple[str, ...] = STYLES,
+    layout: str = DEFAULT_LAYOUT,
+) -> tuple[Image.Image, np.ndarray, str, dict[str, str]]:
+    """:func:`render_seed` with the region map of :func:`render_regions`."""
+    style, attrs = _draw_seed(seed, style, overrides, styles)
+    image, regions = render_regions(attrs, style, seed, layout=layout)
+    return image, regions, style, attrs
 
 
 def render_batch(
-    seeds, styles: tuple[str, ...] = PRETRAIN_STYLES
-) -> tuple[np.ndarray, list[str], list[dict[str, str]]]:
-    """Render many seeds (style drawn per seed from ``styles``) into a uint8 (N, 64, 64, 3) array."""
-    images, chosen, attrs = [], [], []
+    seeds, styles: tuple[str, ...] = PRETRAIN_STYLES, layout: str = DEFAULT_LAYOUT,
+    regions: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """Render many seeds (style drawn per seed from ``styles``) into a uint8 (N, 64, 64, 3) array.
+
+    Returns ``(images, styles, attributes)``, and the uint8 (N, 64, 64) region maps last when
+    ``regions`` is set.
+    """
+    images, chosen, attrs, maps = [], [], [], []
     for seed in seeds:
-        image, style, a = render_seed(int(seed), styles=styles)
+        style, a = _draw_seed(int(seed), None, None, styles)
+        image, labels = _render(a, style, int(seed), SIZE, layout)
         images.append(np.asarray(image))
         chosen.append(style)
         attrs.append(a)
+        if regions:
+            maps.append(_region_map(labels, style, SIZE))
     batch = np.stack(images) if images else np.zeros((0, SIZE, SIZE, 3), np.uint8)
-    return batch, chosen, attrs
+    if not regions:
+        return batch, chosen, attrs
+    return batch, chosen, attrs, (np.stack(maps) if maps else np.zeros((0, SIZE, SIZE), np.uint8))
 
 
-__all__ = ["SIZE", "ATTRIBUTES", "render", "render_seed", "render_batch", "label_map", "Layout"]
+__all__ = ["SIZE", "ATTRIBUTES", "REGIONS", "LAYOUTS", "render", "render_regions",
+           "render_seed", "render_seed_regions", "render_batch", "region_masks", "label_map",
+           "Layout"]

@@ -1,0 +1,206 @@
+"""Grounded words: a pretraining loss that puts each word's cross-attention where its thing is.
+
+Stable Diffusion's cross-attention maps pick out what each word names; prompt-to-prompt, DAAM and
+StyO's FCC all stand on that. A small text-to-image model trained from scratch on captions of
+centred heads has no reason to learn it: its maps come out flat, with most of the attention on
+the padding after the end token (a causal text encoder lets those positions summarise the whole
+caption). Following TokenCompose (Wang et al., CVPR 2024), pretraining can add, beside the
+denoising loss:
+
+- a **token loss** per grounded word: ``(1 - mass of its map inside its region / mass of its
+  map)²``, which moves the word's attention into its region;
+- a **pixel loss** per grounded word: binary cross-entropy between its map (scaled to its maximum)
+  and the region's coverage, which makes the map cover the region rather than one spot of it;
+- a **padding loss**: the attention mass on the positions after the end token, for captioned
+  images only (the empty prompt, which guidance relies on, is nearly all padding and is left as
+  it is).
+
+Maps are averaged over heads and over the cross-attention layers at the two finest resolutions
+(the coarser one upsampled), as DAAM aggregates them. Which words are grounded to which region is
+read off the caption (:func:`grounded_words`): attribute values and their nouns (``red hair`` →
+hair), ``glasses`` → glasses, ``left tilt`` and ``portrait`` → the whole head. Words after
+``not`` name what is absent and are left free, as are the style words, which act everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..attention import _probabilities, attention_layers, cross_attention_inputs
+from .render import HEAD_REGIONS, REGIONS
+
+# Region targets: the renderer's regions, then the head (their union of HEAD_REGIONS).
+TARGETS: tuple[str, ...] = (*REGIONS, "head")
+_NOUN_REGION = {"hair": "hair", "haircut": "hair", "eyes": "eyes", "mouth": "mouth",
+                "face": "face", "skin": "face", "background": "background", "tilt": "head"}
+
+
+def grounded_words(caption: str) -> list[tuple[int, str]]:
+    """``(word position, target)`` for every word of a caption that names a visible region.
+
+    The content part of ``a drawing [with S style] of <phrases> portrait`` is read phrase by
+    phrase: ``<value> <noun>`` grounds both words to the noun's region, ``glasses`` to the glasses,
+    ``portrait`` to the head; a phrase after ``not`` and ``no glasses`` are not grounded.
+    """
+    words = caption.split()
+    if "of" not in words:
+        return []
+    out: list[tuple[int, str]] = []
+    negated = False
+    i = words.index("of") + 1
+    while i < len(words):
+        word = words[i]
+        if word == "portrait":
+            out.append((i, "head"))
+            i += 1
+        elif word == "not":
+            negated = True
+            i += 1
+        elif word == "no":
+            negated, i = False, i + 2  # "no glasses": nothing to point at
+        elif word == "glasses":
+            if not negated:
+                out.append((i, "glasses"))
+            negated, i = False, i + 1
+        elif i + 1 < len(words) and words[i + 1] in _NOUN_REGION:
+            if not negated:
+                region = _NOUN_REGION[words[i + 1]]
+                out += [(i, region), (i + 1, region)]
+            negated, i = False, i + 2
+        else:
+            i += 1
+    return out
+
+
+def target_coverage(regions: torch.Tensor, size: int) -> torch.Tensor:
+    """Share of each ``size``² cell covered by each target: float (N, len(TARGETS), size, size).
+
+    ``regions`` is a uint8 (N, H, W) region map (values index REGIONS).
+    """
+    one_hot = F.one_hot(regions.long(), len(REGIONS)).permute(0, 3, 1, 2).float()
+    cover = F.adaptive_avg_pool2d(one_hot, size)
+    head = cover[:, [REGIONS.index(r) for r in HEAD_REGIONS]].sum(1, keepdim=True)
+    return torch.cat([cover, head], 1)
+
+
+class MapStore:
+    """Cross-attention probabilities of one UNet call, kept with their gradients."""
+
+    def __init__(self) -> None:
+        self.maps: list[torch.Tensor] = []  # each [batch, pixels, tokens], head-averaged
+
+    def clear(self) -> None:
+        self.maps.clear()
+
+
+class GroundingProcessor:
+    """Computes a cross-attention layer explicitly and hands its head-averaged map to a store.
+
+    The miniature UNet's ``attn2`` layers take (batch, pixels, channels) input without group norm
+    or residual inside the attention; that is the only layout this processor handles.
+    """
+
+    def __init__(self, store: MapStore) -> None:
+        self.store = store
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor,
+                 encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 **_: Any) -> torch.Tensor:
+        if hidden_states.ndim != 3 or attn.residual_connection or attn.spatial_norm is not None:
+            raise ValueError("GroundingProcessor handles transformer cross-attention only")
+        query, key, value = cross_attention_inputs(attn, hidden_states, encoder_hidden_states)
+        probs = _probabilities(attn, query, key, None)
+        self.store.maps.append(probs.mean(1))
+        out = torch.matmul(probs.to(value.dtype), value)
+        out = out.transpose(1, 2).reshape(out.shape[0], -1, attn.heads * value.shape[-1])
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def install(unet: torch.nn.Module) -> MapStore:
+    """Give every cross-attention layer a :class:`GroundingProcessor`; self-attention keeps its own."""
+    store = MapStore()
+    processors = dict(unet.attn_processors)
+    for name, is_cross in attention_layers(unet).items():
+        if is_cross:
+            processors[name] = GroundingProcessor(store)
+    unet.set_attn_processor(processors)
+    return store
+
+
+def word_maps(store: MapStore, size: int) -> torch.Tensor:
+    """The maps of the layers at the two finest resolutions, averaged: (batch, size², tokens)."""
+    sides = sorted({int(round(m.shape[1] ** 0.5)) for m in store.maps}, reverse=True)[:2]
+    picked = []
+    for m in store.maps:
+        side = int(round(m.shape[1] ** 0.5))
+        if side not in sides:
+            continue
+        if side != size:
+            grid = m.transpose(1, 2).reshape(m.shape[0], m.shape[2], side, side)
+            grid = F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
+            m = grid.flatten(2).transpose(1, 2)
+        picked.append(m)
+    return torch.stack(picked).mean(0)
+
+
+def grounding_loss(maps: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
+                   targets: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+    """Token loss + pixel loss, averaged over the grounded words of a batch.
+
+    ``maps`` (batch, pixels, tokens); word ``k`` is token ``tokens[k]`` of row ``rows[k]``, to be
+    grounded in target ``targets[k]`` of ``coverage`` (batch, len(TARGETS), side, side).
+    """
+    if len(rows) == 0:
+        return maps.sum() * 0.0
+    word = maps[rows, :, tokens]  # (K, pixels)
+    region = coverage[rows, targets].flatten(1)  # (K, pixels)
+    mass = word.sum(1).clamp_min(1e-8)
+    token = (1.0 - (word * region).sum(1) / mass) ** 2
+    scaled = (word / word.amax(1, keepdim=True).clamp_min(1e-8)).clamp(1e-6, 1 - 1e-6)
+    pixel = F.binary_cross_entropy(scaled, region, reduction="none").mean(1)
+    return (token + pixel).mean()
+
+
+def padding_mass(store: MapStore, eos: torch.Tensor, captioned: torch.Tensor) -> torch.Tensor:
+    """Mean attention on the positions after each row's end token, over captioned rows and every
+    cross-attention layer."""
+    if not bool(captioned.any()):
+        return store.maps[0].sum() * 0.0
+    masses = []
+    for m in store.maps:
+        after = torch.arange(m.shape[-1], device=m.device)[None, :] > eos[:, None]  # (batch, tokens)
+        masses.append((m * after[:, None, :]).sum(-1).mean(1)[captioned])
+    return torch.stack(masses).mean()
+
+
+def batch_groundings(captions: list[str], ids: torch.Tensor, eos_token_id: int
+                     ) -> dict[str, torch.Tensor]:
+    """The grounded words of tokenised captions as index tensors (rows, tokens, targets), the
+    end-token position of each row and which rows have a caption.
+
+    Every word of the world's vocabulary is one token, so word ``i`` is token ``i + 1`` (after
+    the start token); a caption whose token count says otherwise is an error.
+    """
+    rows, tokens, targets = [], [], []
+    eos = (ids == eos_token_id).int().argmax(1)
+    for b, text in enumerate(captions):
+        if int(eos[b]) != len(text.split()) + 1:
+            raise ValueError(f"caption {text!r} is not one token per word")
+        for position, target in grounded_words(text):
+            rows.append(b)
+            tokens.append(position + 1)
+            targets.append(TARGETS.index(target))
+    as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
+    return {"g_rows": as_long(rows), "g_tokens": as_long(tokens), "g_targets": as_long(targets),
+            "eos": eos.long(), "captioned": torch.tensor([bool(c) for c in captions])}
+
+
+def region_shares(regions: np.ndarray) -> dict[str, float]:
+    """Share of the pixels of a set of region maps in each region (a summary for the logs)."""
+    counts = np.bincount(regions.ravel(), minlength=len(REGIONS))
+    return {name: float(c / counts.sum()) for name, c in zip(REGIONS, counts, strict=True)}

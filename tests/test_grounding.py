@@ -1,0 +1,188 @@
+"""Region maps of the renderer, grounded words of captions, and the grounding loss of pretraining."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from styo.world import grounding
+from styo.world import pretrain as pt
+from styo.world.attributes import STYLES
+from styo.world.render import (
+    HEAD_REGIONS,
+    REGIONS,
+    region_masks,
+    render_batch,
+    render_regions,
+    render_seed_regions,
+)
+
+BASE = {"face_shape": "oval", "skin_tone": "tan", "hair_colour": "red", "hair_cut": "short",
+        "eyes": "round", "mouth": "smiling", "glasses": "none", "head_tilt": "upright",
+        "background": "blue"}
+
+
+def _centroid(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.mean(), ys.mean()])
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_region_maps_put_each_region_where_the_portrait_has_it(style):
+    image, regions = render_regions(dict(BASE, glasses="glasses"), style, seed=5)
+    masks = region_masks(regions)
+    assert regions.shape == image.size[::-1] and regions.max() < len(REGIONS)
+    area = {k: int(m.sum()) for k, m in masks.items()}
+    assert all(area[r] > 0 for r in REGIONS), area
+    face, eyes, mouth, hair = (_centroid(masks[r]) for r in ("face", "eyes", "mouth", "hair"))
+    assert eyes[1] < mouth[1] and hair[1] < eyes[1]  # hair above the eyes above the mouth
+    assert abs(eyes[0] - face[0]) < 3 and abs(mouth[0] - face[0]) < 3
+    assert _centroid(masks["body"])[1] > mouth[1] and masks["background"][0, 0]
+    assert masks["head"].sum() == sum(area[r] for r in HEAD_REGIONS)
+    # The painted colours agree with the map: the hair region is redder than the face region.
+    rgb = np.asarray(image, np.float32)
+    red = rgb[..., 0] - rgb[..., 1]
+    assert red[masks["hair"]].mean() > red[masks["face"]].mean()
+
+
+def test_regions_partition_the_image_and_follow_the_attributes():
+    _, without = render_regions(BASE, "photo", seed=3)
+    _, with_glasses = render_regions(dict(BASE, glasses="glasses"), "photo", seed=3)
+    assert not (without == REGIONS.index("glasses")).any()
+    assert (with_glasses == REGIONS.index("glasses")).sum() > 20
+    _, long_hair = render_regions(dict(BASE, hair_cut="long"), "photo", seed=3)
+    hair = REGIONS.index("hair")
+    assert (long_hair == hair).sum() > 1.3 * (without == hair).sum()
+
+
+def test_varied_layout_moves_the_head_and_centred_barely_does():
+    spreads = {}
+    for layout in ("centred", "varied"):  # same attributes, so only the seed moves the head
+        regions = [render_regions(BASE, "photo", seed, layout=layout)[1] for seed in range(40)]
+        centres = np.array([_centroid(region_masks(r)["head"]) for r in regions])
+        spreads[layout] = centres.std(0)
+    assert (spreads["centred"] < 1.2).all() and (spreads["varied"] > 1.5).all(), spreads
+    assert (spreads["varied"] > 2 * spreads["centred"]).all(), spreads
+    # the same seed keeps its attributes and style under either layout
+    a = render_seed_regions(11, layout="centred")[2:]
+    b = render_seed_regions(11, layout="varied")[2:]
+    assert a == b
+
+
+def test_unknown_layout_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="valid layouts: centred, varied"):
+        render_regions(BASE, "photo", layout="tilted")
+    with pytest.raises(ValueError, match="valid layouts"):
+        pt.PretrainConfig(layout="tilted")
+
+
+def test_grounded_words_name_the_visible_regions_only():
+    caption = ("a drawing with photo not cartoon style of red hair not blonde hair glasses "
+               "round eyes left tilt portrait")
+    words = caption.split()
+    got = [(words[i], target) for i, target in grounding.grounded_words(caption)]
+    assert got == [("red", "hair"), ("hair", "hair"), ("glasses", "glasses"), ("round", "eyes"),
+                   ("eyes", "eyes"), ("left", "head"), ("tilt", "head"), ("portrait", "head")]
+    assert grounding.grounded_words("a drawing of no glasses portrait") == [(5, "head")]
+    assert grounding.grounded_words("") == []
+    # StyO's identifiers are no attribute: only portrait is grounded in its prompts
+    prompt = "a drawing with ak47 not aug style of sks not m4a1 portrait"
+    assert grounding.grounded_words(prompt) == [(11, "head")]
+
+
+def test_target_coverage_is_the_share_of_each_cell():
+    regions = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    regions[0, :32, :] = REGIONS.index("hair")
+    regions[0, 32:34, :] = REGIONS.index("eyes")
+    cover = grounding.target_coverage(regions, 16)
+    assert cover.shape == (1, len(grounding.TARGETS), 16, 16)
+    torch.testing.assert_close(cover[:, :len(REGIONS)].sum(1), torch.ones(1, 16, 16))
+    head = [REGIONS.index(r) for r in HEAD_REGIONS]
+    torch.testing.assert_close(cover[:, grounding.TARGETS.index("head")], cover[:, head].sum(1))
+    assert cover[0, REGIONS.index("hair"), 0, 0] == 1 and cover[0, REGIONS.index("eyes"), 8, 0] == 0.5
+    assert cover[0, grounding.TARGETS.index("head"), 8, 0] == 0.5  # eyes belong to the head
+
+
+def _tiny_batch(n: int = 4):
+    from styo.world.architecture import build_text_encoder, build_tokenizer, build_unet
+
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    unet, te = build_unet(), build_text_encoder(tok)
+    images, styles, attrs, regions = render_batch(range(n), layout="varied", regions=True)
+    from styo.world.captions import plain_caption
+
+    captions = [plain_caption(s, a) for s, a in zip(styles, attrs, strict=True)]
+    ids = tok(captions, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    return unet, te, tok, captions, ids, torch.from_numpy(regions)
+
+
+def test_the_grounding_processor_computes_the_same_layer_output():
+    unet, te, _, _, ids, _ = _tiny_batch(2)
+    z, t = torch.randn(2, 4, 16, 16), torch.tensor([10, 500])
+    with torch.no_grad():
+        context = te(ids)[0]
+        before = unet(z, t, encoder_hidden_states=context).sample
+        previous = dict(unet.attn_processors)
+        store = grounding.install(unet)
+        after = unet(z, t, encoder_hidden_states=context).sample
+    unet.set_attn_processor(previous)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    sides = sorted({int(m.shape[1] ** 0.5) for m in store.maps})
+    assert sides == [4, 8, 16] and all(torch.allclose(m.sum(-1), torch.ones(())) for m in store.maps)
+
+
+def test_the_grounding_loss_moves_word_maps_into_their_regions():
+    unet, te, tok, captions, ids, regions = _tiny_batch(4)
+    g = grounding.batch_groundings(captions, ids, tok.eos_token_id)
+    assert len(g["g_rows"]) > 4 * 10 and g["captioned"].all()
+    store = grounding.install(unet)
+    params = [*unet.parameters(), *te.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    z, t = torch.randn(4, 4, 16, 16), torch.full((4,), 300)
+    cover = grounding.target_coverage(regions, 16)
+    losses, pads = [], []
+    for _ in range(12):
+        unet(z, t, encoder_hidden_states=te(ids)[0])
+        loss = grounding.grounding_loss(grounding.word_maps(store, 16), g["g_rows"],
+                                        g["g_tokens"], g["g_targets"], cover)
+        pad = grounding.padding_mass(store, g["eos"], g["captioned"])
+        store.clear()
+        opt.zero_grad()
+        (loss + pad).backward()
+        opt.step()
+        losses.append(loss.item())
+        pads.append(pad.item())
+    assert losses[-1] < 0.8 * losses[0] and pads[-1] < pads[0], (losses, pads)
+
+
+def test_padding_is_not_counted_for_the_empty_prompt():
+    store = grounding.MapStore()
+    maps = torch.zeros(2, 4, 77)
+    maps[:, :, 10] = 1.0  # every pixel on position 10: padding for a row whose EOS is at 1
+    store.maps.append(maps)
+    eos = torch.tensor([1, 1])
+    assert grounding.padding_mass(store, eos, torch.tensor([True, False])).item() == 1.0
+    assert grounding.padding_mass(store, eos, torch.tensor([False, False])).item() == 0.0
+
+
+@pytest.mark.slow
+def test_grounded_pretraining_changes_the_weights_and_puts_the_processors_back(tmp_path):
+    tiny = dict(n_images=48, unet_steps=3, unet_batch=4, checkpoint_every=100, warmup=1)
+    data = pt.build_dataset(tmp_path, pt.PretrainConfig(layout="varied", **tiny))
+    g = torch.Generator().manual_seed(0)
+    latents = {"mean": torch.randn(48, 4, 16, 16, generator=g),
+               "std": torch.full((48, 4, 16, 16), 0.1), "scaling_factor": torch.tensor(1.0)}
+    plain_cfg = pt.PretrainConfig(layout="varied", **tiny)
+    plain = pt.train_unet(data, latents, tmp_path / "plain", plain_cfg, "cpu")[0]
+    grounded_cfg = pt.PretrainConfig(layout="varied", grounding_weight=0.1, padding_weight=0.1, **tiny)
+    grounded = pt.train_unet(data, latents, tmp_path / "grounded", grounded_cfg, "cpu")[0]
+    assert type(next(iter(grounded.attn_processors.values()))) is type(
+        next(iter(plain.attn_processors.values())))
+    changed = [not torch.equal(a, b) for a, b in
+               zip(plain.state_dict().values(), grounded.state_dict().values(), strict=True)]
+    assert any(changed)
+    again = pt.train_unet(data, latents, tmp_path / "plain-again", plain_cfg, "cpu")[0]
+    for (name, a), b in zip(plain.state_dict().items(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
