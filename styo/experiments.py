@@ -238,16 +238,22 @@ def ablation_pairs(
     pair_seeds: Sequence[int] = (1, 8),
     target_styles: Sequence[str] = ("mosaic", "halftone"),
     pipe: Any = None,
+    *,
+    source_path: Any = None,
+    target_path: Any = None,
 ) -> dict[str, Any]:
     """The (source, target) pairs the ablations are measured on, by label.
 
     In the miniature world: the book's example pair, then one pair per seed whose source and
     target differ in *every* attribute (:func:`contrasting_attributes`), the target drawn in the
     held-out styles in turn, so that leaks are visible and unseen styles are learned from one
-    picture. sd15 has no ground truth to vary: its one generated example pair (``pipe`` needed).
+    picture. sd15 has no ground truth to vary: its one example pair. A reader's own source or
+    target image (``source_path``, ``target_path``) makes the one pair, unscored.
     """
     from .book import example_pair
 
+    if source_path is not None or target_path is not None:
+        return {"your pair": example_pair(backend, pipe, source_path=source_path, target_path=target_path)}
     if backend == "sd15":
         return {"pair 1": example_pair(backend, pipe)}
     if not target_styles:

@@ -133,3 +133,40 @@ def test_hub_downloads_take_the_fp16_variant_and_fall_back_without_one(monkeypat
                         lambda model, **kw: seen.append(kw.get("variant")) or tiny_pipeline())
     load_pipeline(book.SD15, device="cpu")
     assert seen == ["fp16"]
+
+
+def test_sd15_example_pair_is_the_shipped_512_px_renders():
+    import subprocess
+
+    pair = book.example_pair("sd15")
+    assert pair.source.size == pair.target.size == (512, 512)
+    assert pair.source.mode == pair.target.mode == "RGB" and pair.source_attributes is None
+    assert np.asarray(pair.source).std() > 10 and np.asarray(pair.source).tobytes() != np.asarray(pair.target).tobytes()
+    tracked = subprocess.run(["git", "ls-files", *map(str, book.SD15_PAIR)], cwd=book.ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert len(tracked) in (0, 2)  # both committed together (0: a source tree without git data)
+
+
+def test_readers_own_images_of_any_size_and_mode_become_an_unscored_pair(tmp_path, capsys):
+    from PIL import Image
+
+    from styo.data import ImageInputError
+
+    wide = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 150, 4), dtype=np.uint8), "RGBA")
+    wide.save(tmp_path / "face.png")
+    Image.new("L", (40, 40), 128).save(tmp_path / "style.jpg")
+    pair = book.example_pair("mini", source_path=tmp_path / "face.png", target_path=tmp_path / "style.jpg")
+    assert pair.source.size == pair.target.size == (64, 64)
+    assert pair.source.mode == pair.target.mode == "RGB"
+    assert pair.source_attributes is None and pair.target_style is None  # nothing for the judges
+    out = capsys.readouterr().out
+    assert "centre-cropped the 150x90 image to 90x90" in out and "upscaled 40x40 to 64x64" in out
+    half = book.example_pair("tiny", tiny_pipeline(), target_path=tmp_path / "style.jpg")
+    assert half.target.size == half.source.size == (16, 16)
+    assert half.source.tobytes() == book.example_pair("tiny").source.tobytes()
+    with pytest.raises(ImageInputError):
+        book.example_pair("mini", source_path=tmp_path / "missing.png")
+    from styo import experiments as X
+
+    pairs = X.ablation_pairs("mini", [1, 8], source_path=tmp_path / "face.png")
+    assert list(pairs) == ["your pair"]

@@ -206,8 +206,8 @@ def test_ablation_pairs_start_with_the_book_pair_and_contrast_every_attribute():
     assert len({str(p.source_attributes) for p in pairs.values()}) == 4
     with pytest.raises(ValueError, match="target_styles"):
         X.ablation_pairs("tiny", target_styles=[])
-    with pytest.raises(ValueError, match="pipe="):
-        X.ablation_pairs("sd15")
+    sd15 = X.ablation_pairs("sd15")  # the shipped pair: no pipeline needed, no ground truth
+    assert list(sd15) == ["pair 1"] and sd15["pair 1"].source_attributes is None
 
 
 def test_ablation_claims_are_checked_for_the_variants_present():

@@ -134,6 +134,24 @@ def test_notebook_runs(path, executed_dir, book_cache):
     run_notebook(path, CI_PARAMETERS[path], executed_dir)
 
 
+@pytest.mark.notebook
+def test_a_chapter_stylises_the_readers_own_images(book_cache, tmp_path):
+    """`source_path` / `target_path`: files of any size and mode, loaded as `styo stylize` does."""
+
+    from styo.book import MINI_SOURCE
+    from styo.world.render import render
+
+    face, style = tmp_path / "my face.png", tmp_path / "my style.jpg"
+    render(MINI_SOURCE, "photo", 5, size=128).crop((0, 16, 128, 112)).convert("RGBA").save(face)
+    render(MINI_SOURCE, "pixel", 6, size=100).convert("L").save(style)
+    run_notebook("book/idl.ipynb", {**CI_PARAMETERS["book/idl.ipynb"], "source_path": str(face),
+                                    "target_path": str(style)}, tmp_path)
+    nb = json.loads((tmp_path / "idl.ipynb").read_text())
+    printed = "".join(t for c in nb["cells"] for o in c.get("outputs", []) for t in o.get("text", []))
+    assert "source: my face.png: centre-cropped the 128x96 image to 96x96" in printed
+    assert "target: my style.jpg: converted the L image to RGB" in printed
+
+
 # Pages that must carry an ipywidgets view once they are in the book (the attention explorer).
 WIDGET_PAGES = {"book/attention"}
 
