@@ -4,6 +4,8 @@ Chapters stay short by calling these. ``backend="mini"`` is the miniature world 
 everywhere); ``backend="sd15"`` is Stable Diffusion v1.5 through the very same library calls, with
 only the model id and a few scale-dependent settings changed. ``backend="tiny"`` is for developers:
 the random 16×16 test pipeline, which checks a chapter's code in seconds (its pictures are noise).
+``backend="sd15-shaped"`` is for CI: SD 1.5's architecture with random weights and narrow channels
+(:mod:`styo.sd15_shaped`), with SD's settings at CI size, so the sd15 path runs without a download.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .pipeline import image_size, load_pipeline
 from .profiles import DEFAULT_MODEL, PROFILES
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-BACKENDS = ("mini", "sd15", "tiny")
+BACKENDS = ("mini", "sd15", "sd15-shaped", "tiny")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -76,6 +78,19 @@ def backend_settings(backend: str, sd_profile: str | None = None) -> Backend:
             strength=PROFILES[profile]["strength"],
             profile=profile,
         )
+    if backend == "sd15-shaped":
+        return Backend(
+            name="sd15-shaped",
+            model=str(cache_root() / "models" / "sd15-shaped"),
+            # SD's settings, sized for CI; fp32 on a CPU (fp16 autocast needs CUDA)
+            idl=profile_config("sd", checkpoint_every=0, mixed_precision="no"),
+            aux_prompt="a photo portrait of a person, face, high quality",
+            aux_count=4,
+            sample_steps=4,
+            guidance=PROFILES["sd"]["guidance"],
+            strength=PROFILES["sd"]["strength"],
+            profile="sd",
+        )
     if backend == "tiny":
         return Backend(
             name="tiny",
@@ -117,6 +132,10 @@ def load_backend(backend: str, device: str | None = None, allow_cpu: bool = Fals
         from .testing import tiny_pipeline
 
         return tiny_pipeline()
+    if backend == "sd15-shaped":  # built once into the cache, then loaded like SD 1.5's folder
+        from .sd15_shaped import ensure_folder
+
+        ensure_folder(Path(settings.model).parent)
     return load_pipeline(settings.model, device=device)
 
 
@@ -219,7 +238,7 @@ class ExamplePair:
 # pair rendered at 512 px by the world's renderer. Made by this project, so it may be
 # redistributed, and in a style SD 1.5 does not know by name, so the one-shot premise is exercised.
 SD15_PAIR = (ROOT / "book" / "images" / "sd15-source.png", ROOT / "book" / "images" / "sd15-target.png")
-_PAIR_SIZE = {"mini": 64, "tiny": 16, "sd15": 512}
+_PAIR_SIZE = {"mini": 64, "tiny": 16, "sd15": 512, "sd15-shaped": 128}
 
 
 def write_sd15_pair(paths: tuple[Path, Path] = SD15_PAIR, size: int = 512) -> None:

@@ -254,7 +254,7 @@ def ablation_pairs(
 
     if source_path is not None or target_path is not None:
         return {"your pair": example_pair(backend, pipe, source_path=source_path, target_path=target_path)}
-    if backend == "sd15":
+    if backend.startswith("sd15"):
         return {"pair 1": example_pair(backend, pipe)}
     if not target_styles:
         raise ValueError("target_styles is empty: name at least one style for the targets")

@@ -12,7 +12,7 @@ from styo.testing import tiny_pipeline
 
 
 def test_unknown_backend_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="mini, sd15, tiny"):
+    with pytest.raises(ValueError, match="mini, sd15, sd15-shaped, tiny"):
         book.backend_settings("sdxl")
 
 
