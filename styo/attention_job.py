@@ -18,10 +18,15 @@ from .profiles import PROFILES
 
 def check_attention_args(args: argparse.Namespace) -> Path:
     """Cheap checks of ``styo attention``; returns the output file."""
-    out = Path(args.out).expanduser()
-    if out.suffix.lower() != ".png":
+    if args.out is None and args.maps is None:
+        raise UsageError("give --out FILE.png (the figure), --maps DIR (one PNG per word), or both")
+    maps = Path(args.maps).expanduser() if args.maps else None
+    if maps is not None and maps.exists() and (not maps.is_dir() or any(maps.iterdir())):
+        raise UsageError(f"--maps {maps} is not a new or empty folder; choose another")
+    out = Path(args.out).expanduser() if args.out else None
+    if out is not None and out.suffix.lower() != ".png":
         raise UsageError(f"--out {out} must be a .png file")
-    if out.exists():
+    if out is not None and out.exists():
         raise UsageError(f"--out {out} exists; choose another file (styo never overwrites one)")
     if not args.prompt.split():
         raise UsageError("--prompt is empty; pass the words to generate from")
@@ -65,9 +70,27 @@ def cmd_attention(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     maps = recorder.aggregate(words, branch="sty")
-    save_figure(image, maps, args.prompt, out)
-    print(f"wrote {out}")
+    if out is not None:
+        save_figure(image, maps, args.prompt, out)
+        print(f"wrote {out}")
+    if args.maps:
+        folder = save_word_maps(image, maps, Path(args.maps).expanduser())
+        print(f"wrote {folder}/image.png and {len(maps)} word maps")
     return 0
+
+
+def save_word_maps(image, maps, folder: Path) -> Path:
+    """``image.png`` and one ``<word>.png`` per word: the heat map (already scaled to [0, 1] by its
+    maximum) as 8-bit grey at the image's size, so anyone can threshold and score it."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image.save(folder / "image.png")
+    for word, heat in maps.items():
+        grey = np.clip(np.asarray(heat) * 255 + 0.5, 0, 255).astype(np.uint8)
+        Image.fromarray(grey, "L").save(folder / f"{word}.png")
+    return folder
 
 
 def save_figure(image, maps, prompt: str, out: Path) -> None:

@@ -47,7 +47,8 @@ def cmd_world_styles(args: argparse.Namespace) -> int:
 
 def cmd_world_render(args: argparse.Namespace) -> int:
     from .world.attributes import validate
-    from .world.render import render_seed
+    from .world.render import render_seed_regions
+    from .world.segmenter import save_masks
 
     overrides = _parse_sets(args.set or [])
     try:
@@ -57,9 +58,15 @@ def cmd_world_render(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise UsageError(f"{out} exists; choose another --out (or pass --force to replace it)")
-    image, style, attributes = render_seed(args.seed, style=args.style, overrides=overrides)
+    masks = Path(args.masks) if args.masks else None
+    if masks is not None and masks.exists() and any(masks.iterdir()) and not args.force:
+        raise UsageError(f"--masks {masks} is not empty; choose a new folder (or pass --force)")
+    image, regions, style, attributes = render_seed_regions(
+        args.seed, style=args.style, overrides=overrides, layout=args.layout)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
+    if masks is not None:
+        save_masks(regions, masks)
     if args.json:
         print(json.dumps({"style": style, "attributes": attributes}))
     return 0
@@ -69,8 +76,19 @@ def cmd_world_judge(args: argparse.Namespace) -> int:
     from .data import ImageInputError
     from .world.judges import judge_files
 
+    masks = Path(args.masks) if args.masks else None
+    if masks is not None:
+        stems = [Path(f).stem for f in args.files]
+        twice = sorted({s for s in stems if stems.count(s) > 1})
+        if twice:
+            raise UsageError(f"--masks needs distinct file names; {', '.join(twice)} occurs twice")
+        taken = [s for s in stems if (masks / s).exists()]
+        if taken:
+            raise UsageError(f"--masks {masks} already holds {', '.join(taken)}; choose a new folder")
     try:
         results = judge_files(args.files, judges_dir=args.judges)
+        if masks is not None:
+            _write_judged_masks(args.files, masks, args.judges)
     except ImageInputError as err:
         raise UsageError(str(err)) from err
     if args.json:
@@ -80,6 +98,65 @@ def cmd_world_judge(args: argparse.Namespace) -> int:
             style = max(r["style"], key=r["style"].get)
             attrs = " ".join(f"{k}={v}" for k, v in r["attributes"].items())
             print(f"{r['path']}: style={style} ({r['style'][style]:.2f}) {attrs}")
+    return 0
+
+
+def _write_judged_masks(files: Sequence[str], folder: Path, judges_dir: str | None) -> None:
+    """The segmentation judge's region masks of each file, in ``folder/<file stem>/<region>.png``."""
+    from .data import load_image
+    from .world.render import SIZE
+    from .world.segmenter import load_segmenter, save_masks
+
+    images = [load_image(f, SIZE) for f in files]
+    for f, regions in zip(files, load_segmenter(judges_dir).regions(images), strict=True):
+        save_masks(regions, folder / Path(f).stem)
+
+
+def cmd_world_train_segmenter(args: argparse.Namespace) -> int:
+    from .world.segmenter import train_segmenter
+
+    if args.n_images <= 0 or args.steps <= 0:
+        raise UsageError("--n-images and --steps must be positive")
+    m = train_segmenter(args.out, seed=args.seed, n_images=args.n_images, steps=args.steps,
+                        device=args.device)
+    ious = " ".join(f"{k}={v:.3f}" for k, v in m["iou"].items())
+    print(f"segmentation judge: mIoU {m['miou']:.3f} ({ious}) on {m['n_eval']} fresh renders; "
+          f"saved to {args.out}")
+    return 0
+
+
+def cmd_world_grounding(args: argparse.Namespace) -> int:
+    """Where each word's cross-attention lands on the model's own pictures, and how peaked it is."""
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} is not empty; choose a new --out folder")
+    if args.n <= 0 or args.steps <= 0:
+        raise UsageError("--n and --steps must be positive")
+    from .pipeline import load_pipeline
+    from .sharpness import attention_sharpness
+    from .viz import image_grid
+    from .world.captions import plain_caption
+    from .world.evaluate import evaluate_grounding, heldout_combinations, training_combinations
+    from .world.segmenter import load_segmenter
+
+    segmenter = load_segmenter(args.judges)
+    pipe = load_pipeline(args.model, device=args.device)
+    combos = heldout_combinations(args.n, training_combinations(args.n_train), seed=args.seed)
+    result = evaluate_grounding(pipe, segmenter, combos, steps=args.steps,
+                                guidance=args.guidance, seed=args.seed)
+    prompts = [plain_caption(s, a) for s, a in combos]
+    result["sharpness"] = attention_sharpness(pipe, prompts[:24], num_inference_steps=10,
+                                              seed=args.seed)
+    result["model"] = str(args.model)
+    out.mkdir(parents=True, exist_ok=True)
+    image_grid(result.pop("images")[:49], cols=7, scale=2).save(out / "samples.png")
+    (out / "grounding.json").write_text(json.dumps(result, indent=1))
+    per = " ".join(f"{k}={v:.2f}" for k, v in result["miou_per_target"].items())
+    sharp = result["sharpness"]
+    print(f"word-map mIoU {result['miou']:.3f} (lowest {result['min_target_miou']:.3f}; {per}) on "
+          f"{result['n']} unseen combinations; padding mass {sharp['padding_mass']:.3f}, "
+          f"entropy {sharp['entropy']:.3f}, head centre spread x {result['head_centre_std_px']['x']:.1f} "
+          f"y {result['head_centre_std_px']['y']:.1f} px")
     return 0
 
 
@@ -103,6 +180,20 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
             if value < (0 if name in ("vae_polish_steps", "vae_texture_steps") else 1):
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
             setattr(cfg, name, value)
+    for name in ("unet_lr", "ema_decay", "grounding_weight", "padding_weight"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {value}")
+            setattr(cfg, name, value)
+    if args.warmup is not None:
+        cfg.warmup = args.warmup
+    cfg.layout = args.layout
+    if args.init_from is not None:
+        if not (Path(args.init_from) / "model_index.json").exists():
+            raise UsageError(f"--init-from {args.init_from} holds no pipeline (model_index.json); "
+                             "give a folder written by `styo world pretrain`, e.g. models/styo-mini")
+        cfg.init_from = str(args.init_from)
     out = Path(args.out)
     if (out / "model_index.json").exists():
         raise UsageError(f"{out} already holds a pipeline; choose another --out")
@@ -279,7 +370,11 @@ def add_attention_parser(sub) -> None:
     )
     p.add_argument("--model", help=MODEL_HELP + " or a stylize output folder")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--out", required=True, metavar="FILE.png", help="the figure (never replaced)")
+    p.add_argument("--out", metavar="FILE.png", help="the figure (never replaced)")
+    p.add_argument("--maps", metavar="DIR",
+                   help="also (or instead) write DIR/image.png and DIR/<word>.png per word: its heat "
+                        "map at the image's size, 8-bit grey scaled to its own maximum, all layers "
+                        "and steps (a new or empty folder)")
     p.add_argument("--words", nargs="+", help="words of the prompt to map (default: every word)")
     p.add_argument("--steps", type=int, help="sampling steps " + _by_model("sample_steps"))
     p.add_argument("--guidance", type=float, help="classifier-free guidance " + _by_model("guidance"))
@@ -307,12 +402,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--json", action="store_true", help="print style and attributes as JSON")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--layout", choices=("centred", "varied"), default="centred",
+                   help="head placement drawn from the seed: centred (a pixel or two) or varied "
+                        "(several pixels, ±15%% scale, a few degrees of tilt)")
+    p.add_argument("--masks", metavar="DIR",
+                   help="also write the region masks: DIR/<region>.png for background body face "
+                        "hair eyes mouth glasses, 0/255, the image's size")
     p.set_defaults(func=cmd_world_render)
 
     p = wsub.add_parser("judge", help="read style and attributes of images with the judges")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true")
     p.add_argument("--judges", help="judges folder (default: the shipped judges)")
+    p.add_argument("--masks", metavar="DIR",
+                   help="also write the segmentation judge's masks: DIR/<file stem>/<region>.png "
+                        "for background body face hair eyes mouth glasses, 0/255, 64x64")
     p.set_defaults(func=cmd_world_judge)
 
     p = wsub.add_parser("pretrain", help="train the miniature base model from scratch (resumable)")
@@ -332,8 +436,21 @@ def build_parser() -> argparse.ArgumentParser:
         "unet-batch",
         "vae-batch",
         "checkpoint-every",
+        "warmup",
     ):
         p.add_argument(f"--{name}", type=int)
+    for name in ("unet-lr", "ema-decay"):
+        p.add_argument(f"--{name}", type=float)
+    p.add_argument("--layout", choices=("centred", "varied"), default="centred",
+                   help="head placement of the caption data: centred (the first base model) or "
+                        "varied (position, scale and tilt come from the seed)")
+    p.add_argument("--grounding-weight", type=float,
+                   help="weight of the loss that puts each word's cross-attention on its region "
+                        "(default 0: none)")
+    p.add_argument("--padding-weight", type=float,
+                   help="weight of the attention mass on padding after the end token (default 0)")
+    p.add_argument("--init-from", metavar="DIR",
+                   help="continue from this pipeline's UNet and text encoder (e.g. models/styo-mini)")
     p.set_defaults(func=cmd_world_pretrain)
 
     p = wsub.add_parser("snapshot", help="a pipeline from a pretraining run's newest checkpoint")
@@ -348,6 +465,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--device")
     p.set_defaults(func=cmd_world_train_judges)
+
+    p = wsub.add_parser("train-segmenter", help="train the segmentation judge (region maps)")
+    p.add_argument("--out", required=True, help="judges folder to write segmenter.* into")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-images", type=int, default=12_000)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_world_train_segmenter)
+
+    p = wsub.add_parser("grounding", help="measure where a base model's word maps land (mIoU)")
+    p.add_argument("--model", required=True, help="pipeline folder")
+    p.add_argument("--judges", help="judges folder with the segmentation judge (default: shipped)")
+    p.add_argument("--out", required=True, help="new folder for grounding.json and samples.png")
+    p.add_argument("--n", type=int, default=120, help="unseen (style, attributes) combinations")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=40_000, help="pretraining images to exclude")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_world_grounding)
 
     p = wsub.add_parser("evaluate", help="measure a base model with the judges (model card)")
     p.add_argument("--model", required=True, help="pipeline folder")

@@ -87,6 +87,9 @@ def setup(tmp_path_factory) -> Setup:
         "unknown_word": ["--model", s.model, *common, "--words", "hat", "--out", out / "x.png"],
         "steps_0": ["--model", s.model, *common, "--steps", "0", "--out", out / "y.png"],
         "empty_prompt": ["--model", s.model, "--prompt", " ", "--out", out / "z.png"],
+        "maps": ["--model", s.model, *common, "--maps", out / "maps"],
+        "neither": ["--model", s.model, *common],
+        "maps_taken": ["--model", s.model, *common, "--maps", s.run],
     }
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {name: pool.submit(styo, *args) for name, args in cases.items()}
@@ -105,6 +108,19 @@ def test_figure_has_the_image_and_a_map_per_word(setup):
     assert np.asarray(figure.convert("L")).std() > 10  # not blank
 
 
+def test_maps_folder_has_the_image_and_one_grey_map_per_word(setup):
+    res = setup.results["maps"]
+    assert res.returncode == 0, res.stderr
+    folder = setup.root / "out" / "maps"
+    words = list(dict.fromkeys(PROMPT.split()))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["image.png", *(f"{w}.png" for w in words)])
+    image = Image.open(folder / "image.png")
+    for word in words:
+        heat = Image.open(folder / f"{word}.png")
+        assert heat.mode == "L" and heat.size == image.size
+        assert np.asarray(heat).max() == 255  # scaled to its own maximum
+
+
 def test_a_stylize_run_folder_stands_for_its_fine_tuned_pipeline(setup):
     res = setup.results["words"]
     assert res.returncode == 0, res.stderr
@@ -119,6 +135,8 @@ BAD = {
     "unknown_word": ("--words hat not in the prompt", "choose from: a drawing with aug"),
     "steps_0": ("--steps must be a positive number of sampling steps", "got 0"),
     "empty_prompt": ("--prompt is empty", "pass the words"),
+    "neither": ("give --out FILE.png", "--maps DIR"),
+    "maps_taken": ("is not a new or empty folder", "choose another"),
 }
 
 

@@ -42,6 +42,40 @@ def test_render_writes_png_and_json(tmp_path):
     assert np.array_equal(np.asarray(img), np.asarray(Image.open(again)))
 
 
+def test_render_masks_are_one_png_per_region_matching_the_image(tmp_path):
+    out, masks = tmp_path / "face.png", tmp_path / "masks"
+    styo("world", "render", "--seed", "4", "--style", "cartoon", "--set", "glasses=glasses",
+         "--layout", "varied", "--out", str(out), "--masks", str(masks), check=True)
+    from styo.world.render import REGIONS
+
+    assert sorted(p.name for p in masks.iterdir()) == sorted(f"{r}.png" for r in REGIONS)
+    stack = np.stack([np.asarray(Image.open(masks / f"{r}.png")) for r in REGIONS])
+    assert stack.shape[1:] == Image.open(out).size[::-1] and set(np.unique(stack)) <= {0, 255}
+    assert (stack == 255).sum(0).min() == 1 == (stack == 255).sum(0).max()  # a partition
+    hair = np.asarray(Image.open(out), np.float32)[stack[REGIONS.index("hair")] == 255].mean(0)
+    sky = np.asarray(Image.open(out), np.float32)[stack[REGIONS.index("background")] == 255].mean(0)
+    assert np.abs(hair - sky).sum() > 30  # the masks cover different things
+    again = styo("world", "render", "--seed", "4", "--out", str(tmp_path / "b.png"),
+                 "--masks", str(masks))
+    assert again.returncode == 2 and "--masks" in again.stderr and "not empty" in again.stderr
+
+
+def test_judge_masks_writes_a_folder_per_file(tmp_path):
+    files = []
+    for seed in (1, 2):
+        files.append(tmp_path / f"p{seed}.png")
+        styo("world", "render", "--seed", str(seed), "--out", str(files[-1]), check=True)
+    masks = tmp_path / "masks"
+    styo("world", "judge", *map(str, files), "--masks", str(masks), check=True)
+    from styo.world.render import REGIONS
+
+    for f in files:
+        names = sorted(p.name for p in (masks / f.stem).iterdir())
+        assert names == sorted(f"{r}.png" for r in REGIONS)
+        face = np.asarray(Image.open(masks / f.stem / "face.png"))
+        assert face.shape == (64, 64) and face.max() == 255
+
+
 def test_bad_style_attribute_value_exit_2_with_valid_list(tmp_path):
     cases = [
         (["--style", "cubism"], "photo, sketch"),
