@@ -54,6 +54,9 @@ def test_interrupted_pretraining_resumes_to_the_same_pipeline(tmp_path, monkeypa
     assert pipe.vae.config.scaling_factor != 0.18215
     assert pipe.unet.config.sample_size * 4 == 64
     assert sorted(p.suffix for p in (tmp_path / "straight" / "unet").iterdir()) == [".json", ".safetensors"]
+    from styo.profiles import profile_of
+
+    assert profile_of(tmp_path / "straight") == "mini"  # the folder names its settings profile
 
     # A snapshot of a run is the EMA of its newest checkpoint (step 2 of 4 here), as a pipeline.
     assert pt.snapshot(tmp_path / "work-straight", tmp_path / "snap") == 2
@@ -65,6 +68,7 @@ def test_interrupted_pretraining_resumes_to_the_same_pipeline(tmp_path, monkeypa
         torch.testing.assert_close(snap[name], ema[f"p{i}"], rtol=0, atol=0, msg=name)
     assert set(snap) == set(names) and snap_pipe.vae.config.scaling_factor == pipe.vae.config.scaling_factor
     assert not torch.equal(snap[params[0]], straight[params[0]])  # step 2 is not the final EMA
+    assert profile_of(tmp_path / "snap") == "mini"
 
 
 def test_lr_schedule_warms_up_then_decays():

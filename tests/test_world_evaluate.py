@@ -155,3 +155,34 @@ def test_the_shipped_base_model_meets_and_reproduces_its_model_card_figures():
                  + sum(a["attributes_correct"][n] != b["attributes_correct"][n] for n in a["attributes_correct"])
                  for a, b in zip(again["per_image"], records[:k], strict=True))
     assert differ <= 2, f"{differ} of {k * 10} judgements changed"
+
+
+def test_heat_iou_thresholds_the_normalised_map():
+    from styo.world.evaluate import heat_iou
+
+    heat = np.zeros((4, 4), np.float32)
+    heat[:2] = 1.0
+    heat[2] = 0.3  # below tau = 0.4
+    mask = np.zeros((4, 4), bool)
+    mask[:3] = True
+    assert heat_iou(heat, mask) == pytest.approx(8 / 12)
+    assert np.isnan(heat_iou(np.zeros((2, 2)), np.zeros((2, 2), bool)))
+
+
+@pytest.mark.skipif(not (BASE_MODEL / "model_index.json").is_file(), reason="no base model")
+def test_grounding_scores_every_grounded_word_of_each_caption():
+    from styo.pipeline import load_pipeline
+    from styo.world.evaluate import evaluate_grounding
+    from styo.world.grounding import grounded_words
+    from styo.world.segmenter import load_segmenter
+
+    combos = heldout_combinations(2, set(), seed=5)
+    result = evaluate_grounding(load_pipeline(BASE_MODEL), load_segmenter(), combos, steps=4,
+                                progress=False)
+    for record in result["per_image"]:
+        n_words = len(grounded_words(record["prompt"]))
+        assert 0 < len(record["words"]) <= n_words
+        assert all(0 <= w["iou"] <= 1 for w in record["words"].values())
+    scored = sum(result["words_scored"].values()) + sum(result["words_absent"].values())
+    assert scored == sum(len(grounded_words(r["prompt"])) for r in result["per_image"])
+    assert result["min_target_miou"] <= result["miou"] <= max(result["miou_per_target"].values())

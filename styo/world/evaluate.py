@@ -159,3 +159,86 @@ def codec_report(vae: Any, judges: Judges, per_style: int = 40, seed: int = FRES
             "judged_style_accuracy": float(hits.float().mean()),
         }
     return report
+
+
+# ----------------------------------------------------------------------------- grounded words
+
+GROUNDING_THRESHOLD = 0.4  # DAAM's tau: a normalised heat map's pixels above it are the word's
+
+
+def heat_iou(heat: np.ndarray, mask: np.ndarray, threshold: float = GROUNDING_THRESHOLD) -> float:
+    """IoU of a heat map scaled to [0, 1], thresholded at ``threshold``, with a boolean mask."""
+    on = heat >= threshold
+    union = np.logical_or(on, mask).sum()
+    return float(np.logical_and(on, mask).sum() / union) if union else float("nan")
+
+
+def head_centre(mask: np.ndarray) -> tuple[float, float] | None:
+    """(x, y) centroid of a head mask in pixels, or None for an empty mask."""
+    ys, xs = np.nonzero(mask)
+    return (float(xs.mean()), float(ys.mean())) if len(xs) else None
+
+
+def evaluate_grounding(
+    pipe: Any,
+    segmenter: Any,
+    combos: list[tuple[str, dict[str, str]]],
+    *,
+    steps: int = 25,
+    guidance: float = 5.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Where each word's cross-attention lands on the model's own pictures (DAAM's protocol).
+
+    Each plain caption is sampled once (seed ``seed + i``) with its cross-attention recorded; the
+    segmentation judge reads the picture's regions. Every grounded word of the caption (attribute
+    values and nouns, ``glasses``, ``portrait``: :func:`styo.world.grounding.grounded_words`) gets
+    its heat map (all layers and steps, upsampled, scaled to its maximum, thresholded at
+    :data:`GROUNDING_THRESHOLD`) scored by IoU against the judged region it names. A word whose
+    region the judge does not find in the picture is not scored (counted as ``absent``).
+    Returns per-target mean IoU, their mean, per-image records and the head-centre spread.
+    """
+    from ..generate import generate_with_attention
+    from .grounding import grounded_words
+    from .render import region_masks
+
+    scores: dict[str, list[float]] = {}
+    absent: dict[str, int] = {}
+    records, centres, images = [], [], []
+    for i, (style, attrs) in enumerate(tqdm(combos, desc="grounding", disable=not progress)):
+        prompt = plain_caption(style, attrs)
+        image, recorder = generate_with_attention(
+            pipe, prompt, seed=seed + i, num_inference_steps=steps, guidance_scale=guidance,
+            progress=False)
+        words = prompt.split()
+        targets = {f"{pos}:{words[pos]}": (pos, target) for pos, target in grounded_words(prompt)}
+        maps = recorder.aggregate({k: [pos + 1] for k, (pos, _) in targets.items()}, branch="sty")
+        masks = region_masks(segmenter.regions([image])[0])
+        per_word = {}
+        for key, (_, target) in targets.items():
+            if not masks[target].any():
+                absent[target] = absent.get(target, 0) + 1
+                continue
+            iou = heat_iou(maps[key], masks[target])
+            scores.setdefault(target, []).append(iou)
+            per_word[key] = {"target": target, "iou": iou}
+        centre = head_centre(masks["head"])
+        if centre is not None:
+            centres.append(centre)
+        records.append({"prompt": prompt, "seed": seed + i, "words": per_word, "head_centre": centre})
+        images.append(image)
+    per_target = {t: float(np.mean(v)) for t, v in sorted(scores.items())}
+    spread = np.std(np.asarray(centres), axis=0).tolist() if centres else [float("nan")] * 2
+    return {
+        "n": len(combos), "steps": steps, "guidance": guidance, "seed": seed,
+        "threshold": GROUNDING_THRESHOLD,
+        "miou_per_target": per_target,
+        "words_scored": {t: len(v) for t, v in sorted(scores.items())},
+        "words_absent": absent,
+        "miou": float(np.mean(list(per_target.values()))) if per_target else float("nan"),
+        "min_target_miou": float(min(per_target.values())) if per_target else float("nan"),
+        "head_centre_std_px": {"x": spread[0], "y": spread[1]},
+        "per_image": records,
+        "images": images,
+    }

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from ..pipeline import assemble_pipeline
+from ..profiles import PROFILE_FILE
 from . import architecture as arch
 from . import grounding
 from .attributes import ATTRIBUTES, PRETRAIN_STYLES, STYLES
@@ -516,6 +517,8 @@ def _save_pipeline(vae, te, tokenizer, unet, scaling_factor: float, out_dir: Pat
     vae.register_to_config(scaling_factor=scaling_factor)
     pipe = assemble_pipeline(vae.cpu(), te.cpu(), tokenizer, unet.cpu(), arch.sample_scheduler())
     pipe.save_pretrained(out_dir, safe_serialization=True)
+    # The model names its own settings profile, so a copy or snapshot anywhere gets the mini one.
+    (Path(out_dir) / PROFILE_FILE).write_text(json.dumps({"profile": "mini"}) + "\n")
 
 
 def snapshot(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> int:

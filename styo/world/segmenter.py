@@ -143,7 +143,7 @@ def render_labelled(seeds: range, progress: bool = True) -> tuple[torch.Tensor, 
     regions = torch.empty(len(seeds), SIZE, SIZE, dtype=torch.uint8)
     for i, s in enumerate(tqdm(seeds, desc="render", disable=not progress, mininterval=2.0)):
         image, region_map, _, _ = render_seed_regions(s, style=STYLES[i % len(STYLES)], layout=LAYOUT)
-        images[i] = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+        images[i] = torch.from_numpy(np.array(image)).permute(2, 0, 1)
         regions[i] = torch.from_numpy(region_map)
     return images, regions
 
