@@ -382,6 +382,16 @@ def add_attention_parser(sub) -> None:
     p.set_defaults(func=cmd_attention)
 
 
+def _add_measure_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that measure a base model on unseen caption combinations."""
+    p.add_argument("--n", type=int, default=120, help="unseen (style, attributes) combinations")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=40_000, help="pretraining images to exclude")
+    p.add_argument("--device")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="styo", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -478,24 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="pipeline folder")
     p.add_argument("--judges", help="judges folder with the segmentation judge (default: shipped)")
     p.add_argument("--out", required=True, help="new folder for grounding.json and samples.png")
-    p.add_argument("--n", type=int, default=120, help="unseen (style, attributes) combinations")
-    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    p.add_argument("--guidance", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-train", type=int, default=40_000, help="pretraining images to exclude")
-    p.add_argument("--device")
+    _add_measure_options(p)
     p.set_defaults(func=cmd_world_grounding)
 
     p = wsub.add_parser("evaluate", help="measure a base model with the judges (model card)")
     p.add_argument("--model", required=True, help="pipeline folder")
     p.add_argument("--judges", help="judges folder (default: the shipped judges)")
     p.add_argument("--out", required=True, help="new folder for metrics.json and samples.png")
-    p.add_argument("--n", type=int, default=120, help="unseen (style, attributes) combinations")
-    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    p.add_argument("--guidance", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-train", type=int, default=40_000, help="pretraining images to exclude")
-    p.add_argument("--device")
+    _add_measure_options(p)
     p.set_defaults(func=cmd_world_evaluate)
     return parser
 
