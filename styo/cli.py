@@ -180,7 +180,7 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
             if value < (0 if name in ("vae_polish_steps", "vae_texture_steps") else 1):
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
             setattr(cfg, name, value)
-    for name in ("unet_lr", "ema_decay", "grounding_weight", "padding_weight"):
+    for name in ("unet_lr", "ema_decay", "grounding_weight", "padding_weight", "padding_allowance"):
         value = getattr(args, name)
         if value is not None:
             if value < 0:
@@ -188,6 +188,7 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
             setattr(cfg, name, value)
     if args.warmup is not None:
         cfg.warmup = args.warmup
+    cfg.draw_seed = args.draw_seed
     cfg.layout = args.layout
     if args.init_from is not None:
         if not (Path(args.init_from) / "model_index.json").exists():
@@ -459,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0: none)")
     p.add_argument("--padding-weight", type=float,
                    help="weight of the attention mass on padding after the end token (default 0)")
+    p.add_argument("--padding-allowance", type=float,
+                   help="share of each caption's attention the padding may keep before "
+                        "--padding-weight applies (default 0)")
+    p.add_argument("--draw-seed", type=int,
+                   help="seed of the training steps' batches, noise and captions (default: "
+                        "--seed); give a new one to continue over the same data with new batches")
     p.add_argument("--init-from", metavar="DIR",
                    help="continue from this pipeline's UNet and text encoder (e.g. models/styo-mini)")
     p.set_defaults(func=cmd_world_pretrain)

@@ -62,7 +62,10 @@ class PretrainConfig:
     checkpoint_every: int = 100
     layout: str = "centred"  # the renderer's head placement (render.LAYOUTS) of the caption data
     grounding_weight: float = 0.0  # token + pixel loss of the grounded words' maps
-    padding_weight: float = 0.0  # attention mass on the positions after the end token
+    padding_weight: float = 0.0  # attention mass on the positions after the end token ...
+    padding_allowance: float = 0.0  # ... beyond this share per caption (a hinge; 0 = all of it)
+    draw_seed: int | None = None  # the UNet steps' random draws (default: seed); a continuation
+    # over the same dataset takes a new one so that it sees new batches
     init_from: str | None = None  # a pipeline folder whose UNet and text encoder stage 4 continues
 
     def __post_init__(self) -> None:
@@ -408,8 +411,9 @@ class _UNetBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
         cfg, b = self.cfg, self.cfg.unet_batch
-        g = _generator(cfg.seed, 4, step)
-        rng = np.random.default_rng(cfg.seed * 1_000_003 + step)
+        seed = cfg.seed if cfg.draw_seed is None else cfg.draw_seed
+        g = _generator(seed, 4, step)
+        rng = np.random.default_rng(seed * 1_000_003 + step)
         idx = torch.randint(0, self.n, (b,), generator=g)
         eps_z = torch.randn((b, *self.shape), generator=g)
         noise = torch.randn((b, *self.shape), generator=g)
@@ -482,7 +486,8 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
             maps = grounding.word_maps(store, side)
             ground = grounding.grounding_loss(maps, batch["g_rows"], batch["g_tokens"],
                                               batch["g_targets"], coverage)
-            pad = grounding.padding_mass(store, batch["eos"], batch["captioned"])
+            pad = grounding.padding_mass(store, batch["eos"], batch["captioned"],
+                                         allowance=cfg.padding_allowance)
             store.clear()
             loss = loss + cfg.grounding_weight * ground + cfg.padding_weight * pad
         opt.zero_grad(set_to_none=True)
