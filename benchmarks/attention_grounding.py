@@ -63,6 +63,7 @@ def rows(results: dict[str, dict]) -> list[dict]:
         g, q, s = r["grounding"], r["quality"], r["sharpness"]
         row = {"model": name}
         row |= {f"mIoU {t}": g["miou_per_target"].get(t, float("nan")) for t in TARGETS}
+        row |= {f"ceiling {t}": g["ceiling_per_target"].get(t, float("nan")) for t in TARGETS}
         row |= {"mIoU mean": g["miou"], "padding mass": s["padding_mass"],
                 "entropy": s["entropy"], "max prob": s["max_prob"], "prompt mass": s["prompt_mass"],
                 "style": q["style_accuracy"], "attributes": q["mean_attribute_accuracy"],
@@ -112,7 +113,10 @@ def main() -> None:
           "mIoU: DAAM's protocol (word heat map over all layers and steps, scaled to its maximum, "
           "thresholded at 0.4) against the segmentation judge's region on the model's own picture; "
           "`head` is `portrait` (and tilt words). Targets: mean ≥ 0.60, every region ≥ 0.40, "
-          "padding ≤ 0.30, style ≥ 0.95, attributes ≥ 0.85, eyes ≥ 0.60.", "",
+          "padding ≤ 0.30, style ≥ 0.95, attributes ≥ 0.85, eyes ≥ 0.60. `ceiling`: the mIoU a "
+          "perfectly grounded word would reach on the same pictures at the model's attention "
+          "resolutions (the judged region averaged over each layer's cells, upsampled, scaled and "
+          "thresholded the same way).", "",
           side_by_side(table), ""]
     (out / "attention-grounding.md").write_text("\n".join(md))
     print("\n".join(md))

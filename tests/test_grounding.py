@@ -167,6 +167,33 @@ def test_padding_is_not_counted_for_the_empty_prompt():
     assert grounding.padding_mass(store, eos, torch.tensor([False, False])).item() == 0.0
 
 
+def test_the_padding_allowance_only_counts_each_caption_s_mass_beyond_it():
+    store = grounding.MapStore()
+    maps = torch.zeros(2, 4, 77)
+    maps[0, :, 10] = 1.0  # row 0: all of it on padding
+    maps[1, :, 10] = 0.1  # row 1: a tenth on padding, the rest on its words
+    maps[1, :, 1] = 0.9
+    store.maps.append(maps)
+    eos, captioned = torch.tensor([3, 3]), torch.tensor([True, True])
+    assert grounding.padding_mass(store, eos, captioned).item() == pytest.approx(0.55)
+    assert grounding.padding_mass(store, eos, captioned, allowance=0.2).item() == pytest.approx(0.4)
+    assert grounding.padding_mass(store, eos, captioned, allowance=1.0).item() == 0.0
+
+
+def test_a_new_draw_seed_changes_the_batches_but_not_the_dataset():
+    cfg = pt.PretrainConfig(n_images=48, unet_steps=3, unet_batch=4)
+    data = {"styles": np.zeros(48, np.int64), "attributes": np.zeros((48, 9), np.int64)}
+    tok = pt.arch.build_tokenizer()
+
+    def first_batch(c):
+        return pt._UNetBatches(data, 48, (4, 16, 16), tok, c, 1000)[0]
+
+    same = first_batch(pt.PretrainConfig(**{**cfg.__dict__, "draw_seed": 0}))
+    torch.testing.assert_close(first_batch(cfg)["noise"], same["noise"], rtol=0, atol=0)
+    other = first_batch(pt.PretrainConfig(**{**cfg.__dict__, "draw_seed": 1}))
+    assert not torch.equal(other["noise"], same["noise"])
+
+
 @pytest.mark.slow
 def test_grounded_pretraining_changes_the_weights_and_puts_the_processors_back(tmp_path):
     tiny = dict(n_images=48, unet_steps=3, unet_batch=4, checkpoint_every=100, warmup=1)

@@ -169,6 +169,21 @@ def test_heat_iou_thresholds_the_normalised_map():
     assert np.isnan(heat_iou(np.zeros((2, 2)), np.zeros((2, 2), bool)))
 
 
+def test_a_perfect_map_is_exact_at_full_resolution_and_loses_small_regions_on_coarse_latents():
+    from styo.world.evaluate import heat_iou, perfect_heat
+    from styo.world.render import region_masks, render_seed_regions
+
+    _, regions, _, _ = render_seed_regions(3, style="photo", overrides={"glasses": "none"})
+    masks = region_masks(regions)
+    for name in ("background", "hair", "eyes"):
+        assert heat_iou(perfect_heat(masks[name], [64]), masks[name]) == 1.0
+    ceiling = {name: heat_iou(perfect_heat(masks[name], [16, 16, 8]), masks[name])
+               for name in ("background", "eyes")}
+    assert ceiling["background"] > 0.9 > ceiling["eyes"]
+    at_32 = heat_iou(perfect_heat(masks["eyes"], [32]), masks["eyes"])
+    assert at_32 > heat_iou(perfect_heat(masks["eyes"], [16]), masks["eyes"])
+
+
 @pytest.mark.skipif(not (BASE_MODEL / "model_index.json").is_file(), reason="no base model")
 def test_grounding_scores_every_grounded_word_of_each_caption():
     from styo.pipeline import load_pipeline
@@ -183,6 +198,7 @@ def test_grounding_scores_every_grounded_word_of_each_caption():
         n_words = len(grounded_words(record["prompt"]))
         assert 0 < len(record["words"]) <= n_words
         assert all(0 <= w["iou"] <= 1 for w in record["words"].values())
+        assert all(0 < w["ceiling"] <= 1 for w in record["words"].values())
     scored = sum(result["words_scored"].values()) + sum(result["words_absent"].values())
     assert scored == sum(len(grounded_words(r["prompt"])) for r in result["per_image"])
     assert result["min_target_miou"] <= result["miou"] <= max(result["miou_per_target"].values())

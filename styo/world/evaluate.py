@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -173,6 +174,24 @@ def heat_iou(heat: np.ndarray, mask: np.ndarray, threshold: float = GROUNDING_TH
     return float(np.logical_and(on, mask).sum() / union) if union else float("nan")
 
 
+def perfect_heat(mask: np.ndarray, sides: list[int]) -> np.ndarray:
+    """The heat map a perfectly grounded word would have at the model's attention resolutions.
+
+    Each layer of latent side ``s`` (one entry per layer) can at best put its attention on the
+    share of each of its s x s cells that the region covers; the heat map then averages the layers
+    upsampled bilinearly and scales to its maximum, as :meth:`AttentionRecorder.aggregate` does.
+    Scored by :func:`heat_iou`, it is the ceiling of the mIoU at those resolutions: small regions
+    (eyes, a mouth) cannot reach 1 on a 16 x 16 latent, however well the word is grounded.
+    """
+    region = torch.from_numpy(mask.astype(np.float32))[None, None]
+    heat = torch.zeros(mask.shape)
+    for side in sides:
+        cells = F.adaptive_avg_pool2d(region, side)
+        heat += F.interpolate(cells, size=mask.shape, mode="bilinear", align_corners=False)[0, 0]
+    peak = float(heat.max())
+    return (heat / peak if peak > 0 else heat).numpy()
+
+
 def head_centre(mask: np.ndarray) -> tuple[float, float] | None:
     """(x, y) centroid of a head mask in pixels, or None for an empty mask."""
     ys, xs = np.nonzero(mask)
@@ -197,13 +216,16 @@ def evaluate_grounding(
     its heat map (all layers and steps, upsampled, scaled to its maximum, thresholded at
     :data:`GROUNDING_THRESHOLD`) scored by IoU against the judged region it names. A word whose
     region the judge does not find in the picture is not scored (counted as ``absent``).
-    Returns per-target mean IoU, their mean, per-image records and the head-centre spread.
+    Returns per-target mean IoU, their mean, the ceiling a perfectly grounded word would reach at
+    the model's attention resolutions (:func:`perfect_heat`) on the same pictures, per-image
+    records and the head-centre spread.
     """
     from ..generate import generate_with_attention
     from .grounding import grounded_words
     from .render import region_masks
 
     scores: dict[str, list[float]] = {}
+    ceilings: dict[str, list[float]] = {}
     absent: dict[str, int] = {}
     records, centres, images = [], [], []
     for i, (style, attrs) in enumerate(tqdm(combos, desc="grounding", disable=not progress)):
@@ -215,14 +237,17 @@ def evaluate_grounding(
         targets = {f"{pos}:{words[pos]}": (pos, target) for pos, target in grounded_words(prompt)}
         maps = recorder.aggregate({k: [pos + 1] for k, (pos, _) in targets.items()}, branch="sty")
         masks = region_masks(segmenter.regions([image])[0])
+        sides = [max(recorder.sizes[name]) for name in recorder.layers()]
         per_word = {}
         for key, (_, target) in targets.items():
             if not masks[target].any():
                 absent[target] = absent.get(target, 0) + 1
                 continue
             iou = heat_iou(maps[key], masks[target])
+            ceiling = heat_iou(perfect_heat(masks[target], sides), masks[target])
             scores.setdefault(target, []).append(iou)
-            per_word[key] = {"target": target, "iou": iou}
+            ceilings.setdefault(target, []).append(ceiling)
+            per_word[key] = {"target": target, "iou": iou, "ceiling": ceiling}
         centre = head_centre(masks["head"])
         if centre is not None:
             centres.append(centre)
@@ -234,6 +259,7 @@ def evaluate_grounding(
         "n": len(combos), "steps": steps, "guidance": guidance, "seed": seed,
         "threshold": GROUNDING_THRESHOLD,
         "miou_per_target": per_target,
+        "ceiling_per_target": {t: float(np.mean(v)) for t, v in sorted(ceilings.items())},
         "words_scored": {t: len(v) for t, v in sorted(scores.items())},
         "words_absent": absent,
         "miou": float(np.mean(list(per_target.values()))) if per_target else float("nan"),
