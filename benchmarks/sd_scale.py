@@ -44,79 +44,9 @@ _OFFLINE_ENV = {
 }
 
 # --- model configs (data) -------------------------------------------------------------------------
-# SD-1.5's unet/config.json, vae/config.json, text_encoder/config.json and scheduler, as published
-# with stable-diffusion-v1-5/stable-diffusion-v1-5 (the keys diffusers/transformers read).
-
-SD15_UNET: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "center_input_sample": False,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "down_block_types": (
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "DownBlock2D",
-    ),
-    "up_block_types": (
-        "UpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-    ),
-    "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2,
-    "downsample_padding": 1,
-    "mid_block_scale_factor": 1,
-    "act_fn": "silu",
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-}
-
-SD15_VAE: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
-    "act_fn": "silu",
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 512,
-    "scaling_factor": 0.18215,
-}
-
-# bos/eos/pad ids are taken from the offline tokenizer at build time (SD's real vocabulary cannot
-# be downloaded here); the vocabulary *size* stays SD's 49408 so the embedding has SD's shape.
-SD15_TEXT: dict[str, Any] = {
-    "vocab_size": 49408,
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "max_position_embeddings": 77,
-    "hidden_act": "quick_gelu",
-    "layer_norm_eps": 1e-5,
-    "projection_dim": 768,
-    "attention_dropout": 0.0,
-    "dropout": 0.0,
-}
-
-SD15_SCHEDULER: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "clip_sample": False,
-}
+# SD 1.5's own configs live in styo.sd15_shaped (a module that imports no torch or diffusers at
+# import time, so the offline environment above is still set first).
+from styo.sd15_shaped import SD15_SCHEDULER, SD15_TEXT, SD15_UNET, SD15_VAE  # noqa: E402
 
 # A reduced SD: same block types, levels, cross-attention layout and scheduler; narrow and shallow,
 # at 64² images (8² latents). Only proves that the script runs end to end; its numbers mean little.

@@ -24,7 +24,7 @@ from typing import Any
 
 # SD 1.5's unet/, vae/, text_encoder/ and scheduler/ configs (the keys diffusers and transformers
 # read), as published with stable-diffusion-v1-5/stable-diffusion-v1-5; benchmarks/sd_scale.py
-# builds full-size SD 1.5 from the same values (a test keeps the two equal).
+# builds full-size SD 1.5 from these same dicts.
 SD15_UNET: dict[str, Any] = {
     "sample_size": 64,
     "in_channels": 4,

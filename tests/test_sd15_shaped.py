@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
@@ -14,12 +16,22 @@ from styo.pipeline import image_size
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_its_configs_are_the_benchmarks_sd15_configs():
-    spec = importlib.util.spec_from_file_location("sd_scale", ROOT / "benchmarks" / "sd_scale.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    assert S.SD15_UNET == bench.SD15_UNET and S.SD15_VAE == bench.SD15_VAE
-    assert S.SD15_TEXT == bench.SD15_TEXT and S.SD15_SCHEDULER == bench.SD15_SCHEDULER
+def test_the_benchmark_builds_sd15_from_these_configs_without_importing_diffusers_early():
+    """sd_scale.py sets HF_HUB_OFFLINE before diffusers is imported, so taking SD 1.5's configs
+    from this module must not import diffusers (nor change the environment)."""
+    script = (
+        "import importlib.util, os, sys\n"
+        f"spec = importlib.util.spec_from_file_location('sd_scale', {str(ROOT / 'benchmarks' / 'sd_scale.py')!r})\n"
+        "bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)\n"
+        "from styo import sd15_shaped as S\n"
+        "assert bench.SD15_UNET is S.SD15_UNET and bench.SD15_VAE is S.SD15_VAE\n"
+        "assert bench.SD15_TEXT is S.SD15_TEXT and bench.SD15_SCHEDULER is S.SD15_SCHEDULER\n"
+        "assert 'diffusers' not in sys.modules, 'diffusers imported before main()'\n"
+        "assert 'HF_HUB_OFFLINE' not in os.environ\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_shaped_backend_loads_sd15s_architecture_from_a_folder(tmp_path, monkeypatch):
