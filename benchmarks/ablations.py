@@ -2,7 +2,7 @@
 
 Chapter 9 trains every IDL variant on a few (source, target) pairs while the book builds, within
 its time budget; a few pairs make noisy verdicts. This script runs the same measurement
-(`styo.experiments.ablation_rows`: each variant trained on each pair, sampled with and without
+(`styo.book.experiments.ablation_rows`: each variant trained on each pair, sampled with and without
 FCC, scored by the judges) over many pairs, with the book's settings, and records the rows, the
 means and the verdict on each of the paper's claims. The chapter shows the result beside its own.
 
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--pairs and --n-images must be at least 2 (diversity needs two images)")
     os.environ["STYO_CACHE"] = args.cache  # read by styo.book.cache_root at each call
 
-    from styo import experiments as X
     from styo.book import auxiliary_set, bench_pipeline, with_steps
+    from styo.book import experiments as X
     from styo.data import model_fingerprint
     from styo.world.judges import load_judges
 
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write_results(record: dict, out: Path) -> None:
-    from styo.experiments import claims_markdown
-    from styo.results import ablation_means_markdown
+    from styo.book.experiments import claims_markdown
+    from styo.book.results import ablation_means_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablations.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -109,7 +109,7 @@ def main() -> None:
     import papermill
     import torch
 
-    from styo import toc
+    from styo.book import toc
 
     chapters = args.chapters or toc.notebooks(ROOT / "_toc.yml")  # the reading order
     missing = [c for c in chapters if not (ROOT / c).exists()]

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import torch
 
-from styo import experiments as X
 from styo.book import auxiliary_set, bench_pipeline, cached_idl, with_steps
+from styo.book import experiments as X
+from styo.book.results import markdown_table
 from styo.fcc import encode_prompts
 from styo.prompts import source_prompt, stylization_prompt, target_prompt
-from styo.results import markdown_table
 from styo.sharpness import attention_sharpness
 
 SCORES = ("content", "pose", "leak", "style", "source_style", "other_style")

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from styo import experiments as X
 from styo.book import auxiliary_set, bench_pipeline
+from styo.book import experiments as X
+from styo.book.results import markdown_table
 from styo.idl import train
 from styo.prompts import source_prompt, target_prompt
-from styo.results import markdown_table
 
 METRICS = ("content", "leak", "style", "other_style")
 # What IDL itself learned, before FCC: the target's prompt drawn in the target style, the source's

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--screenshot", help="page to photograph into <html>/../screenshots/, if built")
     args = p.parse_args(argv)
     if not args.pages:
-        from styo import toc
+        from styo.book import toc
 
         args.pages = [f"{f}.html" for f in toc.documents(args.toc)]
     chromium = find_chromium()

@@ -186,7 +186,7 @@ def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_p
         capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fcc-probe-ns1.json", "fcc-probe-ns1.md"]
-    from styo import results
+    from styo.book import results
 
     assert results.benchmark_runs(tmp_path) == []  # the appendix does not take it for an sd_scale report
     record = json.loads((tmp_path / "fcc-probe-ns1.json").read_text())

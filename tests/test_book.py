@@ -166,7 +166,7 @@ def test_readers_own_images_of_any_size_and_mode_become_an_unscored_pair(tmp_pat
     assert half.source.tobytes() == book.example_pair("tiny").source.tobytes()
     with pytest.raises(ImageInputError):
         book.example_pair("mini", source_path=tmp_path / "missing.png")
-    from styo import experiments as X
+    from styo.book import experiments as X
 
     pairs = X.ablation_pairs("mini", [1, 8], source_path=tmp_path / "face.png")
     assert list(pairs) == ["your pair"]

@@ -23,9 +23,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from styo.book.viz import plot_word_maps  # noqa: E402
 from styo.generate import generate_with_attention  # noqa: E402
 from styo.testing import tiny_pipeline  # noqa: E402
-from styo.viz import plot_word_maps  # noqa: E402
 
 _LOCAL = Path(sys.executable).parent / "styo"
 STYO = str(_LOCAL) if _LOCAL.exists() else (shutil.which("styo") or "styo")

@@ -388,9 +388,9 @@ def test_default_settings_follow_the_model():
 
 def test_omitted_numbers_come_from_the_profile_and_are_reported_as_chosen(tmp_path):
     from styo.cli import build_parser
+    from styo.cli.stylize import stylize_settings
     from styo.profiles import PROFILES
     from styo.prompts import Identifiers
-    from styo.stylize_job import stylize_settings
 
     base = ["stylize", "--source", "s.png", "--target", "t.png", "--out", str(tmp_path / "o")]
     for profile in ("mini", "sd"):
@@ -410,9 +410,9 @@ def test_a_lora_run_does_not_take_the_profiles_text_encoder_training(tmp_path):
     """LoRA adapts the UNet only: on the mini profile (which trains the text encoder) a LoRA run
     turns that off, says so under "chosen", and still builds a valid IDL config."""
     from styo.cli import UsageError, build_parser
+    from styo.cli.stylize import idl_config, stylize_settings
     from styo.profiles import PROFILES
     from styo.prompts import Identifiers
-    from styo.stylize_job import idl_config, stylize_settings
 
     assert PROFILES["mini"]["train_text_encoder"] is True
     base = ["stylize", "--source", "s.png", "--target", "t.png", "--out", str(tmp_path / "o")]
@@ -429,8 +429,8 @@ def test_a_lora_run_does_not_take_the_profiles_text_encoder_training(tmp_path):
 
 
 def test_training_time_augmentation_also_augments_the_reconstruction_prompt():
+    from styo.cli.stylize import fcc_prompts
     from styo.prompts import Identifiers, source_prompt
-    from styo.stylize_job import fcc_prompts
 
     settings = {"prompts": "contrastive", "n_s": 3, "n_c": 2, "augment_training": False}
     assert fcc_prompts(Identifiers(), settings)["reconstruction"] == source_prompt()

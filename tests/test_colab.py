@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from styo import colab, toc
+from styo.book import colab, toc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_every_chapter_starts_with_the_one_install_cell(path):
     nb = json.loads((ROOT / path).read_text())
     cell = "".join(colab.first_code_cell(nb)["source"])
-    assert cell == colab.install_cell(), f"{path}: run `python -m styo.colab` to rewrite its install cell"
+    assert cell == colab.install_cell(), f"{path}: run `python -m styo.book.colab` to rewrite its install cell"
 
 
 def test_the_repository_url_has_one_home_which_the_readme_names():

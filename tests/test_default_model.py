@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "model_index.json").is_file
 
 
 def test_stylize_runs_on_the_default_model_with_its_profile(tmp_path):
-    from styo.experiments import score
+    from styo.book.experiments import score
     from styo.world.judges import load_judges
     from styo.world.render import render
 

@@ -1,4 +1,4 @@
-"""The book's measuring bench (styo.experiments) on the tiny pipeline and untrained judges."""
+"""The book's measuring bench (styo.book.experiments) on the tiny pipeline and untrained judges."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import styo.idl
-from styo import experiments as X
 from styo.book import backend_settings, example_pair, load_backend, with_steps
+from styo.book import experiments as X
 from styo.world.attributes import ATTRIBUTES
 from styo.world.judges import JudgeNet, Judges
 

@@ -12,7 +12,7 @@ import pytest
 from ipywidgets.embed import dependency_state, embed_minimal_html
 from ipywidgets.widgets.widget_link import Link
 
-from styo.explorer import (
+from styo.book.explorer import (
     live_explorer,
     overlay,
     static_explorer,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from styo import toc
+from styo.book import toc
 
 import browser
 

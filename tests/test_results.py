@@ -1,10 +1,10 @@
-"""The appendix's reader of benchmark results (styo.results)."""
+"""The appendix's reader of benchmark results (styo.book.results)."""
 
 import json
 
 import pytest
 
-from styo import results as R
+from styo.book import results as R
 
 
 def _report(kind: str, date: str, device_type: str = "cuda") -> dict:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from styo.attention import AttentionRecorder
+from styo.book.showcase import concentration, cross_attention_layers, layer_label, map_grid
 from styo.fcc import stylize
-from styo.showcase import concentration, cross_attention_layers, layer_label, map_grid
 from styo.testing import tiny_pipeline
 
 

@@ -1,8 +1,8 @@
-"""styo.toc: the one reader of _toc.yml that the build, the tests, the timing and the browser check share."""
+"""styo.book.toc: the one reader of _toc.yml that the build, the tests, the timing and the browser check share."""
 
 from __future__ import annotations
 
-from styo import toc
+from styo.book import toc
 
 
 def test_documents_follow_chapters_sections_and_parts_in_order(tmp_path):

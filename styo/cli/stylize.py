@@ -1,7 +1,7 @@
 """``styo stylize``: check everything cheap, then aux set, IDL and FCC into a run folder.
 
 The checks, model loading and run-folder helpers it shares with ``styo attention`` are in
-:mod:`styo.jobs`."""
+:mod:`styo.cli.checks`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import write_json
-from .cli import UsageError
-from .jobs import (
+from ..checkpoint import write_json
+from ..profiles import PROFILES, profile_of
+from ..prompts import Identifiers
+from .checks import (
     PROFILE_WHY,
     PROGRESS,
     Timer,
@@ -36,8 +37,7 @@ from .jobs import (
     sigterm_as_interrupt,
     versions,
 )
-from .profiles import PROFILES, profile_of
-from .prompts import Identifiers
+from .errors import UsageError
 
 
 def stylize_settings(
@@ -93,7 +93,7 @@ def trained_repeats(settings: dict[str, Any]) -> tuple[int, int]:
 
 def idl_config(settings: dict[str, Any], ids: Identifiers):
     """The :class:`~styo.idl.IDLConfig` for these settings."""
-    from .idl import IDLConfig
+    from ..idl import IDLConfig
 
     train_n_s, train_n_c = trained_repeats(settings)
     try:
@@ -126,7 +126,7 @@ def check_sampling(settings: dict[str, Any]) -> None:
 
 
 def fcc_prompts(ids: Identifiers, settings: dict[str, Any]) -> dict[str, str]:
-    from .prompts import source_prompt, stylization_prompt
+    from ..prompts import source_prompt, stylization_prompt
 
     negative = settings["prompts"] == "contrastive"
     return {
@@ -199,15 +199,15 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 
 def _idl_prompts(config) -> dict[str, str]:
-    from .idl import prompts_for
+    from ..idl import prompts_for
 
     return prompts_for(config)
 
 
 def load_inputs(pipe, source: Path, target: Path, aux_dir: Path | None) -> dict[str, Any]:
     """Source, target and (a folder's) aux images at the model's size, with what was changed."""
-    from .data import ImageInputError, load_aux_folder, load_image
-    from .pipeline import image_size
+    from ..data import ImageInputError, load_aux_folder, load_image
+    from ..pipeline import image_size
 
     size = image_size(pipe)
     notices: list[str] = []
@@ -224,7 +224,7 @@ def load_inputs(pipe, source: Path, target: Path, aux_dir: Path | None) -> dict[
 
 def identifier_warnings(tokenizer, ids: Identifiers) -> list[str]:
     """Warn (and go on) about identifiers that are ordinary words of the model's vocabulary."""
-    from .prompts import common_word_identifiers
+    from ..prompts import common_word_identifiers
 
     warnings = [
         f"identifier {word!r} is an ordinary word of this model's vocabulary, so it already "
@@ -287,7 +287,7 @@ def auxiliary_set(out: Path, pipe, settings: dict[str, Any], folder_images) -> l
         return []
     if folder_images is not None:
         return folder_images
-    from .data import generate_aux
+    from ..data import generate_aux
 
     # one bar per batch of generated images; leave=False keeps just the running one on screen
     pipe.set_progress_bar_config(
@@ -298,7 +298,7 @@ def auxiliary_set(out: Path, pipe, settings: dict[str, Any], folder_images) -> l
 
 
 def train_idl(out: Path, pipe, config, inputs: dict[str, Any], aux: list, settings):
-    from .idl import train
+    from ..idl import train
 
     return train(
         pipe,
@@ -314,7 +314,7 @@ def train_idl(out: Path, pipe, config, inputs: dict[str, Any], aux: list, settin
 
 def sample_fcc(run: StylizeRun, pipe, ids, settings: dict[str, Any], source) -> dict[str, Any]:
     """Stylised images and reconstructions, written as PNGs; returns their names for run.json."""
-    from .fcc import stylize
+    from ..fcc import stylize
 
     pipe.set_progress_bar_config(desc="FCC", disable=not settings["progress"], **PROGRESS)
     rec_n_s, rec_n_c = trained_repeats(settings)
@@ -346,8 +346,8 @@ def sample_fcc(run: StylizeRun, pipe, ids, settings: dict[str, Any], source) -> 
 
 def interrupt_message(out: Path, error: BaseException, steps: int) -> str:
     """Where the run stopped and how to finish it."""
-    from .checkpoint import list_checkpoints
-    from .idl import TrainingInterrupted
+    from ..checkpoint import list_checkpoints
+    from ..idl import TrainingInterrupted
 
     found = list_checkpoints(out / "idl" / "checkpoints")
     if isinstance(error, TrainingInterrupted) and found:

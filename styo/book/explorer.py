@@ -45,7 +45,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import PIL.Image
 
-from .attention import AttentionRecorder
+from ..attention import AttentionRecorder
 from .viz import plot_word_maps
 
 ALL_LAYERS = "all layers"
@@ -66,7 +66,7 @@ def overlay(
 
     The heat map is resized bilinearly to the image; ``alpha`` is the heat map's opacity, so
     ``alpha=0`` gives the image back unchanged (RGB). ``grey=True`` blends over a grey copy,
-    which keeps the face readable under a colourful map (as :func:`styo.viz.plot_word_maps`).
+    which keeps the face readable under a colourful map (as :func:`styo.book.viz.plot_word_maps`).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -114,7 +114,7 @@ def word_maps_figure(
 
     ``resolution`` keeps the layers at that latent side (``None``: all recorded layers);
     ``steps`` the denoising step indices (``None``: all recorded). Extra keyword arguments go to
-    :func:`styo.viz.plot_word_maps` (``cols``, ``size``).
+    :func:`styo.book.viz.plot_word_maps` (``cols``, ``size``).
     """
     maps = recorder.aggregate(
         [words] if isinstance(words, str) else list(words), resolution, steps=steps, branch=branch, image=image_index,

@@ -30,8 +30,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .fcc import stylize
-from .idl import IDLConfig
+from ..fcc import stylize
+from ..idl import IDLConfig
 
 METRICS = ("content", "pose", "leak", "style", "source_style", "other_style", "diversity")
 
@@ -75,8 +75,8 @@ def score(
     source_style: str | None = None,
 ) -> dict[str, float]:
     """The scores of one batch of images (see the module docstring); only those the inputs allow."""
-    from .world.attributes import STYLES
-    from .world.judges import content_fidelity
+    from ..world.attributes import STYLES
+    from ..world.judges import content_fidelity
 
     images = list(images)
     if not images:
@@ -197,7 +197,7 @@ def ablation_rows(
     positive-only prompts. Rows hold ``pair``, ``variant``, ``fcc``, the final ``idl_loss`` (mean
     of the last tenth of the steps), the images and the scores.
     """
-    from .book import cached_idl
+    from .chapters import cached_idl
 
     rows = []
     for label, pair in pairs.items():
@@ -217,7 +217,7 @@ def ablation_rows(
 
 def contrasting_attributes(seed: int) -> tuple[dict[str, str], dict[str, str]]:
     """A random source and a target that differs from it in *every* attribute (so leaks show)."""
-    from .world.attributes import ATTRIBUTES
+    from ..world.attributes import ATTRIBUTES
 
     rng = np.random.default_rng(seed)
     source, target = {}, {}
@@ -250,7 +250,7 @@ def ablation_pairs(
     picture. sd15 has no ground truth to vary: its one example pair. A reader's own source or
     target image (``source_path``, ``target_path``) makes the one pair, unscored.
     """
-    from .book import example_pair
+    from .chapters import example_pair
 
     if source_path is not None or target_path is not None:
         return {"your pair": example_pair(backend, pipe, source_path=source_path, target_path=target_path)}
@@ -351,7 +351,7 @@ def plot_bars(rows: Sequence[Mapping[str, Any]], label: str | Sequence[str],
 
 def first_images(rows: Sequence[Mapping[str, Any]], k: int = 1,
                  by_setting: bool = True) -> list[Image.Image]:
-    """The first ``k`` images of every row, for a grid with :func:`styo.viz.show_grid`.
+    """The first ``k`` images of every row, for a grid with :func:`styo.book.viz.show_grid`.
 
     ``by_setting``: row by row (a grid row per setting, ``cols=k``); otherwise image by image (a
     grid row per seed, a column per setting, ``cols=len(rows)``).

@@ -24,7 +24,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .attention import AttentionRecorder
+from ..attention import AttentionRecorder
 from .explorer import overlay
 
 

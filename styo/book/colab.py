@@ -7,7 +7,7 @@ later). After installing it says whether the session must be restarted: only whe
 was already imported changed version (Colab ships ipywidgets 7; the book installs 8).
 
 The repository URL has one home, ``_config.yml``'s ``repository.url`` (launch buttons read it
-too); ``python -m styo.colab`` writes the cell from it into every chapter of ``_toc.yml``, and the
+too); ``python -m styo.book.colab`` writes the cell from it into every chapter of ``_toc.yml``, and the
 tests check that every chapter holds exactly this text.
 """
 
@@ -18,11 +18,11 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 _TEMPLATE = '''\
 # On Colab only: fetch the book's repository and install it (a local run has the package already).
-# Written by `python -m styo.colab` from _config.yml (repository.url): the same in every chapter.
+# Written by `python -m styo.book.colab` from _config.yml (repository.url): the same in every chapter.
 # To keep models and results across sessions, mount Drive and set STYO_CACHE to a folder on it.
 import sys
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli import UsageError
-from .jobs import (
+from ..profiles import PROFILES
+from .checks import (
     attention_model,
     check_device,
     check_positive,
     check_prompts,
     load_model,
 )
-from .profiles import PROFILES
+from .errors import UsageError
 
 
 def check_attention_args(args: argparse.Namespace) -> Path:
@@ -58,7 +58,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     model, profile = attention_model(args.model)
     pipe = load_model(model, args.device)
     check_prompts(pipe.tokenizer, {"--prompt": args.prompt})
-    from .generate import generate_with_attention
+    from ..generate import generate_with_attention
 
     defaults = PROFILES[profile]
     image, recorder = generate_with_attention(
@@ -100,7 +100,7 @@ def save_figure(image, maps, prompt: str, out: Path) -> None:
     matplotlib.use("Agg")  # a command line has no display
     import matplotlib.pyplot as plt
 
-    from .viz import plot_word_maps
+    from ..book.viz import plot_word_maps
 
     fig = plot_word_maps(image, maps, title=prompt)
     out.parent.mkdir(parents=True, exist_ok=True)

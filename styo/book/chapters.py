@@ -20,15 +20,15 @@ from typing import Any
 
 from PIL import Image
 
-from .data import generate_aux, model_fingerprint
-from .idl import IDLConfig, IDLResult, run_fingerprint, train
-from .memory import choose_sd_profile, profile_config
-from .pipeline import image_size, load_pipeline
-from .profiles import DEFAULT_MODEL, PROFILES
+from ..data import generate_aux, model_fingerprint
+from ..idl import IDLConfig, IDLResult, run_fingerprint, train
+from ..memory import choose_sd_profile, profile_config
+from ..pipeline import image_size, load_pipeline
+from ..profiles import DEFAULT_MODEL, PROFILES
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BACKENDS = ("mini", "sd15", "sd15-shaped", "tiny")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -129,11 +129,11 @@ def load_backend(backend: str, device: str | None = None, allow_cpu: bool = Fals
     if backend == "sd15":
         print("sd15 training profile:", choose_sd_profile()[1])
     if backend == "tiny":
-        from .testing import tiny_pipeline
+        from ..testing import tiny_pipeline
 
         return tiny_pipeline()
     if backend == "sd15-shaped":  # built once into the cache, then loaded like SD 1.5's folder
-        from .sd15_shaped import ensure_folder
+        from ..sd15_shaped import ensure_folder
 
         ensure_folder(Path(settings.model).parent)
     return load_pipeline(settings.model, device=device)
@@ -142,7 +142,7 @@ def load_backend(backend: str, device: str | None = None, allow_cpu: bool = Fals
 def bench_pipeline(model: str | None = None):
     """A benchmark's (settings, pipeline): the shipped model (None), a folder run with mini's
     settings, or ``"tiny"``; library progress bars off, so a benchmark prints only its own."""
-    from .pipeline import quiet_library_bars
+    from ..pipeline import quiet_library_bars
 
     quiet_library_bars()
     settings = backend_settings("tiny" if model == "tiny" else "mini")
@@ -243,7 +243,7 @@ _PAIR_SIZE = {"mini": 64, "tiny": 16, "sd15": 512, "sd15-shaped": 128}
 
 def write_sd15_pair(paths: tuple[Path, Path] = SD15_PAIR, size: int = 512) -> None:
     """Render the sd15 example pair (the mini pair at ``size`` px) into ``paths``."""
-    from .world.render import render
+    from ..world.render import render
 
     for path, attrs, style, seed in ((paths[0], MINI_SOURCE, "photo", 0),
                                      (paths[1], MINI_TARGET, "mosaic", 1)):
@@ -253,7 +253,7 @@ def write_sd15_pair(paths: tuple[Path, Path] = SD15_PAIR, size: int = 512) -> No
 
 def _reader_image(path: str | os.PathLike, size: int, role: str) -> Image.Image:
     """The reader's own image, validated, centre-cropped and resized as `styo stylize` does."""
-    from .data import load_image
+    from ..data import load_image
 
     notices: list[str] = []
     image = load_image(path, size, notices=notices)
@@ -286,7 +286,7 @@ def example_pair(
     backend_settings(backend)  # an unknown backend is refused here
     size = image_size(pipe) if pipe is not None else _PAIR_SIZE.get(backend, 512)
     if backend in ("mini", "tiny"):
-        from .world.render import render
+        from ..world.render import render
 
         src = dict(source_attributes or MINI_SOURCE)
         tgt = dict(target_attributes or MINI_TARGET)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 BOOK_TIMING = "book-timing.json"
 ABLATIONS = "ablations.json"
 # Results of the other scripts in benchmarks/ (not sd_scale.py reports), by file-name prefix

@@ -1,5 +1,5 @@
-"""What the jobs behind ``styo stylize`` and ``styo attention`` share (:mod:`styo.stylize_job`,
-:mod:`styo.attention_job`): cheap checks, model loading, the run folder.
+"""What ``styo stylize`` and ``styo attention`` share (:mod:`styo.cli.stylize`,
+:mod:`styo.cli.attention`): cheap checks, model loading, the run folder.
 
 A job checks everything that is cheap to check (numbers, identifiers, the output folder, the
 device, the input files) *before* it imports diffusers or reads model weights, so a typo costs a
@@ -31,9 +31,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .cli import UsageError
-from .profiles import PROFILES, profile_of
-from .prompts import MAX_REPEAT, MIN_REPEAT, Identifiers
+from ..profiles import PROFILES, profile_of
+from ..prompts import MAX_REPEAT, MIN_REPEAT, Identifiers
+from .errors import UsageError
 
 PROFILE_WHY = {
     "mini": "the miniature world's model (trained from scratch; lr 1e-4 learns a style in 400 "
@@ -178,7 +178,7 @@ def check_device(name: str | None) -> None:
 def prevalidate_images(paths: dict[str, Path]) -> None:
     """Open and decode each input once (read-only), so that a bad file fails before the model
     loads; the real load happens at the model's size once it is known."""
-    from .data import ImageInputError, load_image
+    from ..data import ImageInputError, load_image
 
     for option, path in paths.items():
         try:
@@ -202,7 +202,7 @@ def check_aux_dir(aux_dir: str | None) -> None:
 def load_model(model: str | None, device: str | None):
     """The pipeline. A bad local folder is a usage error (exit 2); an unreachable hub is a
     runtime one (exit 1): the same command works where the hub can be reached."""
-    from .pipeline import (
+    from ..pipeline import (
         DEFAULT_MODEL,
         ModelLoadError,
         choose_device,
@@ -247,7 +247,7 @@ def attention_model(model: str | None) -> tuple[str | None, str]:
 
 def check_prompts(tokenizer, prompts: dict[str, str]) -> None:
     """Refuse prompts the text encoder would silently truncate (dropping FCC's content tokens)."""
-    from .prompts import PromptTooLongError, check_length
+    from ..prompts import PromptTooLongError, check_length
 
     for name, prompt in prompts.items():
         try:
