@@ -1,7 +1,7 @@
 """Which IDL schedule does the miniature model need? Steps × learning rate, measured by the judges.
 
 The paper's 400 steps at lr 1e-6 suit Stable Diffusion; the miniature model needs about 1e-4
-(DESIGN.md §3), and the book's time budget would like fewer steps. This script trains IDL on
+(docs/design.md §3), and the book's time budget would like fewer steps. This script trains IDL on
 (source, target) pairs of the miniature world under several (steps, lr) schedules, stylises each
 result the way the book does (FCC on, the augmented prompt n_s = 3, n_c = 1), and scores the images
 with the judges: content fidelity, the target's content leaking in, and the target style. It also

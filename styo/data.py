@@ -5,7 +5,7 @@ transparent PNGs, 16-bit TIFFs, panoramas. Each is either turned into the RGB sq
 expects, with a *notice* saying what was changed, or refused with an :class:`ImageInputError`
 that names the file, the problem and the fix. Files are only ever opened for reading.
 
-The auxiliary set (DESIGN.md §1) is either a folder of portraits the user has, or portraits the
+The auxiliary set (docs/design.md §1) is either a folder of portraits the user has, or portraits the
 base model generates itself from a plain portrait prompt before fine-tuning (like DreamBooth's class
 images), cached on disk so that repeated runs do not pay for generation again.
 """

@@ -7,7 +7,7 @@ then denoise from that same latent with the same scheduler, as one UNet batch
 stylisation branch's cross-attention maps of the content tokens are taken from the reconstruction
 branch. Works on any ``StableDiffusionPipeline``: the tiny test pipeline, the miniature world, SD-1.5.
 
-Choices the paper leaves open (DESIGN.md §1), with our defaults:
+Choices the paper leaves open (docs/design.md §1), with our defaults:
 
 - ``strength=0.8``: the source latent is diffused through the last 80 % of the DDIM schedule
   (img2img's convention). Deep enough for the style to change, shallow enough to keep the pose

@@ -1,4 +1,4 @@
-"""Identifier Disentanglement Learning (IDL): StyO's one-shot fine-tuning (DESIGN.md §1).
+"""Identifier Disentanglement Learning (IDL): StyO's one-shot fine-tuning (docs/design.md §1).
 
 One UNet (optionally with LoRA, optionally with the text encoder) is fine-tuned on three terms at
 once, each with its own image, prompt, noise and timestep:
@@ -62,7 +62,7 @@ class IDLConfig:
     """IDL hyper-parameters; the defaults are the paper's settings for SD at 512².
 
     ``lr=1e-6`` and 400 steps suit Stable Diffusion; the miniature model, trained from scratch,
-    barely moves at that rate and needs about ``lr=1e-4`` (DESIGN.md §3).
+    barely moves at that rate and needs about ``lr=1e-4`` (docs/design.md §3).
     ``negative=False`` is the positive-only ablation (no ``not [..]`` parts); ``use_aux=False`` the
     no-aux ablation (two loss terms). ``train_n_s``/``train_n_c`` repeat the style/content phrases
     of the *source and target* training prompts (the training-time reading of the augmented

@@ -1,6 +1,6 @@
 """Loading a Stable Diffusion pipeline by local folder or hub id, on a chosen device and dtype.
 
-The miniature world's model and SD 1.5 take exactly this path (DESIGN.md §2): to the method a model
+The miniature world's model and SD 1.5 take exactly this path (docs/design.md §2): to the method a model
 is a diffusers pipeline folder. Loading is strict (safetensors only, no remote code) and every way
 it can fail ends in a :class:`ModelLoadError` that says what to do instead.
 """

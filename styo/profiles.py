@@ -1,7 +1,7 @@
 """Settings that depend on the model's scale: one source for the command line and the book.
 
 The miniature model was trained from scratch and barely moves at SD's fine-tuning rate
-(DESIGN.md §3): it learns a style in 400 steps at lr 1e-4, and was pretrained and probed with
+(docs/design.md §3): it learns a style in 400 steps at lr 1e-4, and was pretrained and probed with
 DDIM 25 / guidance 5. Its IDL trains the text encoder too: the identifiers never occur in the
 world's captions, so its from-scratch text encoder gives them untrained embeddings, and with the
 UNet alone the held-out style is not learned at all (stylised with FCC: style 0.00 against 0.56,

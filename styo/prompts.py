@@ -1,6 +1,6 @@
 """StyO's prompts: identifiers, the contrastive disentangled templates and the augmented prompt.
 
-The templates follow the paper (DESIGN.md §1). ``negative=False`` gives the positive-only
+The templates follow the paper (docs/design.md §1). ``negative=False`` gives the positive-only
 ablation, which drops every ``not [..]`` part.
 """
 

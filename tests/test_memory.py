@@ -35,7 +35,7 @@ def test_the_sd_profile_does_not_fit_a_t4_and_the_t4_profile_does():
 
 
 def test_full_fine_tuning_holds_16_bytes_per_unet_parameter_before_activations():
-    """fp32 weights + fp32 gradients + two fp32 Adam moments: the ~13.8 GB of DESIGN.md §4."""
+    """fp32 weights + fp32 gradients + two fp32 Adam moments: the ~13.8 GB of docs/design.md §4."""
     plain = estimate("sd", mixed_precision="no")
     state = sum(v for k, v in plain.parts.items() if k.startswith(("UNet weights", "UNet grad", "Adam")))
     assert state == 16 * SD15.unet

@@ -37,7 +37,7 @@ from .errors import UsageError
 
 PROFILE_WHY = {
     "mini": "the miniature world's model (trained from scratch; lr 1e-4 learns a style in 400 "
-    "steps where SD's 1e-6 barely moves it, DESIGN.md §3; its text encoder is trained too, as its "
+    "steps where SD's 1e-6 barely moves it, docs/design.md §3; its text encoder is trained too, as its "
     "identifiers have untrained embeddings)",
     "sd": "a model other than the miniature one: the paper's Stable Diffusion settings",
 }
