@@ -1,4 +1,6 @@
 # Two commands for readers: `make book` and `make test`. Both set up .venv first.
+# `make test-fast` is for working on the library: every test but the chapters, the book build,
+# tests/test_book.py and the browser check.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.*
 TORCH_PIP_ARGS ?=
 KERNEL := styo
 
-.PHONY: setup test lint book bench clean
+.PHONY: setup test test-fast lint book bench clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -25,6 +27,10 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q
+
+test-fast: lint
+	$(PY) -m pytest -q --ignore=tests/test_notebooks.py --ignore=tests/test_book.py \
+		--ignore=tests/test_browser.py
 
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --keep-going
