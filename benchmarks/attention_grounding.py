@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
+from styo.book.results import markdown_table
 from styo.pipeline import load_pipeline
-from styo.results import markdown_table
 from styo.sharpness import attention_sharpness
 from styo.world.captions import plain_caption
 from styo.world.evaluate import (
@@ -91,23 +91,34 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-train", type=int, default=40_000)
     ap.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--previous", action="append", default=[], metavar="JSON",
+                    help="an earlier attention-grounding.json whose rows (same --n, --steps, "
+                         "--guidance, --seed) join the table without being measured again")
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in args.model)
+    earlier = []
+    for path in args.previous:
+        old = json.loads(Path(path).read_text())
+        if [old[k] for k in ("n", "steps", "guidance", "seed")] != [args.n, args.steps, args.guidance, args.seed]:
+            raise SystemExit(f"{path} was measured with other --n/--steps/--guidance/--seed")
+        earlier += [r for r in old["rows"] if r["model"] not in models]
     combos = heldout_combinations(args.n, training_combinations(args.n_train), seed=args.seed)
     results = {name: measure(path, combos, args.steps, args.guidance, args.seed)
                for name, path in models.items()}
-    table = rows(results)
+    table = earlier + rows(results)
+    table = [{k: r.get(k, float("nan")) for k in table[-1]} for r in table]
     report = {"kind": "attention-grounding", "n": args.n, "steps": args.steps,
               "guidance": args.guidance, "seed": args.seed, "machine": platform.machine(),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "rows": table,
+              "rows": table, "previous": args.previous,
               "results": {k: {**v, "grounding": {**v["grounding"], "per_image": v["grounding"]["per_image"][:20]},
                               "quality": {k2: v2 for k2, v2 in v["quality"].items() if k2 != "per_image"}}
                           for k, v in results.items()}}
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "attention-grounding.json").write_text(json.dumps(report, indent=1))
-    command = "benchmarks/attention_grounding.py " + " ".join(f"--model {m}" for m in args.model) + f" --n {args.n}"
+    command = "benchmarks/attention_grounding.py " + " ".join(
+        [*(f"--model {m}" for m in args.model), *(f"--previous {p}" for p in args.previous)]) + f" --n {args.n}"
     md = [f"# Attention grounding of the base models ({args.n} unseen caption combinations)", "",
           f"`{command}`; DDIM {args.steps} steps, guidance {args.guidance}, seed {args.seed}. "
           "mIoU: DAAM's protocol (word heat map over all layers and steps, scaled to its maximum, "
