@@ -1,6 +1,6 @@
 # Two commands for readers: `make book` and `make test`. Both set up .venv first.
-# `make test-fast` is for working on the library: every test but the chapters, the book build,
-# tests/test_book.py and the browser check.
+# `make test-fast` is for working on the library: every test but the chapters, the book build
+# and the browser check.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -29,8 +29,7 @@ test: lint
 	$(PY) -m pytest -q
 
 test-fast: lint
-	$(PY) -m pytest -q --ignore=tests/test_notebooks.py --ignore=tests/test_book.py \
-		--ignore=tests/test_browser.py
+	$(PY) -m pytest -q --ignore=tests/test_notebooks.py --ignore=tests/test_browser.py
 
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --keep-going

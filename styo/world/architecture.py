@@ -1,7 +1,7 @@
 """The miniature world's model: Stable Diffusion's architecture, shrunk to 64×64 portraits.
 
 Same classes as SD v1.x (AutoencoderKL, CLIPTextModel, UNet2DConditionModel, DDPM/DDIM), so the
-StyO code cannot tell it from the real thing. Sizes follow the feasibility probe in DESIGN.md §3:
+StyO code cannot tell it from the real thing. Sizes follow the feasibility probe in docs/design.md §3:
 a 4× VAE (16×16×4 latents), a ~6 M-parameter UNet with cross-attention at 16², 8² and the 4²
 mid block, and a 3-layer text encoder trained jointly from scratch.
 """

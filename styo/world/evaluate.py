@@ -145,7 +145,7 @@ def codec_report(vae: Any, judges: Judges, per_style: int = 40, seed: int = FRES
     """How well the VAE represents each style, held-out ones included, on fresh renders.
 
     One-shot learning of an unseen style is only possible if the codec can carry its texture
-    (DESIGN.md §3): per style, the reconstruction MSE (images in [-1, 1]) and the share of
+    (docs/design.md §3): per style, the reconstruction MSE (images in [-1, 1]) and the share of
     reconstructions whose style the judge still reads correctly. Seeds are the judges' "fresh"
     range, which neither the VAE nor the judges were trained on.
     """
