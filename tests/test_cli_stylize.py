@@ -428,6 +428,36 @@ def test_a_lora_run_does_not_take_the_profiles_text_encoder_training(tmp_path):
         idl_config(settings, Identifiers())
 
 
+def test_stable_diffusion_on_a_small_gpu_gets_the_t4_profile_and_the_run_says_why(tmp_path, monkeypatch):
+    """The profile comes from the model folder; for SD it then depends on the GPU's memory: a
+    15 GB T4 gets gradient checkpointing, 8-bit Adam and fp16; a large GPU or a CPU the paper's."""
+    from styo import memory
+    from styo.cli import build_parser
+    from styo.cli.stylize import idl_config, model_profile, stylize_settings
+    from styo.profiles import DEFAULT_MODEL
+    from styo.prompts import Identifiers
+
+    hub = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert model_profile(hub, "cpu")[0] == "sd"
+    assert model_profile(str(DEFAULT_MODEL), "cuda")[0] == "mini"
+    monkeypatch.setattr(memory, "gpu_memory", lambda: 80 * memory.GIB)
+    assert model_profile(hub, "cuda")[0] == "sd"
+    monkeypatch.setattr(memory, "gpu_memory", lambda: 15_000_000_000)
+    profile, why = model_profile(hub, "cuda")
+    assert profile == "sd-t4" and "GiB" in why and "8-bit Adam" in why
+    base = ["stylize", "--source", "s.png", "--target", "t.png", "--out", str(tmp_path / "o"),
+            "--device", "cuda"]
+    settings, record = stylize_settings(build_parser().parse_args(base), profile, Identifiers(), why)
+    assert record["why"] == why
+    assert record["chosen"]["mixed_precision"] == "fp16" and record["chosen"]["aux"] == 64
+    assert record["chosen"]["gradient_checkpointing"] and record["chosen"]["use_8bit_adam"]
+    config = idl_config(settings, Identifiers())
+    assert config.gradient_checkpointing and config.use_8bit_adam and config.mixed_precision == "fp16"
+    on_cpu, _ = stylize_settings(build_parser().parse_args([*base[:-2], "--device", "cpu"]), "sd",
+                                 Identifiers())
+    assert on_cpu["mixed_precision"] == "no" and not on_cpu["use_8bit_adam"]
+
+
 def test_training_time_augmentation_also_augments_the_reconstruction_prompt():
     from styo.cli.stylize import fcc_prompts
     from styo.prompts import Identifiers, source_prompt

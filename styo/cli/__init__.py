@@ -104,7 +104,8 @@ def add_stylize_parser(sub) -> None:
     p.add_argument("--train-text-encoder", action=argparse.BooleanOptionalAction, default=None,
                    help="IDL fine-tunes the text encoder too " + _by_model("train_text_encoder"))
     p.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank (UNet only)")
-    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"),
+                   help="(default: the profile's on a GPU, e.g. fp16 for Stable Diffusion; no on CPU)")
     p.add_argument("--checkpoint-every", type=int, default=100,
                    help="IDL checkpoint interval in steps (0: only on Ctrl-C; default 100)")
     p.add_argument("--resume", action="store_true", help="finish the run in --out")

@@ -40,6 +40,8 @@ PROFILE_WHY = {
     "steps where SD's 1e-6 barely moves it, docs/design.md §3; its text encoder is trained too, as its "
     "identifiers have untrained embeddings)",
     "sd": "a model other than the miniature one: the paper's Stable Diffusion settings",
+    "sd-t4": "a model other than the miniature one on a GPU too small for the paper's settings: "
+    "the paper's lr and steps with gradient checkpointing, 8-bit Adam and fp16",
 }
 # Names a stylize run writes into --out; any of them present means the folder holds a run.
 RUN_NAMES = ("run.json", "stylized.png", "reconstruction.png", "idl", "aux")

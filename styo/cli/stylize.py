@@ -40,8 +40,32 @@ from .checks import (
 from .errors import UsageError
 
 
+def model_profile(model: str | None, device: str | None) -> tuple[str, str]:
+    """The settings profile of a run and why.
+
+    The model folder names its own (``styo.json``). Stable Diffusion's settings then depend on
+    the GPU: the paper's full fine-tuning needs about 19 GiB, so a smaller GPU (a free Colab T4)
+    gets the ``sd-t4`` profile, whose estimated peak fits (:func:`styo.memory.choose_sd_profile`).
+    """
+    profile = profile_of(model)
+    if profile != "sd" or _on_gpu(device) is False:
+        return profile, PROFILE_WHY[profile]
+    from ..memory import choose_sd_profile
+
+    name, because = choose_sd_profile()
+    return name, f"{PROFILE_WHY[name]} ({because})"
+
+
+def _on_gpu(device: str | None) -> bool:
+    if device is not None:
+        return device.startswith("cuda")
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def stylize_settings(
-    args: argparse.Namespace, profile: str, ids: Identifiers
+    args: argparse.Namespace, profile: str, ids: Identifiers, why: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every setting of the run with model-dependent defaults filled in, and which came from the
     model's profile (paths absolute)."""
@@ -63,7 +87,11 @@ def stylize_settings(
         "train_text_encoder": (args.train_text_encoder if args.train_text_encoder is not None
                                else defaults["train_text_encoder"] and args.lora_rank is None),
         "lora_rank": args.lora_rank,
-        "mixed_precision": args.mixed_precision,
+        # fp16 and bf16 autocast are for GPUs; a CPU run keeps fp32 unless asked otherwise
+        "mixed_precision": args.mixed_precision or (
+            defaults["mixed_precision"] if _on_gpu(args.device) else "no"),
+        "gradient_checkpointing": defaults["gradient_checkpointing"],
+        "use_8bit_adam": defaults["use_8bit_adam"],
         "checkpoint_every": args.checkpoint_every,
         "n_s": args.n_s,
         "n_c": args.n_c,
@@ -80,10 +108,12 @@ def stylize_settings(
     }
     chosen = {
         k: settings[k]
-        for k in ("steps", "lr", "aux", "sample_steps", "guidance", "strength", "train_text_encoder")
+        for k in ("steps", "lr", "aux", "sample_steps", "guidance", "strength", "train_text_encoder",
+                  "mixed_precision")
         if getattr(args, k) is None and settings[k] is not None
     }
-    return settings, {"profile": profile, "why": PROFILE_WHY[profile], "chosen": chosen}
+    chosen |= {k: settings[k] for k in ("gradient_checkpointing", "use_8bit_adam") if settings[k]}
+    return settings, {"profile": profile, "why": why or PROFILE_WHY[profile], "chosen": chosen}
 
 
 def trained_repeats(settings: dict[str, Any]) -> tuple[int, int]:
@@ -108,6 +138,8 @@ def idl_config(settings: dict[str, Any], ids: Identifiers):
             train_text_encoder=settings["train_text_encoder"],
             lora_rank=settings["lora_rank"],
             mixed_precision=settings["mixed_precision"],
+            gradient_checkpointing=settings["gradient_checkpointing"],
+            use_8bit_adam=settings["use_8bit_adam"],
             checkpoint_every=settings["checkpoint_every"],
             train_n_s=train_n_s,
             train_n_c=train_n_c,
@@ -167,7 +199,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     timer = Timer()
     with timer.phase("import"):
-        settings, chosen = stylize_settings(args, profile_of(args.model), ids)
+        profile, why = model_profile(args.model, args.device)
+        settings, chosen = stylize_settings(args, profile, ids, why)
         check_sampling(settings)
         config = idl_config(settings, ids)
     with timer.phase("load"):
