@@ -9,6 +9,10 @@ pairs; IDL trains what the model's profile says, ``--[no-]train-text-encoder`` o
 - ``sharpness`` of the cross-attention (:mod:`styo.sharpness`) of the base model and after IDL;
 - ``distances``: relative distance between the text encodings of the StyO prompts (how far apart
   the frozen text encoder keeps the identifier orders), with two ordinary word swaps for scale;
+- ``identifier maps``: after IDL, where the content phrase's words (``[C_src] not [C_tgt]
+  portrait``) and the source style identifier attend on the reconstruction prompt's picture: the
+  share of each word's heat on the judged head and background against the regions' share of the
+  picture (the miniature world only: its segmentation judge reads 64 px pictures);
 - ``fcc``: the judges' scores of the stylisation with no control, the paper's content map, and
   every token's map transplanted (the strongest attention control there is), at each strength,
   per pair and averaged over pairs. ``pose`` is the head tilt alone, the layout FCC should keep.
@@ -42,6 +46,7 @@ from styo.prompts import source_prompt, stylization_prompt, target_prompt
 from styo.sharpness import attention_sharpness
 
 SCORES = ("content", "pose", "leak", "style", "source_style", "other_style")
+WHERE = ("head share", "background share", "head iou", "head area")
 PROMPTS = {"source": source_prompt(), "target": target_prompt(), "stylisation": stylization_prompt()}
 # Ordinary word swaps of the miniature world's vocabulary, for the scale of a distance that matters.
 REFERENCE_SWAPS = {
@@ -75,13 +80,32 @@ def content_maps(pipe, n_s: int) -> dict[str, list[tuple[int, int]] | None]:
     return maps
 
 
+def identifier_maps(pipe, segmenter, seed: int) -> list[dict]:
+    """Where each word of the content phrase lands, on the reconstruction and stylisation prompts."""
+    from styo.prompts import Identifiers
+    from styo.world.evaluate import where_words_land
+
+    ids = Identifiers()
+    words = [ids.c_src, "not", ids.c_tgt, "portrait", ids.s_src]
+    rows = []
+    for name in ("source", "stylisation"):
+        found = where_words_land(pipe, segmenter, PROMPTS[name], words, seed=seed)
+        for word, per_region in found["words"].items():
+            rows.append({"prompt": name, "word": word,
+                         **{f"{r} share": v["share"] for r, v in per_region.items()
+                            if r in ("head", "background")},
+                         "head iou": per_region["head"]["iou"],
+                         "head area": per_region["head"]["region_share"]})
+    return rows
+
+
 def probe(pipe, settings, pairs: dict, aux, config, strengths, n_s: int, judges,
-          n_images: int, seed: int) -> dict:
+          n_images: int, seed: int, segmenter=None) -> dict:
     """Sharpness and distances of the base model, then per pair: IDL from the base weights, the
     sharpness after it (first pair), and the judges' scores under each control at each strength."""
     base = {"sharpness": attention_sharpness(pipe, list(PROMPTS.values()), seed=seed),
             "distances": distances(pipe)}
-    rows, tuned, idl_s, losses = [], None, [], []
+    rows, tuned, idl_s, losses, where = [], None, [], [], []
     for label, pair in pairs.items():
         with X.base_weights(pipe):
             start = time.perf_counter()
@@ -90,6 +114,8 @@ def probe(pipe, settings, pairs: dict, aux, config, strengths, n_s: int, judges,
             losses.append(float(sum(run.losses[-10:]) / len(run.losses[-10:])))
             if tuned is None:
                 tuned = {"sharpness": attention_sharpness(pipe, list(PROMPTS.values()), seed=seed)}
+            if segmenter is not None:
+                where += [{"pair": label, **r} for r in identifier_maps(pipe, segmenter, seed)]
             maps = content_maps(pipe, n_s)
             controls = [{"content_map": cmap} if cmap is not None else {} for cmap in maps.values()]
             for strength in strengths:
@@ -105,7 +131,9 @@ def probe(pipe, settings, pairs: dict, aux, config, strengths, n_s: int, judges,
     return {"base": base, "after_idl": tuned, "idl_steps": config.steps,
             "train_text_encoder": config.train_text_encoder, "pairs": list(pairs),
             "idl_s": round(sum(idl_s) / len(idl_s), 1), "idl_loss": sum(losses) / len(losses),
-            "fcc": X.mean_rows(rows, ["strength", "control"], SCORES), "fcc_rows": rows}
+            "fcc": X.mean_rows(rows, ["strength", "control"], SCORES), "fcc_rows": rows,
+            "identifier_maps": X.mean_rows(where, ["prompt", "word"], WHERE) if where else [],
+            "identifier_map_rows": where}
 
 
 def write_results(record: dict, out: Path, name: str = "fcc-probe") -> None:
@@ -127,6 +155,11 @@ def write_results(record: dict, out: Path, name: str = "fcc-probe") -> None:
              "", "Stylisation under each attention control (mean over pairs):", "",
              markdown_table(record["fcc"], ["strength", "control",
                                             *[k for k in SCORES if k in record["fcc"][0]]], decimals=2)]
+    if record.get("identifier_maps"):
+        lines += ["", "Where the content phrase's words attend after IDL (mean over pairs; share of the "
+                  "word's heat on the judged head and background, against the head's share of the "
+                  "picture; head IoU by DAAM's protocol):", "",
+                  markdown_table(record["identifier_maps"], ["prompt", "word", *WHERE], decimals=2)]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -159,6 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     from styo.world.judges import load_judges
 
     judges = load_judges()
+    segmenter = None
+    if backend == "mini":
+        from styo.world.segmenter import load_segmenter
+
+        segmenter = load_segmenter()
     pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
     config = replace(with_steps(settings.idl, args.idl_steps or settings.idl.steps),
                      train_text_encoder=settings.idl.train_text_encoder if args.train_text_encoder is None
@@ -167,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["STYO_CACHE"] = tmp  # aux set and IDL runs in a throwaway cache
         aux = auxiliary_set(pipe, settings, n=args.aux)
         result = probe(pipe, settings, pairs, aux, config, strengths, args.n_s, judges,
-                       args.n_images, args.seed)
+                       args.n_images, args.seed, segmenter)
     record = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",

@@ -202,3 +202,22 @@ def test_grounding_scores_every_grounded_word_of_each_caption():
     scored = sum(result["words_scored"].values()) + sum(result["words_absent"].values())
     assert scored == sum(len(grounded_words(r["prompt"])) for r in result["per_image"])
     assert result["min_target_miou"] <= result["miou"] <= max(result["miou_per_target"].values())
+
+
+@pytest.mark.skipif(not (BASE_MODEL / "model_index.json").is_file(), reason="no base model")
+def test_where_words_land_splits_each_words_heat_over_the_judged_regions():
+    from styo.pipeline import load_pipeline
+    from styo.world.evaluate import where_words_land
+    from styo.world.segmenter import load_segmenter
+
+    found = where_words_land(load_pipeline(BASE_MODEL), load_segmenter(),
+                             "a drawing with photo style of sks not m4a1 portrait", ["sks", "portrait"],
+                             steps=3)
+    assert set(found["words"]) == {"sks", "portrait"}
+    for per_region in found["words"].values():
+        # the head is face, hair, eyes, mouth and glasses: inside the head and the background
+        # and body it covers everything once
+        parts = per_region["head"]["share"] + per_region["body"]["share"] + per_region["background"]["share"]
+        assert parts == pytest.approx(1.0, abs=1e-4)
+        assert per_region["face"]["share"] <= per_region["head"]["share"]
+        assert 0 < per_region["head"]["region_share"] < 1

@@ -192,6 +192,40 @@ def perfect_heat(mask: np.ndarray, sides: list[int]) -> np.ndarray:
     return (heat / peak if peak > 0 else heat).numpy()
 
 
+def where_words_land(
+    pipe: Any,
+    segmenter: Any,
+    prompt: str,
+    words: list[str],
+    *,
+    seed: int = 0,
+    steps: int = 25,
+    guidance: float = 5.0,
+    regions: tuple[str, ...] = ("head", "face", "hair", "body", "background"),
+) -> dict[str, Any]:
+    """Where each of ``words`` attends on the picture ``prompt`` draws: per judged region, the
+    share of the word's heat inside it and the IoU of its thresholded map (DAAM's protocol).
+
+    For words no mask names, such as the identifiers IDL binds (``sks``, ``m4a1``) or ``not``:
+    FCC copies the maps of ``[C_src] not [C_tgt] portrait``, so whether those maps cover the head
+    decides what FCC can carry from the source. A word that occurs several times is summed.
+    """
+    from ..generate import generate_with_attention
+    from .render import region_masks
+
+    image, recorder = generate_with_attention(pipe, prompt, seed=seed, num_inference_steps=steps,
+                                              guidance_scale=guidance, progress=False)
+    maps = recorder.aggregate(words, branch="sty")
+    masks = region_masks(segmenter.regions([image])[0])
+    out = {}
+    for word, heat in maps.items():
+        total = float(heat.sum()) or 1.0
+        out[word] = {r: {"share": float(heat[masks[r]].sum() / total),
+                         "iou": heat_iou(heat, masks[r]),
+                         "region_share": float(masks[r].mean())} for r in regions}
+    return {"prompt": prompt, "seed": seed, "words": out, "image": image}
+
+
 def head_centre(mask: np.ndarray) -> tuple[float, float] | None:
     """(x, y) centroid of a head mask in pixels, or None for an empty mask."""
     ys, xs = np.nonzero(mask)
