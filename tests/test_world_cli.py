@@ -128,3 +128,22 @@ def test_evaluate_writes_metrics_with_per_image_records_and_a_sample_grid(tmp_pa
     assert Image.open(out / "samples.png").size[0] > 0
     again = styo("world", "evaluate", "--model", str(model), "--out", str(out), "--n", "5")
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_grounding_writes_word_map_figures_and_a_sample_grid(tmp_path):
+    from styo.profiles import DEFAULT_MODEL
+
+    out = tmp_path / "grounding"
+    r = styo("world", "grounding", "--model", str(DEFAULT_MODEL), "--out", str(out), "--n", "2",
+             "--steps", "2", "--n-train", "100")
+    assert r.returncode == 0, r.stderr
+    assert "word-map mIoU" in r.stdout and "padding mass" in r.stdout
+    record = json.loads((out / "grounding.json").read_text())
+    assert record["n"] == 2 and len(record["per_image"]) == 2 and "images" not in record
+    assert set(record["ceiling_per_target"]) == set(record["miou_per_target"])
+    assert Image.open(out / "samples.png").size[0] > 0
+    again = styo("world", "grounding", "--model", str(DEFAULT_MODEL), "--out", str(out), "--n", "2")
+    assert again.returncode == 2 and "not empty" in again.stderr
+    bad = styo("world", "grounding", "--model", str(DEFAULT_MODEL), "--out", str(tmp_path / "b"),
+               "--steps", "0")
+    assert bad.returncode == 2 and "must be positive" in bad.stderr

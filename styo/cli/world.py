@@ -112,32 +112,51 @@ def cmd_world_train_segmenter(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_world_grounding(args: argparse.Namespace) -> int:
-    """Where each word's cross-attention lands on the model's own pictures, and how peaked it is."""
+def _measure_out_dir(args: argparse.Namespace) -> Path:
+    """The --out folder of a command that measures a base model, once its options are checked."""
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} is not empty; choose a new --out folder")
     if args.n <= 0 or args.steps <= 0:
         raise UsageError("--n and --steps must be positive")
-    from ..book.viz import image_grid
+    return out
+
+
+def _model_and_unseen_combinations(args: argparse.Namespace):
+    """The pipeline of --model and the --n caption combinations no pretraining image has."""
     from ..pipeline import load_pipeline
+    from ..world.evaluate import heldout_combinations, training_combinations
+
+    pipe = load_pipeline(args.model, device=args.device)
+    return pipe, heldout_combinations(args.n, training_combinations(args.n_train), seed=args.seed)
+
+
+def _save_measurement(out: Path, result: dict, name: str) -> None:
+    """The first 49 pictures as samples.png and the figures as ``name`` in a new folder."""
+    from ..book.viz import image_grid
+
+    out.mkdir(parents=True, exist_ok=True)
+    image_grid(result.pop("images")[:49], cols=7, scale=2).save(out / "samples.png")
+    (out / name).write_text(json.dumps(result, indent=1))
+
+
+def cmd_world_grounding(args: argparse.Namespace) -> int:
+    """Where each word's cross-attention lands on the model's own pictures, and how peaked it is."""
+    out = _measure_out_dir(args)
     from ..sharpness import attention_sharpness
     from ..world.captions import plain_caption
-    from ..world.evaluate import evaluate_grounding, heldout_combinations, training_combinations
+    from ..world.evaluate import evaluate_grounding
     from ..world.segmenter import load_segmenter
 
     segmenter = load_segmenter(args.judges)
-    pipe = load_pipeline(args.model, device=args.device)
-    combos = heldout_combinations(args.n, training_combinations(args.n_train), seed=args.seed)
+    pipe, combos = _model_and_unseen_combinations(args)
     result = evaluate_grounding(pipe, segmenter, combos, steps=args.steps,
                                 guidance=args.guidance, seed=args.seed)
     prompts = [plain_caption(s, a) for s, a in combos]
     result["sharpness"] = attention_sharpness(pipe, prompts[:24], num_inference_steps=10,
                                               seed=args.seed)
     result["model"] = str(args.model)
-    out.mkdir(parents=True, exist_ok=True)
-    image_grid(result.pop("images")[:49], cols=7, scale=2).save(out / "samples.png")
-    (out / "grounding.json").write_text(json.dumps(result, indent=1))
+    _save_measurement(out, result, "grounding.json")
     per = " ".join(f"{k}={v:.2f}" for k, v in result["miou_per_target"].items())
     sharp = result["sharpness"]
     print(f"word-map mIoU {result['miou']:.3f} (lowest {result['min_target_miou']:.3f}; {per}) on "
@@ -226,32 +245,18 @@ def cmd_world_train_judges(args: argparse.Namespace) -> int:
 
 def cmd_world_evaluate(args: argparse.Namespace) -> int:
     """The model card's quality figures: captioned style/attributes on unseen combinations."""
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"{out} is not empty; choose a new --out folder")
-    if args.n <= 0 or args.steps <= 0:
-        raise UsageError("--n and --steps must be positive")
-    from ..book.viz import image_grid
-    from ..pipeline import load_pipeline
-    from ..world.evaluate import (
-        codec_report,
-        evaluate_base_model,
-        heldout_combinations,
-        training_combinations,
-    )
+    out = _measure_out_dir(args)
+    from ..world.evaluate import codec_report, evaluate_base_model
     from ..world.judges import load_judges
 
     judges = load_judges(args.judges)
-    pipe = load_pipeline(args.model, device=args.device)
-    combos = heldout_combinations(args.n, training_combinations(args.n_train), seed=args.seed)
+    pipe, combos = _model_and_unseen_combinations(args)
     result = evaluate_base_model(
         pipe, judges, combos, steps=args.steps, guidance=args.guidance, seed=args.seed
     )
     result["n_train"] = args.n_train  # the combinations excluded: with --seed, they fix the prompts
     result["codec"] = codec_report(pipe.vae, judges)
-    out.mkdir(parents=True, exist_ok=True)
-    image_grid(result.pop("images")[:49], cols=7, scale=2).save(out / "samples.png")
-    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    _save_measurement(out, result, "metrics.json")
     attrs = " ".join(f"{k}={v:.2f}" for k, v in result["attribute_accuracy"].items())
     print(f"style accuracy {result['style_accuracy']:.3f}, mean attribute accuracy "
           f"{result['mean_attribute_accuracy']:.3f} ({attrs}) on {result['n']} unseen combinations")
