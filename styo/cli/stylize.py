@@ -57,11 +57,13 @@ def model_profile(model: str | None, device: str | None) -> tuple[str, str]:
 
 
 def _on_gpu(device: str | None) -> bool:
-    if device is not None:
-        return device.startswith("cuda")
+    """Whether the run trains on CUDA: --device as given (already checked), else the pipeline's
+    own default (:func:`styo.pipeline.choose_device`)."""
     import torch
 
-    return torch.cuda.is_available()
+    from ..pipeline import choose_device
+
+    return (torch.device(device) if device is not None else choose_device()).type == "cuda"
 
 
 def stylize_settings(
