@@ -368,12 +368,24 @@ class CrossAttnProcessor:
     def _replace(
         self, probs: torch.Tensor, rows: dict[str, slice], device: torch.device
     ) -> torch.Tensor:
-        """M_sty[..., i_sty] = M_rec[..., i_src] for the mapped pairs; other columns unchanged."""
         sty_idx, rec_idx = self.controller.indices(device)
-        probs = probs.clone()
-        sty = probs[rows["sty"]]
-        sty[..., sty_idx] = probs[rows["rec"]][..., rec_idx]  # sty is a view into probs
-        return probs
+        return copy_content_maps(probs, rows, sty_idx, rec_idx)
+
+
+def copy_content_maps(
+    probs: torch.Tensor, rows: dict[str, slice], sty_idx: torch.Tensor, rec_idx: torch.Tensor
+) -> torch.Tensor:
+    """FCC itself: ``M_sty[..., i_sty] = M_rec[..., i_rec]`` for every mapped token pair.
+
+    ``probs`` holds the conditional rows ``[rec, sty]`` (any head layout, tokens last). The
+    stylisation rows get the reconstruction rows' maps for the content tokens, so the content
+    words put their attention where the source's did; the style columns keep their own maps.
+    The input is left unchanged.
+    """
+    probs = probs.clone()
+    sty = probs[rows["sty"]]  # a view into probs
+    sty[..., sty_idx] = probs[rows["rec"]][..., rec_idx]
+    return probs
 
 
 def cross_attention_inputs(
