@@ -1,31 +1,36 @@
-"""Attention processors that record cross-attention maps and apply StyO's content control (FCC).
+"""Cross-attention maps in the open: recording them, and StyO's content control (FCC).
 
-Built on diffusers' processor API: :func:`attention_control` swaps the processors of the UNet's
-cross-attention layers (``attn2``) for :class:`CrossAttnProcessor` with ``set_attn_processor`` and
-always puts the previous ones back. Self-attention layers keep their processor (fused SDPA) unless
-the self-attention sharing extension is switched on. Nothing is monkey-patched.
+FCC's whole idea is one assignment (:func:`copy_content_maps`): in every cross-attention layer,
+the stylisation branch's attention maps for the content tokens are replaced by the reconstruction
+branch's, ``M_sty[:, :, i_sty] = M_rec[:, :, i_rec]``, and the layer's output is ``M · V_sty``.
+Everything else here is how that assignment reaches the UNet without touching diffusers:
+
+- :class:`MapsProcessor` computes a cross-attention layer as diffusers' ``AttnProcessor`` does,
+  with the ``Attention`` module's own helpers (``head_to_batch_dim``, ``get_attention_scores``,
+  ``batch_to_head_dim``), and passes the probabilities through :meth:`MapsProcessor.maps` on their
+  way to the values. Recording, FCC, the sharpness measure (:mod:`styo.sharpness`) and the
+  pretraining's grounding loss (:mod:`styo.world.grounding`) are its subclasses; a call no one
+  looks at goes to the layer's previous processor (fused SDPA), so unobserved layers cost nothing.
+- :func:`attention_processors` installs processors with ``set_attn_processor`` and always puts
+  the previous ones back (DAAM's ``trace()``); self-attention layers keep fused SDPA unless the
+  self-attention sharing extension is on. Nothing is monkey-patched.
 
 **Batch layout.** FCC runs both branches as one UNet batch of ``B`` image pairs. With
 classifier-free guidance the batch is ``[uncond_rec, uncond_sty, cond_rec, cond_sty]``, each
-block ``B`` rows; without it, ``[rec, sty]`` (all conditional). Row ``k`` of the stylisation block was diffused from the
-same latent as row ``k`` of the reconstruction block. Only the conditional half is controlled or
-recorded; the unconditional rows always go through the layer's previous processor.
+block ``B`` rows; without it, ``[rec, sty]`` (all conditional). Row ``k`` of the stylisation block
+was diffused from the same latent as row ``k`` of the reconstruction block. Only the conditional
+half is controlled or recorded; the unconditional rows always go through the layer's previous
+processor.
 
 **Steps.** The sampler tells the controller where it is by setting ``controller.step = i`` (the
 index of the denoising step, 0-based) before each UNet call; one UNet call per step, since both
 guidance halves are in the batch. ``control_steps``/``steps`` are sets of such indices.
-
-**Control.** For each mapped pair ``(i_sty, i_src)`` the stylisation row's attention probabilities
-are replaced, ``M_sty[:, :, i_sty] = M_rec[:, :, i_src]`` (all heads, all pixels), the other
-columns kept, and the output is ``M · V_sty``. Probabilities are computed explicitly only for the
-conditional rows and only when this call controls or records; otherwise the layer runs its
-previous processor unchanged.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,6 +39,246 @@ import torch
 import torch.nn.functional as F
 
 from .prompts import word_token_spans
+
+
+def copy_content_maps(
+    probs: torch.Tensor, rows: dict[str, slice], sty_idx: torch.Tensor, rec_idx: torch.Tensor
+) -> torch.Tensor:
+    """FCC itself: ``M_sty[..., i_sty] = M_rec[..., i_rec]`` for every mapped token pair.
+
+    ``probs`` holds the conditional rows ``[rec, sty]`` (any head layout, tokens last). The
+    stylisation rows get the reconstruction rows' maps for the content tokens, so the content
+    words put their attention where the source's did; the style columns keep their own maps.
+    The input is left unchanged.
+    """
+    probs = probs.clone()
+    sty = probs[rows["sty"]]  # a view into probs
+    sty[..., sty_idx] = probs[rows["rec"]][..., rec_idx]
+    return probs
+
+
+class MapsProcessor:
+    """A cross-attention processor that computes the attention maps explicitly and shows them.
+
+    Subclasses choose which rows of a call need the maps (:meth:`rows`: the trailing rows from
+    some index, or ``None`` for none) and what happens to them (:meth:`maps`: read them, or return
+    changed ones). The other rows go to ``base``, the processor the layer had before.
+    """
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def rows(self, hidden_states: torch.Tensor) -> slice | None:
+        """Rows whose maps are needed in this call: all of them unless a subclass says otherwise."""
+        return slice(0, hidden_states.shape[0])
+
+    def maps(self, probs: torch.Tensor) -> torch.Tensor:
+        """``probs`` ``[batch, heads, pixels, tokens]``, softmax over tokens; returns the maps used."""
+        return probs
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        call = dict(attention_mask=attention_mask, temb=temb, **kwargs)
+        rows = None if encoder_hidden_states is None else self.rows(hidden_states)
+        if rows is None:
+            return self.base(attn, hidden_states, encoder_hidden_states=encoder_hidden_states, **call)
+        n = hidden_states.shape[0]
+        mask = _rows_of(attention_mask, rows, n)
+        out = self.attend(attn, hidden_states[rows], encoder_hidden_states[rows], mask)
+        if rows.start == 0:
+            return out
+        head = slice(0, rows.start)
+        rest = self.base(
+            attn,
+            hidden_states[head],
+            encoder_hidden_states=encoder_hidden_states[head],
+            **{k: _rows_of(v, head, n) for k, v in call.items()},
+        )
+        return torch.cat([rest, out])
+
+    def attend(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        context: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """diffusers' ``AttnProcessor`` for a transformer block's cross-attention layer."""
+        if hidden_states.ndim != 3 or attn.group_norm is not None or attn.spatial_norm is not None \
+                or attn.residual_connection or attn.norm_q is not None:
+            raise ValueError(
+                f"{type(self).__name__} handles the cross-attention layers of transformer blocks "
+                "only (3-D input, no group/spatial norm, no residual, no q/k norm)"
+            )
+        batch, pixels, _ = hidden_states.shape
+        mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(query, key, mask)  # [batch * heads, pixels, tokens]
+        probs = self.maps(probs.view(batch, attn.heads, pixels, -1)).flatten(0, 1)
+        out = attn.batch_to_head_dim(torch.bmm(probs.to(value.dtype), value))
+        return attn.to_out[1](attn.to_out[0](out)) / attn.rescale_output_factor
+
+
+def _rows_of(x: Any, rows: slice, batch_size: int) -> Any:
+    """Rows of a per-sample tensor; anything else (None, broadcast masks) passes through."""
+    if isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] == batch_size:
+        return x[rows]
+    return x
+
+
+class ControlProcessor(MapsProcessor):
+    """The cross-attention processor an :class:`AttentionController` drives: FCC and recording.
+
+    It asks for the maps of the conditional rows only when the controller controls or records at
+    this step; then the recorder gets each branch's own maps (before FCC) and FCC replaces the
+    content columns of the stylisation rows.
+    """
+
+    def __init__(self, controller: AttentionController, name: str, base: Any) -> None:
+        super().__init__(base)
+        self.controller = controller
+        self.name = name
+
+    def rows(self, hidden_states: torch.Tensor) -> slice | None:
+        ctl = self.controller
+        size = self._size(hidden_states)
+        self._control = ctl.controls()
+        self._record = ctl.recorder is not None and ctl.recorder.wants(ctl.step, size)
+        if not (self._control or self._record):
+            return None
+        self._layer_size = size
+        n = hidden_states.shape[0]
+        return slice(branch_rows(n, ctl.guidance)["rec"].start, n)
+
+    def maps(self, probs: torch.Tensor) -> torch.Tensor:
+        rows = branch_rows(probs.shape[0], guidance=False)  # the conditional rows: [rec, sty]
+        recorder = self.controller.recorder
+        if self._record:
+            maps = torch.stack([probs[rows[b]].mean(1) for b in recorder.branches])
+            recorder.store(self.name, self.controller.step, maps, self._layer_size)
+        if self._control:
+            sty_idx, rec_idx = self.controller.indices(probs.device)
+            probs = copy_content_maps(probs, rows, sty_idx, rec_idx)
+        return probs
+
+    def _size(self, hidden_states: torch.Tensor) -> tuple[int, int]:
+        if hidden_states.ndim == 4:
+            return tuple(hidden_states.shape[-2:])
+        return self.controller.spatial_size(hidden_states.shape[1])
+
+
+class SharedSelfAttnProcessor:
+    """EXTENSION (not in the paper, off by default): self-attention map sharing.
+
+    At controlled steps the stylisation rows use the reconstruction rows' self-attention maps:
+    ``softmax(q_rec k_recᵀ) · V_sty``, which keeps the source's spatial layout more strongly than
+    cross-attention control alone (as in MasaCtrl/plug-and-play). It stays on fused SDPA by
+    substituting the query and key, so it costs no explicit map.
+    """
+
+    def __init__(self, controller: AttentionController, name: str, base: Any) -> None:
+        self.controller = controller
+        self.name = name
+        self.base = base
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        ctl = self.controller
+        if not ctl.shares_self_attention() or encoder_hidden_states is not None:
+            return self.base(
+                attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                attention_mask=attention_mask, temb=temb, **kwargs,
+            )
+        if hidden_states.ndim != 3 or attention_mask is not None or attn.group_norm is not None \
+                or attn.spatial_norm is not None or attn.residual_connection or attn.norm_q is not None:
+            raise ValueError("self-attention sharing handles transformer blocks' self-attention only")
+        rows = branch_rows(hidden_states.shape[0], ctl.guidance)
+        query, key, value = (
+            attn.head_to_batch_dim(f(hidden_states), out_dim=4) for f in (attn.to_q, attn.to_k, attn.to_v)
+        )
+        query, key = query.clone(), key.clone()
+        query[rows["sty"]] = query[rows["rec"]]
+        key[rows["sty"]] = key[rows["rec"]]
+        out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
+        out = attn.batch_to_head_dim(out.flatten(0, 1))
+        return attn.to_out[1](attn.to_out[0](out)) / attn.rescale_output_factor
+
+
+def attention_layers(unet: torch.nn.Module) -> dict[str, bool]:
+    """Processor key of every attention layer -> whether it is a cross-attention layer."""
+    return {
+        f"{name}.processor": bool(getattr(module, "is_cross_attention", False))
+        for name, module in unet.named_modules()
+        if hasattr(module, "set_processor") and hasattr(module, "get_processor")
+    }
+
+
+Make = Callable[[str, Any], Any]  # (layer name, its current processor) -> the new processor
+
+
+def install_processors(unet: torch.nn.Module, cross: Make, self_attention: Make | None = None) -> dict:
+    """Give every cross-attention layer ``cross(layer, processor)`` (and every self-attention
+    layer ``self_attention(...)`` when given); returns the previous processors, to put back."""
+    previous = dict(unet.attn_processors)
+    is_cross = attention_layers(unet)
+    installed = {}
+    for key, proc in previous.items():
+        make = cross if is_cross.get(key, False) else self_attention
+        installed[key] = make(key.removesuffix(".processor"), proc) if make else proc
+    unet.set_attn_processor(installed)
+    return previous
+
+
+@contextmanager
+def attention_processors(
+    unet: torch.nn.Module, cross: Make, self_attention: Make | None = None
+) -> Iterator[None]:
+    """:func:`install_processors` for the duration of a ``with`` block; the previous processors
+    are always put back, also on error."""
+    previous = install_processors(unet, cross, self_attention)
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(previous)
+
+
+@contextmanager
+def attention_control(
+    unet: torch.nn.Module, controller: AttentionController
+) -> Iterator[AttentionController]:
+    """Install FCC processors on the cross-attention layers; always restore the previous ones.
+
+    Self-attention layers keep their processors, unless ``controller.share_self_attention`` is
+    set when entering (then they get :class:`SharedSelfAttnProcessor`).
+    """
+    share = controller.share_self_attention
+    with attention_processors(
+        unet,
+        lambda layer, proc: ControlProcessor(controller, layer, proc),
+        (lambda layer, proc: SharedSelfAttnProcessor(controller, layer, proc)) if share else None,
+    ):
+        yield controller
+
 
 BRANCHES = ("rec", "sty")
 
@@ -263,275 +508,3 @@ class AttentionController:
         if side * side != tokens:
             raise ValueError(f"cannot infer the shape of {tokens} pixels: set latent_size")
         return side, side
-
-
-def _slice_batch(x: Any, rows: slice, batch_size: int) -> Any:
-    """Rows of a per-sample tensor; anything else (None, broadcast masks) passes through."""
-    if isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] == batch_size:
-        return x[rows]
-    return x
-
-
-class CrossAttnProcessor:
-    """Cross-attention processor for FCC control and recording; delegates to ``base`` otherwise."""
-
-    def __init__(self, controller: AttentionController, name: str, base: Any) -> None:
-        self.controller = controller
-        self.name = name
-        self.base = base
-
-    def __call__(
-        self,
-        attn: Any,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        ctl = self.controller
-        size = self._size(hidden_states)
-        control = ctl.controls()
-        record = ctl.recorder is not None and ctl.recorder.wants(ctl.step, size)
-        call = dict(attention_mask=attention_mask, temb=temb, **kwargs)
-        if not (control or record) or encoder_hidden_states is None:
-            return self.base(
-                attn, hidden_states, encoder_hidden_states=encoder_hidden_states, **call
-            )
-        n = hidden_states.shape[0]
-        rows = branch_rows(n, ctl.guidance)
-        cond = slice(rows["rec"].start, n)
-        sub = {k: _slice_batch(v, cond, n) for k, v in call.items()}
-        out_cond = self._explicit(
-            attn, hidden_states[cond], encoder_hidden_states[cond], control, record, size, **sub
-        )
-        if cond.start == 0:
-            return out_cond
-        head = slice(0, cond.start)
-        call = {k: _slice_batch(v, head, n) for k, v in call.items()}
-        out_uncond = self.base(
-            attn, hidden_states[head], encoder_hidden_states=encoder_hidden_states[head], **call
-        )
-        return torch.cat([out_uncond, out_cond])
-
-    def _size(self, hidden_states: torch.Tensor) -> tuple[int, int]:
-        if hidden_states.ndim == 4:
-            return tuple(hidden_states.shape[-2:])
-        return self.controller.spatial_size(hidden_states.shape[1])
-
-    def _explicit(
-        self,
-        attn: Any,
-        hidden_states: torch.Tensor,
-        context: torch.Tensor,
-        control: bool,
-        record: bool,
-        size: tuple[int, int],
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        **_: Any,
-    ) -> torch.Tensor:
-        """diffusers' AttnProcessor2_0 with an explicit softmax, on the conditional rows only."""
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            b, ch, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, ch, h * w).transpose(1, 2)
-        batch, tokens = context.shape[:2]
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, tokens, batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        query, key, value = cross_attention_inputs(attn, hidden_states, context)
-        probs = _probabilities(attn, query, key, attention_mask)
-        rows = branch_rows(batch, guidance=False)
-        if record:
-            self._record(probs, rows, size)
-        if control:
-            probs = self._replace(probs, rows, query.device)
-        out = torch.matmul(probs.to(value.dtype), value)
-        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * value.shape[-1]).to(query.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(b, ch, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
-
-    def _record(self, probs: torch.Tensor, rows: dict[str, slice], size: tuple[int, int]) -> None:
-        recorder = self.controller.recorder
-        maps = torch.stack([probs[rows[b]].mean(1) for b in recorder.branches])
-        recorder.store(self.name, self.controller.step, maps, size)
-
-    def _replace(
-        self, probs: torch.Tensor, rows: dict[str, slice], device: torch.device
-    ) -> torch.Tensor:
-        sty_idx, rec_idx = self.controller.indices(device)
-        return copy_content_maps(probs, rows, sty_idx, rec_idx)
-
-
-def copy_content_maps(
-    probs: torch.Tensor, rows: dict[str, slice], sty_idx: torch.Tensor, rec_idx: torch.Tensor
-) -> torch.Tensor:
-    """FCC itself: ``M_sty[..., i_sty] = M_rec[..., i_rec]`` for every mapped token pair.
-
-    ``probs`` holds the conditional rows ``[rec, sty]`` (any head layout, tokens last). The
-    stylisation rows get the reconstruction rows' maps for the content tokens, so the content
-    words put their attention where the source's did; the style columns keep their own maps.
-    The input is left unchanged.
-    """
-    probs = probs.clone()
-    sty = probs[rows["sty"]]  # a view into probs
-    sty[..., sty_idx] = probs[rows["rec"]][..., rec_idx]
-    return probs
-
-
-def cross_attention_inputs(
-    attn: Any, hidden_states: torch.Tensor, context: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Query, key and value ``[batch, heads, n, d]`` with the layer's own norms, as diffusers'
-    AttnProcessor2_0 applies them (``hidden_states`` already flattened to ``[batch, pixels, ch]``)."""
-    if attn.group_norm is not None:
-        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-    query = attn.to_q(hidden_states)
-    if attn.norm_cross:
-        context = attn.norm_encoder_hidden_states(context)
-    query, key, value = (_heads(attn, x) for x in (query, attn.to_k(context), attn.to_v(context)))
-    if attn.norm_q is not None:
-        query = attn.norm_q(query)
-    if attn.norm_k is not None:
-        key = attn.norm_k(key)
-    return query, key, value
-
-
-def _heads(attn: Any, x: torch.Tensor) -> torch.Tensor:
-    """[batch, n, heads*d] -> [batch, heads, n, d]."""
-    return x.view(x.shape[0], -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
-
-
-def _probabilities(
-    attn: Any, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None
-) -> torch.Tensor:
-    """softmax(q kᵀ · scale + mask) in float32, whatever the model's dtype."""
-    scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale
-    if mask is not None:
-        scores = scores + mask.float()
-    return scores.softmax(dim=-1)
-
-
-class SharedSelfAttnProcessor:
-    """EXTENSION (not in the paper, off by default): self-attention map sharing.
-
-    At controlled steps the stylisation rows use the reconstruction rows' self-attention maps:
-    ``softmax(q_rec k_recᵀ) · V_sty``, which keeps the source's spatial layout more strongly than
-    cross-attention control alone (as in MasaCtrl/plug-and-play). It stays on fused SDPA by
-    substituting the query and key, so it costs no explicit map.
-    """
-
-    def __init__(self, controller: AttentionController, name: str, base: Any) -> None:
-        self.controller = controller
-        self.name = name
-        self.base = base
-
-    def __call__(
-        self,
-        attn: Any,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        ctl = self.controller
-        if not ctl.shares_self_attention() or encoder_hidden_states is not None:
-            return self.base(
-                attn,
-                hidden_states,
-                encoder_hidden_states=encoder_hidden_states,
-                attention_mask=attention_mask,
-                temb=temb,
-                **kwargs,
-            )
-        rows = branch_rows(hidden_states.shape[0], ctl.guidance)
-        return _shared_self_attention(attn, hidden_states, attention_mask, temb, rows)
-
-
-def _shared_self_attention(
-    attn: Any,
-    hidden_states: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    temb: torch.Tensor | None,
-    rows: dict[str, slice],
-) -> torch.Tensor:
-    """AttnProcessor2_0 for self-attention with the sty rows' q, k taken from the rec rows."""
-    residual = hidden_states
-    if attn.spatial_norm is not None:
-        hidden_states = attn.spatial_norm(hidden_states, temb)
-    input_ndim = hidden_states.ndim
-    if input_ndim == 4:
-        b, ch, h, w = hidden_states.shape
-        hidden_states = hidden_states.view(b, ch, h * w).transpose(1, 2)
-    batch, length = hidden_states.shape[:2]
-    if attention_mask is not None:
-        attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
-        attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-    if attn.group_norm is not None:
-        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-    query, key, value = (_heads(attn, f(hidden_states)) for f in (attn.to_q, attn.to_k, attn.to_v))
-    if attn.norm_q is not None:
-        query = attn.norm_q(query)
-    if attn.norm_k is not None:
-        key = attn.norm_k(key)
-    query, key = query.clone(), key.clone()
-    query[rows["sty"]] = query[rows["rec"]]
-    key[rows["sty"]] = key[rows["rec"]]
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
-    out = out.transpose(1, 2).reshape(batch, -1, attn.heads * value.shape[-1]).to(query.dtype)
-    out = attn.to_out[1](attn.to_out[0](out))
-    if input_ndim == 4:
-        out = out.transpose(-1, -2).reshape(b, ch, h, w)
-    if attn.residual_connection:
-        out = out + residual
-    return out / attn.rescale_output_factor
-
-
-def attention_layers(unet: torch.nn.Module) -> dict[str, bool]:
-    """Processor key of every attention layer -> whether it is a cross-attention layer."""
-    return {
-        f"{name}.processor": bool(getattr(module, "is_cross_attention", False))
-        for name, module in unet.named_modules()
-        if hasattr(module, "set_processor") and hasattr(module, "get_processor")
-    }
-
-
-def _layer(key: str) -> str:
-    return key.removesuffix(".processor")
-
-
-@contextmanager
-def attention_control(
-    unet: torch.nn.Module, controller: AttentionController
-) -> Iterator[AttentionController]:
-    """Install FCC processors on the cross-attention layers; always restore the previous ones.
-
-    Self-attention layers keep their processors, unless ``controller.share_self_attention`` is
-    set when entering (then they get :class:`SharedSelfAttnProcessor`).
-    """
-    previous = dict(unet.attn_processors)
-    cross = attention_layers(unet)
-    installed = {}
-    for key, proc in previous.items():
-        if cross.get(key, False):
-            installed[key] = CrossAttnProcessor(controller, _layer(key), proc)
-        elif controller.share_self_attention:
-            installed[key] = SharedSelfAttnProcessor(controller, _layer(key), proc)
-        else:
-            installed[key] = proc
-    unet.set_attn_processor(installed)
-    try:
-        yield controller
-    finally:
-        unet.set_attn_processor(dict(previous))

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .attention import _probabilities, attention_layers, cross_attention_inputs
+from .attention import MapsProcessor, attention_processors
 
 
 class _Statistics:
@@ -50,20 +50,16 @@ class _Statistics:
         return {n: float(v) for n, v in zip(names, self.sums / self.count, strict=True)}
 
 
-class _Measure:
-    """Measures a cross-attention layer's maps, then lets its own processor compute the layer."""
+class _Measure(MapsProcessor):
+    """Adds each cross-attention layer's maps to the running statistics and leaves them as they are."""
 
     def __init__(self, stats: _Statistics, base: Any) -> None:
-        self.stats, self.base = stats, base
+        super().__init__(base)
+        self.stats = stats
 
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states=None,
-                 attention_mask=None, temb=None, **kwargs: Any) -> torch.Tensor:
-        flat = hidden_states
-        if flat.ndim == 4:
-            flat = flat.flatten(2).transpose(1, 2)
-        query, key, _ = cross_attention_inputs(attn, flat, encoder_hidden_states)
-        self.stats.add(_probabilities(attn, query, key, None))
-        return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+    def maps(self, probs: torch.Tensor) -> torch.Tensor:
+        self.stats.add(probs)
+        return probs
 
 
 @torch.no_grad()
@@ -81,14 +77,7 @@ def attention_sharpness(
     if not prompts:
         raise ValueError("give at least one prompt to measure the attention on")
     stats = _Statistics(torch.tensor([len(pipe.tokenizer(p).input_ids) for p in prompts]))
-    unet = pipe.unet
-    previous = dict(unet.attn_processors)
-    cross = attention_layers(unet)
-    unet.set_attn_processor(
-        {k: _Measure(stats, p) if cross.get(k) else p for k, p in previous.items()})
-    try:
+    with attention_processors(pipe.unet, lambda _, base: _Measure(stats, base)):
         pipe(list(prompts), num_inference_steps=num_inference_steps, guidance_scale=1.0,
              generator=torch.Generator("cpu").manual_seed(seed), output_type="latent")
-    finally:
-        unet.set_attn_processor(previous)
     return stats.result()

@@ -10,7 +10,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from styo.attention import (
     AttentionController,
     AttentionRecorder,
-    CrossAttnProcessor,
+    ControlProcessor,
     SharedSelfAttnProcessor,
     attention_control,
     branch_rows,
@@ -95,7 +95,7 @@ def test_full_control_copies_maps_at_layer_level(pipe):
     hidden = torch.randn(4, 64, attn.query_dim, generator=g)
     _, embeds = unet_inputs(pipe, rec=REC, sty=REC)
     base = AttnProcessor2_0()
-    proc = CrossAttnProcessor(AttentionController(ALL_TOKENS), "layer", base)
+    proc = ControlProcessor(AttentionController(ALL_TOKENS), "layer", base)
     with torch.no_grad():
         out = proc(attn, hidden, embeds)
         ref = base(attn, hidden, embeds)
@@ -110,7 +110,7 @@ def test_partial_control_follows_the_formula(pipe):
     hidden = torch.randn(4, 64, attn.query_dim, generator=g)
     _, embeds = unet_inputs(pipe)
     pairs = content_index_map(pipe.tokenizer, Identifiers(), 3, 2)
-    proc = CrossAttnProcessor(AttentionController(pairs), "layer", AttnProcessor2_0())
+    proc = ControlProcessor(AttentionController(pairs), "layer", AttnProcessor2_0())
     with torch.no_grad():
         out = proc(attn, hidden, embeds)
         q, k, v = (
@@ -152,7 +152,7 @@ def test_processors_restored_after_exception(pipe):
             inside = pipe.unet.attn_processors
             for key, proc in inside.items():
                 if ".attn2." in key:
-                    assert isinstance(proc, CrossAttnProcessor) and proc.base is before[key]
+                    assert isinstance(proc, ControlProcessor) and proc.base is before[key]
                 else:
                     assert proc is before[key]  # self-attention untouched (fused SDPA)
             raise RuntimeError("boom")
@@ -233,3 +233,39 @@ def test_spatial_size_non_square():
     assert AttentionController().spatial_size(16) == (4, 4)
     with pytest.raises(ValueError, match="latent_size"):
         AttentionController().spatial_size(24)
+
+
+def test_one_processor_family_computes_layers_as_diffusers_does(pipe):
+    # Recording, FCC, the sharpness measure and the grounding loss all see the maps through
+    # MapsProcessor; with the maps left as they are it is diffusers' own attention, row for row.
+    from styo.attention import MapsProcessor
+    from styo.sharpness import _Measure
+    from styo.world.grounding import GroundingProcessor
+
+    assert all(issubclass(c, MapsProcessor) for c in (ControlProcessor, _Measure, GroundingProcessor))
+    attn = pipe.unet.up_blocks[1].attentions[0].transformer_blocks[0].attn2
+    hidden = torch.randn(4, 64, attn.query_dim, generator=torch.Generator().manual_seed(5))
+    _, embeds = unet_inputs(pipe)
+    seen = []
+
+    class Look(MapsProcessor):
+        def maps(self, probs):
+            seen.append(probs.shape)
+            return probs
+
+    with torch.no_grad():
+        out = Look(AttnProcessor2_0())(attn, hidden, embeds)
+        ref = AttnProcessor2_0()(attn, hidden, embeds)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert seen == [(4, attn.heads, 64, 77)]
+
+
+def test_maps_processor_refuses_layers_it_does_not_compute(pipe):
+    # The VAE's attention is self-attention with group norm and a residual: not a layout the
+    # explicit path reproduces, so it must say so instead of computing something else.
+    from styo.attention import MapsProcessor
+
+    attn = next(m for m in pipe.vae.modules() if hasattr(m, "set_processor"))
+    x = torch.randn(1, attn.query_dim, 4, 4)
+    with pytest.raises(ValueError, match="transformer blocks"):
+        MapsProcessor(AttnProcessor2_0())(attn, x, torch.randn(1, 77, attn.query_dim))

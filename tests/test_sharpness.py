@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from styo.attention import attention_layers
+from styo.attention import attention_processors
 from styo.prompts import source_prompt
 from styo.sharpness import _Measure, _Statistics, attention_sharpness
 from styo.testing import tiny_pipeline
@@ -33,14 +33,9 @@ def test_the_measuring_processor_leaves_each_layer_exact_and_measures_each_one(p
     embeds = pipe.text_encoder(ids)[0]
     with torch.no_grad():
         expected = pipe.unet(latents, 500, encoder_hidden_states=embeds).sample
-        previous = dict(pipe.unet.attn_processors)
-        cross = attention_layers(pipe.unet)
         stats = _Statistics(torch.tensor([len(pipe.tokenizer(PROMPT).input_ids)]))
-        pipe.unet.set_attn_processor({k: _Measure(stats, p) if cross[k] else p for k, p in previous.items()})
-        try:
+        with attention_processors(pipe.unet, lambda _, base: _Measure(stats, base)):
             got = pipe.unet(latents, 500, encoder_hidden_states=embeds).sample
-        finally:
-            pipe.unet.set_attn_processor(previous)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert stats.count == len(cross_layers(pipe.unet))
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attention import _probabilities, attention_layers, cross_attention_inputs
+from ..attention import MapsProcessor, install_processors
 from .render import HEAD_REGIONS, REGIONS
 
 # Region targets: the renderer's regions, then the head (their union of HEAD_REGIONS).
@@ -97,38 +97,22 @@ class MapStore:
         self.maps.clear()
 
 
-class GroundingProcessor:
-    """Computes a cross-attention layer explicitly and hands its head-averaged map to a store.
+class GroundingProcessor(MapsProcessor):
+    """Hands each cross-attention layer's head-averaged maps, with their gradients, to a store."""
 
-    The miniature UNet's ``attn2`` layers take (batch, pixels, channels) input without group norm
-    or residual inside the attention; that is the only layout this processor handles.
-    """
-
-    def __init__(self, store: MapStore) -> None:
+    def __init__(self, store: MapStore, base: Any) -> None:
+        super().__init__(base)
         self.store = store
 
-    def __call__(self, attn: Any, hidden_states: torch.Tensor,
-                 encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
-                 **_: Any) -> torch.Tensor:
-        if hidden_states.ndim != 3 or attn.residual_connection or attn.spatial_norm is not None:
-            raise ValueError("GroundingProcessor handles transformer cross-attention only")
-        query, key, value = cross_attention_inputs(attn, hidden_states, encoder_hidden_states)
-        probs = _probabilities(attn, query, key, None)
+    def maps(self, probs: torch.Tensor) -> torch.Tensor:
         self.store.maps.append(probs.mean(1))
-        out = torch.matmul(probs.to(value.dtype), value)
-        out = out.transpose(1, 2).reshape(out.shape[0], -1, attn.heads * value.shape[-1])
-        return attn.to_out[1](attn.to_out[0](out))
+        return probs
 
 
 def install(unet: torch.nn.Module) -> MapStore:
     """Give every cross-attention layer a :class:`GroundingProcessor`; self-attention keeps its own."""
     store = MapStore()
-    processors = dict(unet.attn_processors)
-    for name, is_cross in attention_layers(unet).items():
-        if is_cross:
-            processors[name] = GroundingProcessor(store)
-    unet.set_attn_processor(processors)
+    install_processors(unet, lambda _, base: GroundingProcessor(store, base))
     return store
 
 
