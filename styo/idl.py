@@ -6,6 +6,13 @@ once, each with its own image, prompt, noise and timestep:
     L = ||ε - ε_θ(z_src^t, t, γ_src)||² + ||ε - ε_θ(z_tgt^t, t, γ_tgt)||²
         + ||ε - ε_θ(z_aux^t, t, γ_aux)||²
 
+where γ_src = ``a drawing with [S_src] not [S_tgt] style of [C_src] not [C_tgt] portrait``, γ_tgt
+swaps the identifiers, and γ_aux = ``... style of portrait`` for the auxiliary portraits. The file
+reads top to bottom: the settings, the prompts, one batch, the loss, then :func:`train`, whose
+loop is the method's whole training step (draw, loss, backward, optimiser step). What surrounds
+it lives apart: preparing the models (precision, LoRA, optimizer: :mod:`styo.finetune`) and the
+run folder (checkpoints, resume, progress: :mod:`styo.idl_run`).
+
 The three terms share one UNet call (batch 3·b). Everything fixed is computed once before the loop:
 the VAE posteriors of all images (a fresh latent is drawn from each posterior per step, as the base
 LDM trains), the token ids, and the prompt embeddings unless the text encoder is trained.
@@ -18,31 +25,23 @@ reaches exactly the weights and losses of an uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import shutil
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 from PIL import Image
-from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
-from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, write_json
-from .data import image_to_tensor, model_fingerprint
+from . import finetune, idl_run
+from .checkpoint import list_checkpoints, write_json
+from .data import image_to_tensor
+from .idl_run import IDLResult, TrainingInterrupted, run_fingerprint
 from .pipeline import image_size
-from .profiles import PROFILE_FILE
 from .prompts import (
     Identifiers,
     aux_prompt,
@@ -52,9 +51,10 @@ from .prompts import (
     target_prompt,
 )
 
+__all__ = ["IDLConfig", "IDLResult", "TrainingInterrupted", "evaluate", "idl_loss",
+           "prompts_for", "run_fingerprint", "train"]
+
 _MIXED = ("no", "fp16", "bf16")
-# Fields that do not change the training trajectory, so a resumed run may change them.
-_TRAJECTORY_FREE = {"steps", "checkpoint_every", "keep_checkpoints"}
 
 
 @dataclass
@@ -124,21 +124,6 @@ class IDLConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class IDLResult:
-    """What a run produced; ``pipeline`` is the caller's pipeline, fine-tuned in place."""
-
-    losses: list[float]
-    term_losses: dict[str, list[float]]
-    pipeline: StableDiffusionPipeline
-    output_dir: Path
-    pipeline_dir: Path
-    losses_path: Path
-    checkpoint_dir: Path
-    prompts: dict[str, str]
-    resumed_from: int = 0
 
 
 def prompts_for(config: IDLConfig) -> dict[str, str]:
@@ -219,7 +204,7 @@ def step_generator(seed: int, micro_step: int, process: int = 0) -> torch.Genera
     return torch.Generator("cpu").manual_seed((seed * 1_000_003 + micro_step) * 64 + process)
 
 
-def _draw(gen: torch.Generator, fixed: _Fixed, n_terms: int, b: int, num_t: int, device):
+def draw_batch(gen: torch.Generator, fixed: _Fixed, n_terms: int, b: int, num_t: int, device):
     """Image and prompt index per sample, timesteps, noise and posterior sample, from ``gen``."""
     aux_idx = torch.randint(fixed.n_aux, (b,), generator=gen) + 2 if n_terms == 3 else None
     image_idx = torch.cat(
@@ -235,8 +220,12 @@ def _draw(gen: torch.Generator, fixed: _Fixed, n_terms: int, b: int, num_t: int,
     return z0, prompt_idx.to(device), t.to(device), noise.to(device)
 
 
-def term_losses(unet, scheduler: DDPMScheduler, z0, t, noise, embeds, n_terms: int) -> torch.Tensor:
-    """MSE noise-prediction loss per term (mean over its samples), shape ``(n_terms,)``."""
+def idl_loss(unet, scheduler: DDPMScheduler, z0, t, noise, embeds, n_terms: int) -> torch.Tensor:
+    """IDL's loss: the noise-prediction MSE of each term (mean over its samples), ``(n_terms,)``.
+
+    ``z0`` holds the clean latents of the source, target and auxiliary samples in that order
+    (``n_terms`` blocks), ``embeds`` their prompts' embeddings; one UNet call for all of them.
+    """
     noisy = scheduler.add_noise(z0, noise, t)
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
@@ -251,9 +240,119 @@ def term_losses(unet, scheduler: DDPMScheduler, z0, t, noise, embeds, n_terms: i
     return per_sample.view(n_terms, -1).mean(dim=1)
 
 
-def _embeddings(fixed: _Fixed, text_encoder, prompt_idx: torch.Tensor) -> torch.Tensor:
-    embeds = fixed.embeds if fixed.embeds is not None else text_encoder(fixed.ids)[0]
-    return embeds[prompt_idx]
+# --- training ---------------------------------------------------------------------------------
+
+
+def train(
+    pipe: StableDiffusionPipeline,
+    source: Image.Image,
+    target: Image.Image,
+    aux: list[Image.Image],
+    config: IDLConfig | None = None,
+    *,
+    output_dir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callable[[int, float], None] | None = None,
+) -> IDLResult:
+    """Fine-tune ``pipe`` in place with IDL and save it to ``output_dir/pipeline``.
+
+    ``output_dir`` gets ``checkpoints/step-XXXXXX/`` every ``config.checkpoint_every`` steps (and on
+    Ctrl-C / SIGTERM), then ``pipeline/`` and ``losses.json`` when done. A folder holding a run is
+    refused unless ``resume=True``, which continues from the newest checkpoint (or, for a finished
+    run with the same settings, just loads its weights). ``callback(step, loss)`` runs after each
+    step (it forces a device sync). Input images are never written to.
+    """
+    config = config or IDLConfig()
+    out = Path(output_dir)
+    aux = list(aux) if config.use_aux else []
+    if config.use_aux and not aux:
+        raise ValueError("the auxiliary set is empty; pass aux images or set use_aux=False")
+    _check_images(pipe, {"source": [source], "target": [target], "aux": aux})
+    prompts = prompts_for(config)
+    for p in prompts.values():
+        check_length(pipe.tokenizer, p)
+    idl_run.check_output_dir(out, resume)
+    fingerprint = run_fingerprint(pipe, config, source, target, aux)
+    if resume and idl_run.finished(out):
+        return idl_run.load_finished(pipe, out, config, fingerprint, prompts)
+
+    # The models, made ready to train (fp32 trained weights, LoRA, optimizer, accelerator).
+    accelerator = finetune.accelerator_for(config, cpu=pipe.unet.device.type == "cpu")
+    device = accelerator.device
+    opt_cls, opt_kwargs = finetune.optimizer_class(config, device)
+    dtypes = {"unet": pipe.unet.dtype, "text_encoder": pipe.text_encoder.dtype}
+    modules = finetune.prepare_modules(pipe, config, device)
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay, **opt_kwargs)
+    prepared = accelerator.prepare(*modules.values(), optimizer)
+    wrapped, optimizer = dict(zip(modules, prepared[:-1], strict=True)), prepared[-1]
+    unet, text_encoder = wrapped["unet"], wrapped.get("text_encoder", pipe.text_encoder)
+    trained = {n: accelerator.unwrap_model(m) for n, m in wrapped.items()}
+
+    # What never changes: image posteriors, token ids, prompt embeddings (frozen text encoder).
+    fixed = _prepare_fixed(pipe, source, target, aux, prompts, device,
+                           embed=not config.train_text_encoder)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    n_terms, accumulate = len(prompts), config.gradient_accumulation_steps
+
+    ckpt_dir = out / "checkpoints"
+    start, history = 0, []
+    found = list_checkpoints(ckpt_dir) if resume else []
+    if found:
+        start, history = idl_run.resume_checkpoint(found[-1], trained, optimizer, accelerator,
+                                                   fingerprint, config)
+
+    def save(step: int, history: list[list[float]]) -> Path:
+        return idl_run.save_run_checkpoint(accelerator, ckpt_dir, step, trained, optimizer, history,
+                                           fingerprint, config.keep_checkpoints)
+
+    log = idl_run.RunLog(config, start, history, save,
+                         progress and accelerator.is_local_main_process, callback)
+    for m in trained.values():
+        m.train()
+    merge = False
+    try:
+        with log.running():
+            for step in range(start, config.steps):
+                micro_losses = []
+                for micro in range(step * accumulate, (step + 1) * accumulate):
+                    gen = step_generator(config.seed, micro, accelerator.process_index)
+                    z0, prompt_idx, t, noise = draw_batch(
+                        gen, fixed, n_terms, config.batch_size,
+                        scheduler.config.num_train_timesteps, device)
+                    with accelerator.accumulate(*wrapped.values()):
+                        embeds = fixed.embeds if fixed.embeds is not None else text_encoder(fixed.ids)[0]
+                        terms = idl_loss(unet, scheduler, z0, t, noise, embeds[prompt_idx], n_terms)
+                        accelerator.backward(terms.sum())
+                        if accelerator.sync_gradients and config.max_grad_norm:
+                            accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    micro_losses.append(terms.detach())
+                log.step_done(step + 1, sum(micro_losses) / accumulate)
+        merge = True
+    finally:
+        finetune.restore_modules(pipe, accelerator, wrapped, config, dtypes, merge)
+        accelerator.free_memory()
+    history = log.history
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        idl_run.save_pipeline(pipe, out)
+        result = idl_run.result(pipe, out, history, prompts, start)
+        write_json(
+            out / "losses.json",
+            {
+                "losses": result.losses,
+                "terms": result.term_losses,
+                "prompts": prompts,
+                "config": config.to_dict(),
+                "fingerprint": fingerprint,
+                "resumed_from": start,
+            },
+        )
+    accelerator.wait_for_everyone()
+    return idl_run.result(pipe, out, history, prompts, start)
 
 
 @torch.no_grad()
@@ -290,7 +389,7 @@ def evaluate(
     for step_t in timesteps:
         noise = torch.randn(fixed.mean.shape, generator=gen).to(device)
         per = torch.cat([
-            term_losses(
+            idl_loss(
                 pipe.unet, scheduler, fixed.mean[i : i + chunk],
                 torch.full((min(chunk, n - i),), int(step_t), device=device, dtype=torch.long),
                 noise[i : i + chunk], fixed.embeds[prompt_idx[i : i + chunk]], min(chunk, n - i),
@@ -302,475 +401,3 @@ def evaluate(
     out = dict(zip(prompts, means, strict=True))
     out["total"] = float(sum(means))
     return out
-
-
-# --- the run folder -----------------------------------------------------------------------------
-
-
-def _image_digest(images: list[Image.Image]) -> str:
-    h = hashlib.sha256()
-    for img in images:
-        h.update(np.asarray(img.convert("RGB")).tobytes())
-    return h.hexdigest()
-
-
-def _frozen_modules(config: IDLConfig) -> tuple[str, ...]:
-    """Modules whose weights a checkpoint does not hold, so a resume must get the same ones."""
-    frozen = ["vae"] + ([] if config.train_text_encoder else ["text_encoder"])
-    return tuple(frozen + (["unet"] if config.lora_rank is not None else []))
-
-
-def run_fingerprint(pipe, config: IDLConfig, source, target, aux) -> dict[str, Any]:
-    """Everything that shapes the trajectory; a resume with a different one is refused."""
-    trajectory = {k: v for k, v in config.to_dict().items() if k not in _TRAJECTORY_FREE}
-    return {
-        "config": trajectory,
-        "model": model_fingerprint(pipe, _frozen_modules(config)),
-        "images": {
-            "source": _image_digest([source]),
-            "target": _image_digest([target]),
-            "aux": _image_digest(aux),
-        },
-    }
-
-
-def _check_same_run(found: dict[str, Any], wanted: dict[str, Any], where: Path) -> None:
-    diff = [k for k in wanted if found.get(k) != wanted[k]]
-    if "config" in diff:
-        keys = sorted(k for k in wanted["config"] if found["config"].get(k) != wanted["config"][k])
-        diff = [d for d in diff if d != "config"] + [f"config.{k}" for k in keys]
-    if diff:
-        raise ValueError(
-            f"{where} was written by a different run ({', '.join(diff)} differ); resuming it would "
-            "not give the same result. Use the original settings, or another output folder."
-        )
-
-
-def _finished(out: Path) -> bool:
-    return (out / "losses.json").is_file() and (out / "pipeline" / "model_index.json").is_file()
-
-
-def _check_output_dir(out: Path, resume: bool) -> None:
-    """Refuse to mix a new run into a folder that holds one, unless asked to resume it."""
-    if resume:
-        return
-    if _finished(out):
-        raise FileExistsError(
-            f"{out} already holds a finished IDL run; pass resume=True (--resume) to reuse it, "
-            "or choose another output folder"
-        )
-    found = list_checkpoints(out / "checkpoints")
-    if found:
-        raise FileExistsError(
-            f"{out} holds an unfinished IDL run (checkpoint {found[-1].name}); pass resume=True "
-            "(--resume) to continue it, or choose another output folder"
-        )
-
-
-def _result(pipe, out: Path, history: list[list[float]], prompts, start: int) -> IDLResult:
-    terms = {name: [row[i + 1] for row in history] for i, name in enumerate(prompts)}
-    return IDLResult(
-        losses=[row[0] for row in history],
-        term_losses=terms,
-        pipeline=pipe,
-        output_dir=out,
-        pipeline_dir=out / "pipeline",
-        losses_path=out / "losses.json",
-        checkpoint_dir=out / "checkpoints",
-        prompts=dict(prompts),
-        resumed_from=start,
-    )
-
-
-def _load_finished(pipe, out: Path, config: IDLConfig, fingerprint, prompts) -> IDLResult:
-    """Resume of a finished run: put its fine-tuned weights into ``pipe`` and report it."""
-    record = json.loads((out / "losses.json").read_text())
-    _check_same_run(record["fingerprint"], fingerprint, out)
-    if len(record["losses"]) != config.steps:
-        raise ValueError(
-            f"{out} holds a finished run of {len(record['losses'])} steps, not {config.steps}; "
-            "choose another output folder to train a different number of steps"
-        )
-    for name in ("unet", "text_encoder"):
-        module = getattr(pipe, name)
-        saved = type(module).from_pretrained(out / "pipeline", subfolder=name, use_safetensors=True)
-        module.load_state_dict(saved.state_dict())
-    rows = [
-        [record["losses"][i]] + [record["terms"][k][i] for k in prompts]
-        for i in range(len(record["losses"]))
-    ]
-    return _result(pipe, out, rows, prompts, start=len(rows))
-
-
-# --- training machinery -------------------------------------------------------------------------
-
-
-def _accelerator(config: IDLConfig, cpu: bool):
-    """An Accelerator for this run. In a single process a previous run's (different) precision or
-    device choice is reset, so a notebook can train fp32 and then bf16 without a restart."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
-
-    kwargs = dict(
-        mixed_precision=config.mixed_precision,
-        cpu=cpu,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-    )
-    try:
-        return Accelerator(**kwargs)
-    except ValueError as e:
-        if "already been initialized" not in str(e) or PartialState().num_processes != 1:
-            raise
-        AcceleratorState._reset_state(reset_partial_state=True)
-        return Accelerator(**kwargs)
-
-
-def _optimizer_class(config: IDLConfig, device: torch.device):
-    """AdamW (= Adam with weight_decay 0), fused on CUDA and CPU, or bitsandbytes' 8-bit AdamW.
-
-    Fused on CPU too: one kernel instead of a Python loop over the parameters, which on the
-    miniature model's small IDL steps is a visible share of each step.
-    """
-    if not config.use_8bit_adam:
-        return torch.optim.AdamW, {"fused": device.type in ("cuda", "cpu")}
-    try:
-        import bitsandbytes as bnb
-    except ImportError as e:
-        raise ImportError(
-            "use_8bit_adam needs bitsandbytes, which is not installed: pip install 'styo[t4]' "
-            "(or pip install bitsandbytes), or set use_8bit_adam=False"
-        ) from e
-    if device.type != "cuda":
-        raise ValueError(f"8-bit Adam (bitsandbytes) needs a CUDA GPU; this run is on {device}")
-    return bnb.optim.AdamW8bit, {}
-
-
-def _add_lora(unet, rank: int, seed: int) -> None:
-    """LoRA on the attention projections through peft; its random init is seeded (repeatable)."""
-    from peft import LoraConfig
-
-    lora = LoraConfig(
-        r=rank,
-        lora_alpha=rank,
-        init_lora_weights="gaussian",
-        target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet.add_adapter(lora)
-
-
-def _to_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """Cast only when needed: diffusers warns on every ``.to(dtype)`` of a model."""
-    if any(p.dtype != dtype for p in module.parameters()):
-        module.to(dtype)
-    return module
-
-
-def _setup_modules(pipe, config: IDLConfig, device) -> dict[str, torch.nn.Module]:
-    """Freeze, add LoRA, upcast what is trained to fp32; return the trained modules by name.
-
-    Trainable weights must be fp32 (Adam updates of 1e-6 vanish in fp16). Frozen weights keep the
-    pipeline's dtype when autocast runs the maths, else become fp32 too.
-    """
-    unet, te = pipe.unet, pipe.text_encoder
-    pipe.vae.requires_grad_(False)
-    te.requires_grad_(config.train_text_encoder)
-    unet.requires_grad_(config.lora_rank is None)
-    if config.lora_rank is not None:
-        _add_lora(unet, config.lora_rank, config.seed)
-        if config.mixed_precision == "no":
-            _to_dtype(unet, torch.float32)
-        for p in unet.parameters():
-            if p.requires_grad:
-                p.data = p.data.float()
-    else:
-        _to_dtype(unet, torch.float32)
-    trained = {"unet": unet}
-    if config.train_text_encoder:
-        _to_dtype(te, torch.float32)
-        trained["text_encoder"] = te
-    pipe.vae.to(device)
-    te.to(device)
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if config.train_text_encoder:
-            _text_checkpointing(te, True)
-    return trained
-
-
-def _text_checkpointing(text_encoder, on: bool) -> None:
-    """transformers 5 renamed gradient_* to activation_checkpointing_*; call whichever exists."""
-    verb = "enable" if on else "disable"
-    method = getattr(text_encoder, f"activation_checkpointing_{verb}", None)
-    (method or getattr(text_encoder, f"gradient_checkpointing_{verb}"))()
-
-
-def _trainable(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
-    """Trainable tensors by qualified name; detached views share storage (for saving/loading)."""
-    return {
-        f"{m}.{n}": p.detach()
-        for m, mod in modules.items()
-        for n, p in mod.named_parameters()
-        if p.requires_grad
-    }
-
-
-def _finish_modules(pipe, accelerator, wrapped, config: IDLConfig, dtypes, merge: bool) -> None:
-    """Undo the training set-up: LoRA merged (or, after a failure, dropped so the base is intact
-    for a resume), original dtypes, eval mode, gradient checkpointing off."""
-    for module in wrapped.values():
-        accelerator.unwrap_model(module, keep_fp32_wrapper=False)  # removes the autocast wrapper
-    unet, te = pipe.unet, pipe.text_encoder
-    if config.lora_rank is not None:
-        if merge:
-            unet.fuse_lora()
-        unet.unload_lora()
-    if config.gradient_checkpointing:
-        unet.disable_gradient_checkpointing()
-        if config.train_text_encoder:
-            _text_checkpointing(te, False)
-    for name, dtype in dtypes.items():
-        _to_dtype(getattr(pipe, name), dtype).requires_grad_(False).eval()
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped training after a step; a checkpoint holds everything so far."""
-
-
-@contextmanager
-def _deferred_interrupts() -> Iterator[dict[str, int | None]]:
-    """Turn the first SIGINT/SIGTERM into a flag checked between steps (so the checkpoint is a
-    consistent state); a second signal interrupts at once. Only in the main thread."""
-    flag: dict[str, int | None] = {"signal": None}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):
-        if flag["signal"] is not None:
-            raise KeyboardInterrupt
-        flag["signal"] = signum
-        tqdm.write("stopping after this step and saving a checkpoint (press Ctrl-C again to abort)")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def _save_pipeline(pipe, out: Path) -> None:
-    """Save the whole pipeline (safetensors) atomically: a folder appears complete or not at all.
-
-    The profile file of the folder the pipeline was loaded from goes along, so the fine-tuned
-    model keeps its base model's settings (:func:`styo.profiles.profile_of`).
-    """
-    final, tmp = out / "pipeline", out / ".pipeline.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    origin = Path(str(getattr(pipe, "name_or_path", "") or "")) / PROFILE_FILE
-    if origin.is_file():
-        shutil.copyfile(origin, tmp / PROFILE_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-
-
-# --- the loop -----------------------------------------------------------------------------------
-
-
-def train(
-    pipe: StableDiffusionPipeline,
-    source: Image.Image,
-    target: Image.Image,
-    aux: list[Image.Image],
-    config: IDLConfig | None = None,
-    *,
-    output_dir: str | os.PathLike,
-    resume: bool = False,
-    progress: bool = True,
-    callback: Callable[[int, float], None] | None = None,
-) -> IDLResult:
-    """Fine-tune ``pipe`` in place with IDL and save it to ``output_dir/pipeline``.
-
-    ``output_dir`` gets ``checkpoints/step-XXXXXX/`` every ``config.checkpoint_every`` steps (and on
-    Ctrl-C / SIGTERM), then ``pipeline/`` and ``losses.json`` when done. A folder holding a run is
-    refused unless ``resume=True``, which continues from the newest checkpoint (or, for a finished
-    run with the same settings, just loads its weights). ``callback(step, loss)`` runs after each
-    step (it forces a device sync). Input images are never written to.
-    """
-    config = config or IDLConfig()
-    out = Path(output_dir)
-    aux = list(aux) if config.use_aux else []
-    if config.use_aux and not aux:
-        raise ValueError("the auxiliary set is empty; pass aux images or set use_aux=False")
-    _check_images(pipe, {"source": [source], "target": [target], "aux": aux})
-    prompts = prompts_for(config)
-    for p in prompts.values():
-        check_length(pipe.tokenizer, p)
-    _check_output_dir(out, resume)
-    fingerprint = run_fingerprint(pipe, config, source, target, aux)
-    if resume and _finished(out):
-        return _load_finished(pipe, out, config, fingerprint, prompts)
-
-    accelerator = _accelerator(config, cpu=pipe.unet.device.type == "cpu")
-    opt_cls, opt_kwargs = _optimizer_class(config, accelerator.device)
-    dtypes = {"unet": pipe.unet.dtype, "text_encoder": pipe.text_encoder.dtype}
-    modules = _setup_modules(pipe, config, accelerator.device)
-    fixed = _prepare_fixed(
-        pipe, source, target, aux, prompts, accelerator.device, embed=not config.train_text_encoder
-    )
-    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
-    optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay, **opt_kwargs)
-    prepared = accelerator.prepare(*modules.values(), optimizer)
-    wrapped, optimizer = dict(zip(modules, prepared[:-1], strict=True)), prepared[-1]
-
-    ckpt_dir = out / "checkpoints"
-    history: list[list[float]] = []
-    start = 0
-    found = list_checkpoints(ckpt_dir) if resume else []
-    if found:
-        start, history = _resume(found[-1], modules, optimizer, accelerator, fingerprint, config)
-
-    loop = _Loop(pipe, config, accelerator, wrapped, optimizer, params, fixed, prompts)
-    merge = False
-    try:
-        history = loop.run(start, history, ckpt_dir, fingerprint, progress, callback)
-        merge = True
-    finally:
-        _finish_modules(pipe, accelerator, wrapped, config, dtypes, merge)
-        accelerator.free_memory()
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        _save_pipeline(pipe, out)
-        result = _result(pipe, out, history, prompts, start)
-        write_json(
-            out / "losses.json",
-            {
-                "losses": result.losses,
-                "terms": result.term_losses,
-                "prompts": prompts,
-                "config": config.to_dict(),
-                "fingerprint": fingerprint,
-                "resumed_from": start,
-            },
-        )
-    accelerator.wait_for_everyone()
-    return _result(pipe, out, history, prompts, start)
-
-
-def _resume(path: Path, modules, optimizer, accelerator, fingerprint, config) -> tuple[int, list]:
-    """Load trainable weights, optimizer and loss-scaler state from a checkpoint (no pickle)."""
-    meta = json.loads((path / "state.json").read_text())
-    _check_same_run(meta["extra"]["fingerprint"], fingerprint, path)
-    step = int(meta["step"])
-    if step > config.steps:
-        raise ValueError(f"{path} is past the requested {config.steps} steps; use a new folder")
-    trainable = _trainable(modules)
-    saved = load_file(path / "trainable.safetensors")
-    if set(saved) != set(trainable):
-        raise ValueError(
-            f"{path} holds different trainable tensors than this run; use a new folder"
-        )
-    load_checkpoint(path, {"trainable": trainable}, optimizer)
-    scaler = meta["extra"].get("scaler")
-    if scaler and accelerator.scaler is not None:
-        accelerator.scaler.load_state_dict(scaler)
-    return step, meta["extra"]["losses"]
-
-
-class _Loop:
-    """The optimisation loop; a class only to keep ``train`` readable (state shared by methods)."""
-
-    def __init__(self, pipe, config, accelerator, wrapped, optimizer, params, fixed, prompts):
-        self.config, self.acc, self.wrapped = config, accelerator, wrapped
-        self.optimizer, self.params, self.fixed = optimizer, params, fixed
-        self.unet = wrapped["unet"]
-        self.text_encoder = wrapped.get("text_encoder", pipe.text_encoder)
-        self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        self.n_terms = len(prompts)
-        self.modules = {n: accelerator.unwrap_model(m) for n, m in wrapped.items()}
-
-    def micro_step(self, micro: int) -> torch.Tensor:
-        """Forward and backward of one micro-batch; returns the detached per-term losses."""
-        cfg = self.config
-        gen = step_generator(cfg.seed, micro, self.acc.process_index)
-        z0, prompt_idx, t, noise = _draw(
-            gen,
-            self.fixed,
-            self.n_terms,
-            cfg.batch_size,
-            self.scheduler.config.num_train_timesteps,
-            self.acc.device,
-        )
-        with self.acc.accumulate(*self.wrapped.values()):
-            embeds = _embeddings(self.fixed, self.text_encoder, prompt_idx)
-            terms = term_losses(self.unet, self.scheduler, z0, t, noise, embeds, self.n_terms)
-            self.acc.backward(terms.sum())
-            if self.acc.sync_gradients and cfg.max_grad_norm:
-                self.acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        return terms.detach()
-
-    def run(self, start, history, ckpt_dir, fingerprint, progress, callback) -> list[list[float]]:
-        cfg, k = self.config, self.config.gradient_accumulation_steps
-        pending: list[torch.Tensor] = []
-
-        def flush() -> None:  # one device sync for many steps
-            if pending:
-                rows = torch.stack(pending).float().cpu()
-                history.extend([[float(r.sum())] + r.tolist() for r in rows])
-                pending.clear()
-
-        for m in self.modules.values():
-            m.train()
-        bar = tqdm(
-            total=cfg.steps,
-            initial=start,
-            desc="IDL",
-            disable=not progress or not self.acc.is_local_main_process,
-            dynamic_ncols=True,
-        )
-        with _deferred_interrupts() as stop, bar:
-            for step in range(start, cfg.steps):
-                terms = sum(self.micro_step(step * k + j) for j in range(k)) / k
-                pending.append(terms)
-                done = step + 1
-                bar.update(1)
-                if callback is not None or done % 10 == 0 or done == cfg.steps:
-                    flush()
-                    recent = [row[0] for row in history[-10:]]
-                    bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-                periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
-                if periodic or stop["signal"] is not None:
-                    flush()
-                    path = self.save(ckpt_dir, done, history, fingerprint)
-                if stop["signal"] is not None:
-                    raise TrainingInterrupted(
-                        f"IDL stopped at step {done} of {cfg.steps}; checkpoint saved in {path}. "
-                        "Run again with resume=True (--resume) to finish."
-                    )
-                if callback is not None:
-                    callback(done, history[-1][0])
-        flush()
-        return history
-
-    def save(self, ckpt_dir: Path, step: int, history, fingerprint) -> Path:
-        """Checkpoint: trainable tensors + optimizer tensors (safetensors), scalars in JSON."""
-        self.acc.wait_for_everyone()
-        path = ckpt_dir / f"step-{step:06d}"
-        if self.acc.is_main_process:
-            scaler = self.acc.scaler.state_dict() if self.acc.scaler is not None else None
-            extra = {"fingerprint": fingerprint, "losses": history, "scaler": scaler}
-            path = save_checkpoint(
-                ckpt_dir,
-                step,
-                {"trainable": _trainable(self.modules)},
-                self.optimizer,
-                extra=extra,
-                keep=self.config.keep_checkpoints,
-            )
-        self.acc.wait_for_everyone()
-        return path

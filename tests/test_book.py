@@ -73,7 +73,7 @@ def test_cached_idl_trains_once_then_reloads(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the cached run was trained again")
 
-    monkeypatch.setattr(styo.idl._Loop, "run", no_training)
+    monkeypatch.setattr(styo.idl, "draw_batch", no_training)
     second = book.cached_idl(second_pipe, imgs[0], imgs[1], imgs[2:], config, progress=False)
     assert second.losses == first.losses
     for a, b in zip(first_pipe.unet.parameters(), second_pipe.unet.parameters(), strict=True):

@@ -121,7 +121,7 @@ def test_ablation_rows_trains_each_variant_once_from_the_base(tmp_path, monkeypa
     def no_training(*a, **k):
         raise AssertionError("a cached run was trained again")
 
-    monkeypatch.setattr(styo.idl._Loop, "run", no_training)
+    monkeypatch.setattr(styo.idl, "draw_batch", no_training)
     again = X.ablation_rows(pipe, {"p0": pair}, aux, config, variants=variants, **kwargs)
     for r, s in zip(rows, again, strict=True):
         assert r["content"] == s["content"] and r["idl_loss"] == s["idl_loss"]

@@ -68,14 +68,14 @@ def test_lora_and_a_trained_text_encoder_change_what_is_held():
 
 
 def test_param_counts_of_a_pipeline_and_lora_width():
-    from styo.idl import _add_lora
+    from styo.finetune import add_lora
 
     pipe = tiny_pipeline()
     counts = M.param_counts(pipe)
     assert counts.unet == sum(p.numel() for p in pipe.unet.parameters())
     assert counts.vae == sum(p.numel() for p in pipe.vae.parameters())
     assert counts.latent_size == pipe.unet.config.sample_size
-    _add_lora(pipe.unet, 3, seed=0)
+    add_lora(pipe.unet, 3, seed=0)
     lora = sum(p.numel() for n, p in pipe.unet.named_parameters() if "lora" in n)
     assert lora == 3 * counts.lora_width
 
