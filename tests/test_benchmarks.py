@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "sd_scale.py"
@@ -83,6 +84,31 @@ def test_smoke_run_reports_every_profile(tmp_path, bench):
     assert fcc["ratio_on_off"] > 0 and fcc["ratio_idle_off"] > 0
     assert len(report["targets"]) == 3
     assert all(t["status"] == "n/a" for t in report["targets"])  # smoke: targets not judged
+
+
+def test_mini_scale_times_fcc_on_the_shipped_model_against_its_own_target(tmp_path, bench):
+    """--scale mini loads models/styo-mini (trained weights, not a random build), times only FCC,
+    and judges the one target that applies there from the medians it reports."""
+    report = _run_mini(tmp_path, bench)
+    assert report["kind"] == "mini" and report["idl"] == {}
+    assert report["params"]["unet"] == sum(
+        p.numel() for p in bench.build_pipeline("mini", torch.device("cpu"), torch.float32).unet.parameters())
+    fcc = report["fcc"]
+    med = {v: r["median_s"] for v, r in fcc["variants"].items()}
+    assert fcc["ratio_on_off"] == pytest.approx(med["on"] / med["off"])
+    [target] = report["targets"]
+    assert target["threshold"] == bench.TARGETS["fcc_ratio_mini"]
+    assert target["status"] == ("pass" if fcc["ratio_on_off"] <= target["threshold"] else "fail")
+    assert "## IDL" not in (tmp_path / "cpu-mini.md").read_text()
+
+
+def _run_mini(tmp_path, bench):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    args = ["--scale", "mini", "--device", "cpu", "--fcc-steps", "4", "--fcc-repeats", "1"]
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args, "--out-dir", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((tmp_path / "cpu-mini.json").read_text())
 
 
 @pytest.mark.notebook
