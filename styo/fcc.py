@@ -36,6 +36,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .attention import AttentionController, AttentionRecorder, attention_control
 from .pipeline import image_size
+from .profiles import PAPER_SD
 from .prompts import (
     Identifiers,
     check_length,
@@ -174,9 +175,9 @@ def stylize(
     negative: bool = True,
     rec_n_s: int = 1,
     rec_n_c: int = 1,
-    num_inference_steps: int = 50,
-    guidance_scale: float = 7.5,
-    strength: float = 0.8,
+    num_inference_steps: int = PAPER_SD["sample_steps"],
+    guidance_scale: float = PAPER_SD["guidance"],
+    strength: float = PAPER_SD["strength"],
     control_steps: tuple[float, float] = (0.0, 1.0),
     fcc: bool = True,
     content_map: Sequence[tuple[int, int]] | None = None,

@@ -14,6 +14,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .attention import AttentionController, AttentionRecorder, attention_control
 from .pipeline import image_size
+from .profiles import PAPER_SD
 from .prompts import check_length
 
 
@@ -22,8 +23,8 @@ def generate_with_attention(
     prompt: str,
     *,
     seed: int = 0,
-    num_inference_steps: int = 50,
-    guidance_scale: float = 7.5,
+    num_inference_steps: int = PAPER_SD["sample_steps"],
+    guidance_scale: float = PAPER_SD["guidance"],
     progress: bool = True,
 ) -> tuple[PIL.Image.Image, AttentionRecorder]:
     """One image from ``prompt`` by the pipeline's own sampler, with cross-attention recorded.

@@ -42,6 +42,7 @@ from .checkpoint import list_checkpoints, write_json
 from .data import image_to_tensor
 from .idl_run import IDLResult, TrainingInterrupted, run_fingerprint
 from .pipeline import image_size
+from .profiles import PAPER_SD
 from .prompts import (
     Identifiers,
     aux_prompt,
@@ -72,8 +73,8 @@ class IDLConfig:
     at SD scale (fp32 UNet plus Adam moments is about 10 GB per checkpoint).
     """
 
-    steps: int = 400
-    lr: float = 1e-6
+    steps: int = PAPER_SD["steps"]
+    lr: float = PAPER_SD["lr"]
     batch_size: int = 1
     seed: int = 0
     ids: Identifiers = field(default_factory=Identifiers)

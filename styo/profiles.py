@@ -32,7 +32,9 @@ from typing import Any
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "styo-mini"
 PROFILE_FILE = "styo.json"
 
-_SD = {"steps": 400, "lr": 1e-6, "aux": 200, "sample_steps": 50, "guidance": 7.5,
+# The paper's settings for Stable Diffusion: also the defaults of IDLConfig, stylize and
+# generate_with_attention, which read them from here.
+PAPER_SD = {"steps": 400, "lr": 1e-6, "aux": 200, "sample_steps": 50, "guidance": 7.5,
        "strength": 0.8, "train_text_encoder": False, "mixed_precision": "fp16",
        "gradient_checkpointing": False, "use_8bit_adam": False}
 
@@ -40,8 +42,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "mini": {"steps": 400, "lr": 1e-4, "aux": 32, "sample_steps": 25, "guidance": 5.0,
              "strength": 0.7, "train_text_encoder": True, "mixed_precision": "no",
              "gradient_checkpointing": False, "use_8bit_adam": False},
-    "sd": _SD,
-    "sd-t4": {**_SD, "aux": 64, "sample_steps": 30,
+    "sd": PAPER_SD,
+    "sd-t4": {**PAPER_SD, "aux": 64, "sample_steps": 30,
               "gradient_checkpointing": True, "use_8bit_adam": True},
 }
 

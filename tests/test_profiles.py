@@ -45,3 +45,41 @@ def test_a_fine_tuned_pipeline_keeps_its_base_models_profile(tmp_path):
     result = train(pipe, imgs[0], imgs[1], imgs[2:], IDLConfig(steps=1, checkpoint_every=0),
                    output_dir=tmp_path / "run", progress=False)
     assert profile_of(result.pipeline_dir) == "mini"
+
+
+def test_the_papers_settings_are_the_methods_defaults():
+    # One source: the "sd" profile is what IDLConfig, stylize and generate_with_attention default to,
+    # so changing the paper's settings in one place changes them everywhere.
+    import inspect
+
+    from styo.fcc import stylize
+    from styo.generate import generate_with_attention
+    from styo.idl import IDLConfig
+    from styo.profiles import PROFILES
+
+    sd = PROFILES["sd"]
+    assert (IDLConfig().steps, IDLConfig().lr) == (sd["steps"], sd["lr"])
+    for fn in (stylize, generate_with_attention):
+        params = inspect.signature(fn).parameters
+        assert params["num_inference_steps"].default == sd["sample_steps"]
+        assert params["guidance_scale"].default == sd["guidance"]
+    assert inspect.signature(stylize).parameters["strength"].default == sd["strength"]
+
+
+def test_no_dependency_is_declared_that_nothing_imports():
+    # Each runtime dependency of pyproject.toml is imported somewhere in the package, the tests,
+    # the benchmarks or the chapters (by its import name).
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "pyproject.toml").read_text()
+    block = text.split("dependencies = [", 1)[1].split("]", 1)[0]
+    names = [re.match(r'\s*"([A-Za-z0-9_.-]+)', line).group(1).lower()
+             for line in block.splitlines() if line.strip().startswith('"')]
+    import_name = {"pillow": "PIL", "scikit-image": "skimage"}
+    sources = "\n".join(p.read_text() for d in ("styo", "tests", "benchmarks", "book")
+                        for p in (root / d).rglob("*") if p.suffix in (".py", ".ipynb"))
+    for name in names:
+        module = import_name.get(name, name.replace("-", "_"))
+        assert re.search(rf"(import|from)\s+{re.escape(module)}\b", sources), name
