@@ -99,3 +99,21 @@ def test_cli_modules_import_one_another_without_a_circle():
             visit(name, [name])
     # the parser and main import the subcommands; the subcommands never import the parser
     assert all("styo.cli" not in graph[m] for m in graph if m != "styo.cli")
+
+
+def test_the_public_api_is_importable_from_styo_and_import_styo_stays_light():
+    import subprocess
+    import sys
+
+    import styo
+
+    import importlib
+
+    for name in styo.__all__:
+        module = importlib.import_module(f"styo.{styo._API[name]}")
+        assert getattr(styo, name) is getattr(module, name), name
+    code = "import sys, styo; print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        styo.nothing  # noqa: B018
