@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import styo_in_process
 from PIL import Image
 
 _LOCAL = Path(sys.executable).parent / "styo"
@@ -199,11 +200,14 @@ def world(tmp_path_factory) -> World:
         "main": lambda: main_then_again(w),
         "repeat": lambda: styo(*w.args("repeat")),
     }
-    for name, args in cases.items():
-        jobs[name] = lambda args=args: styo(*args, cwd=runs)
+    # The hub case needs HF_HUB_OFFLINE set before huggingface_hub is imported: its own process.
+    hub = cases.pop("hub_offline")
+    jobs["hub_offline"] = lambda: styo(*hub, cwd=runs)
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {name: pool.submit(job) for name, job in jobs.items()}
         w.results = {name: f.result() for name, f in futures.items()}
+    for name, args in cases.items():  # after the pool: these change the working directory
+        w.results[name] = styo_in_process(*args, cwd=runs)
     return w
 
 

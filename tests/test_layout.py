@@ -102,12 +102,11 @@ def test_cli_modules_import_one_another_without_a_circle():
 
 
 def test_the_public_api_is_importable_from_styo_and_import_styo_stays_light():
+    import importlib
     import subprocess
     import sys
 
     import styo
-
-    import importlib
 
     for name in styo.__all__:
         module = importlib.import_module(f"styo.{styo._API[name]}")

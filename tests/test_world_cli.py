@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import styo_in_process
 from PIL import Image
 
 from styo.world.attributes import ATTRIBUTES, HELD_OUT_STYLES, STYLES
@@ -83,7 +84,7 @@ def test_bad_style_attribute_value_exit_2_with_valid_list(tmp_path):
         (["--set", "hair_colour=green"], "black, blonde"),
     ]
     for extra, listed in cases:
-        res = styo("world", "render", "--seed", "1", *extra, "--out", str(tmp_path / "x.png"))
+        res = styo_in_process("world", "render", "--seed", "1", *extra, "--out", str(tmp_path / "x.png"))
         assert res.returncode == 2, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1 and listed in res.stderr
         assert not (tmp_path / "x.png").exists()
@@ -92,20 +93,20 @@ def test_bad_style_attribute_value_exit_2_with_valid_list(tmp_path):
 def test_render_never_overwrites(tmp_path):
     out = tmp_path / "mine.png"
     out.write_bytes(b"precious")
-    res = styo("world", "render", "--seed", "1", "--out", str(out))
+    res = styo_in_process("world", "render", "--seed", "1", "--out", str(out))
     assert res.returncode == 2 and "exists" in res.stderr
     assert out.read_bytes() == b"precious"
 
 
 def test_snapshot_of_a_run_without_checkpoints_is_a_usage_error(tmp_path):
-    res = styo("world", "snapshot", "--work-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "snap"))
+    res = styo_in_process("world", "snapshot", "--work-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "snap"))
     assert res.returncode == 2
     assert "no finished VAE and UNet checkpoint" in res.stderr and "--work-dir" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "snap").exists()
 
 
 def test_pretrain_with_a_folder_that_is_no_vae_is_a_usage_error(tmp_path):
-    res = styo("world", "pretrain", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
+    res = styo_in_process("world", "pretrain", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
                "--vae", str(tmp_path))
     assert res.returncode == 2 and "save_pretrained" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
