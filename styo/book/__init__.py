@@ -1,8 +1,9 @@
 """What the book's chapters share, apart from the method they explain.
 
 - :mod:`styo.book.chapters`: the backend switch (mini, sd15, ...), the example pair, the cached
-  IDL run. Its names are also this package's, so a chapter writes ``from styo.book import
-  load_backend`` or ``from styo import book; book.example_pair(...)``.
+  IDL run, and ``setup(...)``: the one call that opens every chapter. Its names are also this
+  package's, so a chapter writes ``from styo.book import setup`` or ``from styo import book;
+  book.setup(...)``.
 - :mod:`styo.book.experiments`: scoring with the judges, sweeps and ablations, the claims' checks.
 - :mod:`styo.book.viz`, :mod:`styo.book.showcase`: figures; :mod:`styo.book.explorer`: the
   attention widgets.
@@ -24,6 +25,7 @@ from typing import Any
 _CHAPTERS = (
     "BACKENDS",
     "Backend",
+    "Chapter",
     "ExamplePair",
     "MINI_SOURCE",
     "MINI_TARGET",
@@ -38,6 +40,9 @@ _CHAPTERS = (
     "cached_idl",
     "example_pair",
     "load_backend",
+    "load_tokenizer",
+    "settings_table",
+    "setup",
     "with_steps",
     "write_sd15_pair",
 )

@@ -446,11 +446,181 @@ def claims_markdown(claims: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# --- What the chapters say about their measurements --------------------------------------------
+# A chapter's prose states a verdict that depends on the numbers of that run (CI's small settings,
+# the book's full ones, or a reader's own images), so the sentences are computed, and written once
+# here so that each chapter cell shows the measurement and not the wording machinery.
+
+
+def pair_grid(pairs: Mapping[str, Any], images: Mapping[str, Sequence[Image.Image]],
+              titles: Sequence[str], heads: Sequence[str] = ("source", "target"),
+              size: float = 1.6) -> Any:
+    """One row per pair: its source, its target, then its pictures (``images[label]``), with the
+    column titles on the first row only; several pairs read side by side, as the paper shows them."""
+    from .viz import show_grid
+
+    labels = list(pairs)
+    panels = [im for label in labels for im in (pairs[label].source, pairs[label].target, *images[label])]
+    cols = 2 + len(images[labels[0]])
+    names = [*heads, *titles] + [""] * cols * (len(labels) - 1)
+    return show_grid(panels, names, cols=cols, size=size, row_labels=labels)
+
+
+def window_verdict(by_window: Sequence[Mapping[str, Any]]) -> str:
+    """Which FCC step window keeps the most content and which stylises most (the first row is
+    "no control"), and whether one window wins both or they trade off."""
+    best_c = max(by_window, key=lambda r: r["content"])
+    best_s = max(by_window[1:], key=lambda r: r["style"])
+    spread = max(r["content"] for r in by_window) - min(r["content"] for r in by_window)
+    if spread < 0.005:
+        return "The judges see no difference in content between the windows."
+    return (f"The most content is kept with window {best_c['control_steps']} "
+            f"({best_c['content']:.2f}, against {by_window[0]['content']:.2f} without control); "
+            f"among controlled windows the target style is strongest with "
+            f"{best_s['control_steps']} ({best_s['style']:.2f})."
+            + (" The same window wins both." if best_c is best_s
+               else " Content and style pull in different directions: a trade-off."))
+
+
+def plot_by_strength(depth: Sequence[Mapping[str, Any]],
+                     metrics: Sequence[str] = ("content", "leak", "style")) -> Any:
+    """One panel per metric against the diffusion depth, with and without FCC (rows carry ``fcc``
+    and ``strength``): whether FCC's effect depends on how much of the source survives the noise."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(10, 2.8), sharex=True)
+    for ax, metric in zip(axes, metrics, strict=True):
+        for f, style in ((False, "o--"), (True, "o-")):
+            rows = [r for r in depth if r["fcc"] == f]
+            ax.plot([r["strength"] for r in rows], [r[metric] for r in rows], style,
+                    label="with FCC" if f else "without FCC")
+        ax.set(title=metric, xlabel="strength", ylim=(-0.05, 1.05))
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def depth_verdict(depth: Sequence[Mapping[str, Any]], strengths: Sequence[float]) -> str:
+    """FCC's gain in content per strength (rows: every strength without FCC, then with it) and
+    where it is largest."""
+    gain = [r_on["content"] - r_off["content"] for r_off, r_on in
+            zip(depth[:len(strengths)], depth[len(strengths):], strict=True)]
+    top = max(range(len(gain)), key=gain.__getitem__)
+    return ("FCC's gain in content fidelity per strength: "
+            + ", ".join(f"{s}: {g:+.2f}" for s, g in zip(strengths, gain, strict=True))
+            + (f". It is largest at strength {strengths[top]}." if gain[top] >= 0.005
+               else ". FCC gains nothing at any depth in this run."))
+
+
+def sharpness_markdown(sharp: Mapping[str, float], gain: float | None, n_s: int) -> str:
+    """What the flatness of the maps (:func:`styo.sharpness.attention_sharpness`) predicts for FCC,
+    read together with FCC's measured content ``gain`` (None when nothing was measured): FCC copies
+    maps, so it can carry a layout only where the maps are peaked."""
+    flat = sharp["entropy"] > 0.9
+    summary = (f"This model's cross-attention is **{'nearly uniform' if flat else 'peaked'}**: entropy "
+               f"{sharp['entropy']:.2f} of the maximum, the largest probability {sharp['max_prob']:.3f}, "
+               f"{sharp['padding_mass']:.0%} of the attention on the padding. ")
+    if not flat:
+        why = "The maps pick out a few tokens per pixel, so FCC has a layout to hand over."
+    elif gain is not None and gain >= 0.1:
+        why = (f"Yet FCC raised content fidelity by {gain:+.2f} above. With maps this even, what the copied "
+               "columns carry is less *where* than *how much*: the share of attention the reconstruction "
+               "branch gives the content words, which the stylisation prompt, its style phrase repeated "
+               f"n_s = {n_s} times, has diluted. That is our reading, and two measurements support it: "
+               "`benchmarks/fcc_probe.py` found FCC changing nothing with n_s = 1 on this model, and chapter 8 "
+               "sweeps n_s. Chapter 10 says why the miniature model's maps are flat; the `sd15` backend runs "
+               "this chapter where they are not.")
+    else:
+        why = ("Each pixel reads an average of the prompt, so the maps carry little layout for FCC to "
+               "copy, and the content travels in the values, which FCC leaves alone: a small effect of "
+               "FCC above is what this predicts. `benchmarks/fcc_probe.py` probes further (it transplants "
+               "*every* token's map, the strongest attention control there is); chapter 10 says why the "
+               "miniature model's maps are flat, and the `sd15` backend runs this chapter where they are not.")
+    return summary + why
+
+
+def plain_prompt_verdict(d_off: float, d_on: float) -> str:
+    """Whether FCC mostly undoes the style phrase's repetition: the augmented prompt's pictures'
+    distance to the plain prompt's, without FCC (``d_off``) and with it (``d_on``)."""
+    return (f"Without FCC the augmented prompt's pictures lie {d_off:.3f} from the plain prompt's; with FCC "
+            f"{d_on:.3f}. "
+            + ("FCC mostly undoes the repetition of the style phrase: on this model it restores the plain "
+               "prompt's balance between the words rather than handing over a layout, so its gain in content "
+               "above is the content the repetition had cost." if d_on < d_off / 2 else
+               "FCC does more than undo the repetition of the style phrase: its pictures are not simply the "
+               "plain prompt's."))
+
+
+def trend(rows: Sequence[Mapping[str, Any]], metric: str, knob: str, values: Sequence[Any]) -> list[float]:
+    """Mean of ``metric`` at each value of ``knob``, averaged over the other knobs of the grid."""
+    return [float(np.mean([r[metric] for r in rows if r[knob] == v])) for v in values]
+
+
+def repetition_claims(grid: Sequence[Mapping[str, Any]], n_s_values: Sequence[int],
+                      n_c_values: Sequence[int]) -> str:
+    """The paper's two claims about the augmented prompt checked on an n_s × n_c grid, each
+    averaged over the other knob (larger n_s stylises more, larger n_c keeps more of the source),
+    and whether stylising harder costs content; one bullet each."""
+    claims = []
+    for metric, knob, values, claim in (("style", "n_s", n_s_values, "a larger n_s stylises more"),
+                                         ("content", "n_c", n_c_values, "a larger n_c keeps more of the source")):
+        means = trend(grid, metric, knob, values)
+        holds = change(means[0], means[-1]) == "rises"
+        monotone = all(round(b, 2) >= round(a, 2) for a, b in zip(means, means[1:], strict=False))
+        claims.append(
+            f"- *{claim}*: **{'holds' if holds else 'does not hold'}** here. Mean {metric} by {knob}: "
+            + ", ".join(f"{v}: {m:.2f}" for v, m in zip(values, means, strict=True))
+            + (" (not monotone)" if holds and not monotone else "") + ".")
+    cost = trend(grid, "content", "n_s", n_s_values)
+    claims.append(f"- Stylising harder **{'costs' if change(cost[0], cost[-1]) == 'falls' else 'does not cost'}** "
+                  "content: mean content by n_s " + ", ".join(f"{v}: {m:.2f}" for v, m in zip(n_s_values, cost, strict=True)) + ".")
+    return "\n".join(claims)
+
+
+def augmentation_markdown(inference: Sequence[Mapping[str, Any]],
+                          training: Sequence[Mapping[str, Any]]) -> str:
+    """For each (n_s, n_c): what training with the augmented prompts changed against only sampling
+    with them (rows matched by position), in style, content and the third-style share."""
+    lines = []
+    for inf, trn in zip(inference, training, strict=True):
+        lines.append(
+            f"- ({inf['n_s']}, {inf['n_c']}), trained with the augmented prompts instead of only "
+            f"sampled with them: the target style's probability **{change(inf['style'], trn['style'])}** "
+            f"({inf['style']:.2f} → {trn['style']:.2f}), content fidelity "
+            f"**{change(inf['content'], trn['content'])}** ({inf['content']:.2f} → {trn['content']:.2f}), "
+            f"the third-style share **{change(inf['other_style'], trn['other_style'])}** "
+            f"({inf['other_style']:.2f} → {trn['other_style']:.2f}).")
+    return "\n".join(lines)
+
+
+def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, strength: float) -> str:
+    """The committed larger ablation study (``benchmarks/ablations.py``), or why it does not apply
+    to this page: none recorded, another model, or another strength (its numbers would then say
+    nothing about what the page just measured)."""
+    from .results import ablation_means_markdown
+
+    if study is None:
+        return "No larger study is recorded yet: `python benchmarks/ablations.py` makes one."
+    if study["model_fingerprint"] != fingerprint:
+        return (f"The recorded study ({study['date']}, `{study['model']}`) measured another model; "
+                "its numbers would say nothing about this one.")
+    if study.get("stylisation", {}).get("strength") != strength:
+        return (f"The recorded study ({study['date']}) stylised at another strength "
+                f"({study.get('stylisation', {}).get('strength', 'not recorded')}, this page {strength}): "
+                "`python benchmarks/ablations.py` measures it again.")
+    table = ablation_means_markdown(study["means"])
+    return (f"{len(study['pairs'])} pairs, IDL {study['idl']['steps']} steps, {study['n_images']} images "
+            f"per setting, measured {study['date']} in {study['seconds'] / 60:.0f} min:\n\n{table}\n\n"
+            + claims_markdown(study["claims"]))
+
+
 __all__ = [
     "ABLATION_CLAIMS", "FULL_IDL", "IDL_VARIANTS", "METRICS", "ablation_pairs", "ablation_rows",
-    "ablation_seeds",
+    "ablation_seeds", "augmentation_markdown",
     "base_weights", "change", "check_ablation_claims", "check_claim", "claims_markdown",
-    "contrasting_attributes",
-    "diversity", "first_images", "format_table", "mean_rows", "plot_bars", "restore_weights",
-    "score", "score_pair", "snapshot_weights", "stylize_rows",
+    "contrasting_attributes", "depth_verdict",
+    "diversity", "first_images", "format_table", "mean_rows", "pair_grid",
+    "plain_prompt_verdict", "plot_bars", "plot_by_strength", "recorded_study_markdown",
+    "repetition_claims", "restore_weights", "score", "score_pair", "sharpness_markdown",
+    "snapshot_weights", "stylize_rows", "trend", "window_verdict",
 ]

@@ -114,3 +114,70 @@ def markdown_table(
     lines = ["| " + " | ".join(headers or columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# The appendix's views. matplotlib and IPython are imported when a view is drawn, so that the
+# timing script and the browser check can import this module without them.
+
+
+def show_book_timing(timing: dict[str, Any] | None) -> None:
+    """The measured time of every chapter (table and bars) against the book's budget, or how to
+    measure it: the claim "each chapter runs on two CPU cores in minutes" needs its evidence."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    if not timing:
+        display(Markdown("The book has not been timed yet: run `python benchmarks/book_timing.py`."))
+        return
+    rows = [{"chapter": c["chapter"].removeprefix("book/").removesuffix(".ipynb"), "seconds": c["seconds"]}
+            for c in timing["chapters"]]
+    total, budget = timing["total_seconds"], timing["budget_seconds"]
+    speed = timing.get("reference_step_ms")
+    speed = (f" Machine speed: {speed['before']} ms per reference step before, {speed['after']} ms after "
+             "(one IDL-shaped step of the miniature UNet; this shared 2-core machine has measured 95 to 325 ms on different days and loads)."
+             if speed else "")
+    display(Markdown(f"Measured {timing['date']} on {timing['machine']}, {timing['cache']} cache.{speed} "
+                     f"{timing.get('note', '')}\n\n"
+                     + markdown_table(rows + [{"chapter": "**total**", "seconds": total}],
+                                      ["chapter", "seconds"])))
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    ax.barh([r["chapter"] for r in rows][::-1], [r["seconds"] / 60 for r in rows][::-1], color="tab:blue")
+    ax.set(xlabel="minutes", title=f"book execution: {total / 60:.1f} min in all, budget {budget / 60:.0f} min")
+    fig.tight_layout()
+    plt.show()
+    verdict = "within" if total <= budget else "**over**"
+    display(Markdown(f"The whole book took {total / 60:.1f} min: {verdict} the {budget / 60:.0f}-minute budget."))
+
+
+def show_run(run: dict[str, Any]) -> None:
+    """The IDL and FCC tables of one ``benchmarks/sd_scale.py`` report, a chart of the IDL profiles
+    and the targets: with the device, versions and settings first, since a time means nothing
+    without the machine that measured it."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    dev, v = run["device"], run["versions"]
+    display(Markdown(f"`{run['file']}`: {dev['name']} ({dev['type']}), {run['date'][:10]}, "
+                     f"torch {v['torch']}, diffusers {v['diffusers']}, image {run['settings']['image_size']}², "
+                     f"{run['settings']['idl_steps']} timed IDL steps per profile."))
+    idl = idl_rows(run)
+    display(Markdown(markdown_table(
+        idl, ["profile", "step_s", "400_steps_s", "end_to_end_s", "peak_gib", "status"],
+        ["profile", "median step, s", "400 steps, s", "400 steps + set-up and save, s", "peak memory, GiB", "status"])))
+    ok = [r for r in idl if r["step_s"] is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.35 * len(ok) + 1.4), sharey=True)
+    names = [r["profile"] for r in ok][::-1]
+    axes[0].barh(names, [r["400_steps_s"] for r in ok][::-1], color="tab:orange")
+    axes[0].set(xlabel="seconds for 400 IDL steps")
+    axes[1].barh(names, [r["peak_gib"] for r in ok][::-1], color="tab:green")
+    axes[1].set(xlabel="peak memory, GiB" + (" (GPU allocated)" if dev["type"] == "cuda" else " (process RSS)"))
+    fig.suptitle(f"IDL profiles, {dev['name']}", fontsize=10)
+    fig.tight_layout()
+    plt.show()
+    fcc = fcc_rows(run)
+    if fcc:
+        display(Markdown("One stylisation (FCC variants, median):\n\n"
+                         + markdown_table(fcc, ["variant", "median_s", "ratio_to_off"],
+                                          ["variant", "median, s", "ratio to off"])))
+    targets = [{**t, "status": t["status"] + (f" ({t['note']})" if t.get("note") else "")} for t in run["targets"]]
+    display(Markdown(markdown_table(targets, ["target", "threshold", "value", "where", "status"])))

@@ -9,6 +9,11 @@
 * :func:`concentration` — how peaked a word's attention is, per denoising step: the share of its
   attention mass that falls in its top fraction of pixels (``top`` for an even spread, 1 for all
   mass in that fraction).
+* :func:`describe_pipeline`, :func:`latent_channel_image`, :func:`plot_layer_sides`,
+  :func:`plot_noise_schedule`, :func:`pixel_spread` — the base-model chapter's tour of a
+  pipeline's parts.
+* :func:`identifier_prompts`, :func:`identifier_grid`, :func:`plot_idl_losses` — the IDL chapter's
+  view of what the four identifiers mean before and after training.
 """
 
 from __future__ import annotations
@@ -180,3 +185,115 @@ def concentration(
             values.append(float(np.mean(shares)))
         out[word] = values
     return steps, out
+
+
+def describe_pipeline(pipe: Any, model: str) -> None:
+    """Print a pipeline's parts and their sizes: the reader sees that the miniature model and SD 1.5
+    are the same diffusers classes, differing only in scale."""
+    from ..pipeline import image_size
+
+    size = image_size(pipe)
+    print(f"{type(pipe).__name__} from {model}, {size}×{size} pictures, on {pipe.device}")
+    for name in ("vae", "text_encoder", "unet"):
+        module = getattr(pipe, name)
+        print(f"  {name:13s} {type(module).__name__:22s} "
+              f"{sum(p.numel() for p in module.parameters()) / 1e6:7.2f} M parameters")
+    print(f"  {'tokenizer':13s} {type(pipe.tokenizer).__name__:22s} {len(pipe.tokenizer):7d} tokens")
+    print(f"  {'scheduler':13s} {type(pipe.scheduler).__name__}")
+
+
+def latent_channel_image(channel: torch.Tensor) -> PIL.Image.Image:
+    """One latent channel as a grey picture, stretched to its own range: latents are not pictures,
+    but each channel still shows the face's layout, which is what diffusion works on."""
+    a = channel.float().cpu().numpy()
+    return PIL.Image.fromarray(np.uint8(255 * (a - a.min()) / (np.ptp(a) + 1e-8)))
+
+
+def pixel_spread(pictures: Sequence[PIL.Image.Image]) -> float:
+    """Mean absolute pixel difference (values 0-255) over all pairs of pictures; NaN for fewer than
+    two. How far apart the seeds' pictures are: guidance trades this variety for the caption."""
+    a = [np.asarray(p, float) for p in pictures]
+    pairs = [np.abs(x - y).mean() for i, x in enumerate(a) for y in a[i + 1:]]
+    return float(np.mean(pairs)) if pairs else float("nan")
+
+
+def plot_layer_sides(layers: Sequence[CrossAttentionLayer]) -> plt.Figure:
+    """The latent side of every cross-attention layer in forward order: the UNet's "U", so the
+    reader sees which layers see the face in a few pixels and which at full size."""
+    order = np.arange(len(layers))
+    sides = [layer.size[0] for layer in layers]
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    ax.plot(order, sides, "-o", color="#c0392b")
+    for x, layer in zip(order, layers, strict=True):
+        ax.annotate(layer.label.split()[0], (x, layer.size[0]), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=7)
+    ax.set_yscale("log", base=2)
+    ax.set_yticks(sorted(set(sides)), [f"{s}×{s}" for s in sorted(set(sides))])
+    ax.set_xticks(order, [""] * len(order))
+    ax.set_xlabel("cross-attention layers in the order a forward pass runs them (down, mid, up)")
+    ax.set_ylabel("latent side")
+    ax.set_ylim(min(sides) / 1.6, max(sides) * 1.6)
+    ax.set_title("where text enters the UNet", fontsize=9)
+    return fig
+
+
+def plot_noise_schedule(alphas_cumprod: torch.Tensor, marks: Sequence[int]) -> plt.Figure:
+    """Signal and noise weights over the training timesteps, with ``marks`` dotted: how much of the
+    source a latent keeps at the depth FCC starts from."""
+    abar = alphas_cumprod
+    fig, ax = plt.subplots(figsize=(5, 2.4))
+    ax.plot(abar.sqrt(), label="signal  √ᾱ_t")
+    ax.plot((1 - abar).sqrt(), label="noise  √(1-ᾱ_t)")
+    ax.scatter(marks, abar[list(marks)].sqrt(), color="k", s=12, zorder=3)
+    ax.set_xlabel("timestep t")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def identifier_prompts(ids: Any) -> dict[tuple[str, str], str]:
+    """Every (style word, content word) combination in the contrastive template, each word negated
+    by its partner: the 2 × 2 table that shows whether IDL separated style from content."""
+    from ..prompts import styo_prompt
+
+    word = {"S_src": ids.s_src, "S_tgt": ids.s_tgt, "C_src": ids.c_src, "C_tgt": ids.c_tgt}
+    negated = {"S_src": ids.s_tgt, "S_tgt": ids.s_src, "C_src": ids.c_tgt, "C_tgt": ids.c_src}
+    return {(s, c): styo_prompt(f"{word[s]} not {negated[s]}", f"{word[c]} not {negated[c]}")
+            for s in ("S_src", "S_tgt") for c in ("C_src", "C_tgt")}
+
+
+def identifier_grid(generate: Any, ids: Any, seeds: Sequence[int], title: str) -> plt.Figure:
+    """Rows: style word; columns: content word × seed, drawn by ``generate(prompt, seeds)`` (e.g.
+    ``Chapter.generate``) from the same seeds every time, so a grid before and after IDL differs
+    only by what the model learned."""
+    from .viz import show_grid
+
+    word = {"S_src": ids.s_src, "S_tgt": ids.s_tgt, "C_src": ids.c_src, "C_tgt": ids.c_tgt}
+    images = [im for prompt in identifier_prompts(ids).values() for im in generate(prompt, list(seeds))]
+    titles = [f"{c} ({word[c]})\nseed {k}" for c in ("C_src", "C_tgt") for k in seeds]
+    fig = show_grid(images, cols=2 * len(seeds), titles=titles + [""] * len(titles),
+                    row_labels=[f"S_src ({word['S_src']})", f"S_tgt ({word['S_tgt']})"], size=1.5)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_idl_losses(losses: Sequence[float], term_losses: Mapping[str, Sequence[float]]) -> plt.Figure:
+    """IDL's loss per step and each term's running mean (a twentieth of the run): a fresh timestep
+    every step makes the raw loss jump, so only the mean shows the trend."""
+    def smooth(values: Sequence[float], window: int) -> np.ndarray:
+        return np.convolve(values, np.ones(window) / window, mode="valid")
+
+    steps = np.arange(1, len(losses) + 1)
+    window = max(1, len(steps) // 20)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3), sharey=True)
+    axes[0].plot(steps, losses, color="0.8", lw=0.8, label="each step")
+    axes[0].plot(steps[window - 1:], smooth(losses, window), color="k", label=f"mean of {window}")
+    axes[0].set_title("total loss", fontsize=9)
+    for term, values in term_losses.items():
+        axes[1].plot(steps[window - 1:], smooth(values, window), label=term)
+    axes[1].set_title(f"each term (mean of {window} steps)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("IDL step")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("noise-prediction MSE")
+    return fig
