@@ -1,9 +1,9 @@
 """What the book's chapters share, apart from the method they explain.
 
 - :mod:`styo.book.chapters`: the backend switch (mini, sd15, ...), the example pair, the cached
-  IDL run, and ``setup(...)``: the one call that opens every chapter. Its names are also this
-  package's, so a chapter writes ``from styo.book import setup`` or ``from styo import book;
-  book.setup(...)``.
+  IDL run; :mod:`styo.book.opening`: ``setup(...)``, the one call that opens every chapter. Their
+  names are also this package's, so a chapter writes ``from styo.book import setup`` or
+  ``from styo import book; book.setup(...)``.
 - :mod:`styo.book.experiments`: scoring with the judges, sweeps and ablations, the claims' checks.
 - :mod:`styo.book.viz`, :mod:`styo.book.showcase`: figures; :mod:`styo.book.explorer`: the
   attention widgets.
@@ -25,7 +25,6 @@ from typing import Any
 _CHAPTERS = (
     "BACKENDS",
     "Backend",
-    "Chapter",
     "ExamplePair",
     "MINI_SOURCE",
     "MINI_TARGET",
@@ -42,19 +41,23 @@ _CHAPTERS = (
     "load_backend",
     "load_tokenizer",
     "settings_table",
-    "setup",
     "with_steps",
     "write_sd15_pair",
 )
 
-__all__ = list(_CHAPTERS)
+# ... and of styo.book.opening, the one call that opens a chapter.
+_OPENING = ("Chapter", "setup")
+
+__all__ = [*_CHAPTERS, *_OPENING]
 
 
 def __getattr__(name: str) -> Any:
     if name in _CHAPTERS:
         return getattr(importlib.import_module(".chapters", __name__), name)
+    if name in _OPENING:
+        return getattr(importlib.import_module(".opening", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_CHAPTERS})
+    return sorted({*globals(), *_CHAPTERS, *_OPENING})
