@@ -213,3 +213,38 @@ def test_grounded_pretraining_changes_the_weights_and_puts_the_processors_back(t
     again = pt.train_unet(data, latents, tmp_path / "plain-again", plain_cfg, "cpu")[0]
     for (name, a), b in zip(plain.state_dict().items(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+
+
+def test_detail_weights_lift_the_eye_and_mouth_cells_and_keep_the_loss_scale():
+    _, regions, _, _ = render_seed_regions(3, style="photo", overrides=BASE, layout="varied")
+    maps = torch.from_numpy(np.stack([regions, regions]))
+    w = pt.detail_weights(maps, 16, weight=20.0)
+    assert w.shape == (2, 1, 16, 16)
+    torch.testing.assert_close(w.mean(), torch.tensor(1.0))
+    cover = grounding.target_coverage(maps, 16)
+    detail = cover[:, [REGIONS.index("eyes"), REGIONS.index("mouth")]].sum(1, keepdim=True)
+    assert w[detail > 0.2].min() > 2 * w[detail == 0].max()
+    flat = pt.detail_weights(maps, 16, weight=0.0)
+    pred, noise = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
+    torch.testing.assert_close(pt.denoising_loss(pred, noise, flat), torch.nn.functional.mse_loss(pred, noise))
+    # the error on the eyes and mouth now counts more than the same error on the background
+    on_detail = torch.zeros_like(pred).masked_fill(detail.expand_as(pred) > 0.2, 1.0)
+    on_plain = torch.zeros_like(pred)
+    on_plain[..., :2, :] = 1.0  # top rows: background in every layout
+    scale = on_detail.sum() / on_plain.sum()
+    assert pt.denoising_loss(on_detail, 0 * pred, w) > pt.denoising_loss(on_plain * scale, 0 * pred, w)
+
+
+@pytest.mark.slow
+def test_detail_weighted_pretraining_changes_the_weights(tmp_path):
+    tiny = dict(n_images=48, unet_steps=2, unet_batch=4, checkpoint_every=100, warmup=1)
+    data = pt.build_dataset(tmp_path, pt.PretrainConfig(layout="varied", **tiny))
+    g = torch.Generator().manual_seed(0)
+    latents = {"mean": torch.randn(48, 4, 16, 16, generator=g),
+               "std": torch.full((48, 4, 16, 16), 0.1), "scaling_factor": torch.tensor(1.0)}
+    plain = pt.train_unet(data, latents, tmp_path / "plain",
+                          pt.PretrainConfig(layout="varied", **tiny), "cpu")[0]
+    weighted = pt.train_unet(data, latents, tmp_path / "detail",
+                             pt.PretrainConfig(layout="varied", detail_weight=20.0, **tiny), "cpu")[0]
+    assert any(not torch.equal(a, b) for a, b in
+               zip(plain.state_dict().values(), weighted.state_dict().values(), strict=True))

@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--padding-allowance", type=float,
                    help="share of each caption's attention the padding may keep before "
                         "--padding-weight applies (default 0)")
+    p.add_argument("--detail-weight", type=float,
+                   help="extra weight of the denoising loss on the latent cells the eyes and "
+                        "mouth cover, so their shapes follow the caption (default 0: plain MSE)")
     p.add_argument("--draw-seed", type=int,
                    help="seed of the training steps' batches, noise and captions (default: "
                         "--seed); give a new one to continue over the same data with new batches")

@@ -33,7 +33,7 @@ from . import architecture as arch
 from . import grounding
 from .attributes import ATTRIBUTES, PRETRAIN_STYLES, STYLES
 from .captions import caption
-from .render import LAYOUTS, render_batch
+from .render import LAYOUTS, REGIONS, render_batch
 
 
 @dataclass
@@ -64,6 +64,7 @@ class PretrainConfig:
     grounding_weight: float = 0.0  # token + pixel loss of the grounded words' maps
     padding_weight: float = 0.0  # attention mass on the positions after the end token ...
     padding_allowance: float = 0.0  # ... beyond this share per caption (a hinge; 0 = all of it)
+    detail_weight: float = 0.0  # extra denoising weight on latent cells covered by DETAIL_REGIONS
     draw_seed: int | None = None  # the UNet steps' random draws (default: seed); a continuation
     # over the same dataset takes a new one so that it sees new batches
     init_from: str | None = None  # a pipeline folder whose UNet and text encoder stage 4 continues
@@ -75,6 +76,29 @@ class PretrainConfig:
     @property
     def grounded(self) -> bool:
         return self.grounding_weight > 0 or self.padding_weight > 0
+
+
+# Eyes and mouth are a few pixels of a 64-pixel portrait: under a plain mean squared error over the
+# 16x16 latent their shape is about one percent of the loss, so a base model can draw them the same
+# whatever the caption says. ``detail_weight`` raises their cells' share of the denoising loss.
+DETAIL_REGIONS = ("eyes", "mouth")
+
+
+def detail_weights(regions: torch.Tensor, size: int, weight: float) -> torch.Tensor:
+    """Per-cell weights (N, 1, size, size) of the denoising loss: 1 + ``weight`` times the share of
+    the cell that the detail regions cover, divided by the batch mean so the loss keeps its scale."""
+    cover = grounding.target_coverage(regions, size)
+    detail = cover[:, [REGIONS.index(r) for r in DETAIL_REGIONS]].sum(1, keepdim=True)
+    w = 1 + weight * detail
+    return w / w.mean()
+
+
+def denoising_loss(pred: torch.Tensor, noise: torch.Tensor, weights: torch.Tensor | None
+                   ) -> torch.Tensor:
+    """Mean squared error of the predicted noise, weighted per latent cell when ``weights`` is given."""
+    if weights is None:
+        return F.mse_loss(pred, noise)
+    return ((pred - noise) ** 2 * weights).mean()
 
 
 def _generator(seed: int, stage: int, step: int, device: str = "cpu") -> torch.Generator:
@@ -451,7 +475,7 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
         _init_weights(unet, te, cfg.init_from)
     processors = dict(unet.attn_processors)
     store = grounding.install(unet) if cfg.grounded else None
-    regions = torch.from_numpy(data["regions"]) if cfg.grounded else None
+    regions = torch.from_numpy(data["regions"]) if cfg.grounded or cfg.detail_weight > 0 else None
     params = [*unet.parameters(), *te.parameters()]
     ema = {f"p{i}": p.detach().clone() for i, p in enumerate(params)}
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
@@ -479,7 +503,9 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
         a = alphas[batch["t"]].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * batch["noise"]
         pred = unet(zt, batch["t"], encoder_hidden_states=te(batch["ids"])[0]).sample
-        loss = F.mse_loss(pred, batch["noise"])
+        weights = (detail_weights(regions[idx.cpu()], zt.shape[-1], cfg.detail_weight).to(device)
+                   if cfg.detail_weight > 0 else None)
+        loss = denoising_loss(pred, batch["noise"], weights)
         if store is not None:
             side = zt.shape[-1]
             coverage = grounding.target_coverage(regions[idx.cpu()], side).to(device)
