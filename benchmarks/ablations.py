@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         "model_fingerprint": fingerprint,
         "idl": {"steps": config.steps, "lr": config.lr, "aux": len(aux)},
         "n_images": args.n_images,
-        "stylisation": {"n_s": 3, "n_c": 1, "strength": settings.strength},
+        "stylization": {"n_s": 3, "n_c": 1, "strength": settings.strength},
         "pairs": list(pairs),
         "seconds": round(time.perf_counter() - start, 1),
         "note": args.note,

@@ -1,6 +1,6 @@
 """Does FCC act on this model? Attention sharpness, prompt distances, and FCC with wider maps.
 
-FCC replaces the stylisation branch's cross-attention maps of the content tokens with the
+FCC replaces the stylization branch's cross-attention maps of the content tokens with the
 reconstruction branch's. That can change the picture only if (1) the maps are peaked enough to
 carry a layout and (2) the two branches' maps differ. This script measures both on a model, after
 one IDL run per pair (the book's example pair first; ``--pairs`` adds the ablations' contrasting
@@ -13,7 +13,7 @@ pairs; IDL trains what the model's profile says, ``--[no-]train-text-encoder`` o
   portrait``) and the source style identifier attend on the reconstruction prompt's picture: the
   share of each word's heat on the judged head and background against the regions' share of the
   picture (the miniature world only: its segmentation judge reads 64 px pictures);
-- ``fcc``: the judges' scores of the stylisation with no control, the paper's content map, and
+- ``fcc``: the judges' scores of the stylization with no control, the paper's content map, and
   every token's map transplanted (the strongest attention control there is), at each strength,
   per pair and averaged over pairs. ``pose`` is the head tilt alone, the layout FCC should keep.
 
@@ -47,7 +47,7 @@ from styo.sharpness import attention_sharpness
 
 SCORES = ("content", "pose", "leak", "style", "source_style", "other_style")
 WHERE = ("head share", "background share", "head iou", "head area")
-PROMPTS = {"source": source_prompt(), "target": target_prompt(), "stylisation": stylization_prompt()}
+PROMPTS = {"source": source_prompt(), "target": target_prompt(), "stylization": stylization_prompt()}
 # Ordinary word swaps of the miniature world's vocabulary, for the scale of a distance that matters.
 REFERENCE_SWAPS = {
     "photo vs sketch style": ("a drawing with photo style of portrait",
@@ -66,8 +66,8 @@ def relative_distance(pipe, a: str, b: str) -> float:
 
 def distances(pipe) -> dict[str, float]:
     pairs = {"source vs target": (PROMPTS["source"], PROMPTS["target"]),
-             "source vs stylisation": (PROMPTS["source"], PROMPTS["stylisation"]),
-             "stylisation vs target": (PROMPTS["stylisation"], PROMPTS["target"]),
+             "source vs stylization": (PROMPTS["source"], PROMPTS["stylization"]),
+             "stylization vs target": (PROMPTS["stylization"], PROMPTS["target"]),
              **REFERENCE_SWAPS}
     return {name: relative_distance(pipe, a, b) for name, (a, b) in pairs.items()}
 
@@ -81,14 +81,14 @@ def content_maps(pipe, n_s: int) -> dict[str, list[tuple[int, int]] | None]:
 
 
 def identifier_maps(pipe, segmenter, seed: int) -> list[dict]:
-    """Where each word of the content phrase lands, on the reconstruction and stylisation prompts."""
+    """Where each word of the content phrase lands, on the reconstruction and stylization prompts."""
     from styo.prompts import Identifiers
     from styo.world.evaluate import where_words_land
 
     ids = Identifiers()
     words = [ids.c_src, "not", ids.c_tgt, "portrait", ids.s_src]
     rows = []
-    for name in ("source", "stylisation"):
+    for name in ("source", "stylization"):
         found = where_words_land(pipe, segmenter, PROMPTS[name], words, seed=seed)
         for word, per_region in found["words"].items():
             rows.append({"prompt": name, "word": word,
@@ -152,7 +152,7 @@ def write_results(record: dict, out: Path, name: str = "fcc-probe") -> None:
              markdown_table(sharp, ["model", "entropy", "max_prob", "prompt_mass", "padding_mass"], decimals=3),
              "", "Distances between text encodings (the frozen text encoder):", "",
              markdown_table(dist, ["prompts", "relative distance"], decimals=3),
-             "", "Stylisation under each attention control (mean over pairs):", "",
+             "", "Stylization under each attention control (mean over pairs):", "",
              markdown_table(record["fcc"], ["strength", "control",
                                             *[k for k in SCORES if k in record["fcc"][0]]], decimals=2)]
     if record.get("identifier_maps"):

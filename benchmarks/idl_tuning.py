@@ -2,7 +2,7 @@
 
 The paper's 400 steps at lr 1e-6 suit Stable Diffusion; the miniature model needs about 1e-4
 (docs/design.md §3), and the book's time budget would like fewer steps. This script trains IDL on
-(source, target) pairs of the miniature world under several (steps, lr) schedules, stylises each
+(source, target) pairs of the miniature world under several (steps, lr) schedules, stylizes each
 result the way the book does (FCC on, the augmented prompt n_s = 3, n_c = 1), and scores the images
 with the judges: content fidelity, the target's content leaking in, and the target style. It also
 times each run, so a shorter schedule is chosen only where its quality holds.
@@ -125,7 +125,7 @@ def write_results(record: dict, out: Path) -> None:
     cols = ("train_s", *METRICS, *DIAGNOSTICS)
     lines = ["# IDL schedule on the miniature model", "",
              f"`benchmarks/idl_tuning.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
-             f"{record['n_images']} images per stylisation, FCC on, n_s = 3, n_c = 1, strength {record.get('strength', 0.8)}. "
+             f"{record['n_images']} images per stylization, FCC on, n_s = 3, n_c = 1, strength {record.get('strength', 0.8)}. "
              "`trained`: `te` when IDL trains the text encoder as well as the UNet, `unet` for the UNet only. "
              "`target_prompt_style`: the judged probability of the target style in images drawn from "
              "the target's training prompt; `source_prompt_content`: content fidelity of images drawn "
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
                     "'tiny' is the random test pipeline")
     ap.add_argument("--schedules", default="400:1e-4,200:2e-4,150:3e-4,100:4e-4", help="STEPS:LR,...")
     ap.add_argument("--pairs", type=int, default=2, help="(source, target) pairs, the book's first")
-    ap.add_argument("--n-images", type=int, default=4, help="images per stylisation")
+    ap.add_argument("--n-images", type=int, default=4, help="images per stylization")
     ap.add_argument("--aux", type=int, help="auxiliary portraits (default: the book's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--note", default="")

@@ -368,7 +368,7 @@ FCC_VARIANTS = {
 
 
 def bench_fcc(args, device: torch.device) -> dict[str, Any]:
-    """Time one stylisation (both branches, CFG) per variant: one warm-up each, then interleaved
+    """Time one stylization (both branches, CFG) per variant: one warm-up each, then interleaved
     repeats (off, idle, on, off, ...) so drift on a shared machine hits every variant alike."""
     from styo.fcc import stylize
 
@@ -627,7 +627,7 @@ def markdown(report: dict[str, Any]) -> str:
     if fcc:
         lines += [
             "",
-            f"## FCC (one stylisation: {fcc['num_inference_steps']} DDIM steps at strength "
+            f"## FCC (one stylization: {fcc['num_inference_steps']} DDIM steps at strength "
             f"{fcc['strength']} = {fcc['denoising_steps_run']} run, UNet batch 4, CFG "
             f"{fcc['guidance_scale']}, {fcc['dtype']}, median of {fcc['repeats']})",
             "",
@@ -659,7 +659,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idl-steps", type=int, default=20, help="timed IDL steps per profile")
     p.add_argument("--idl-warmup", type=int, default=3, help="untimed IDL steps first")
     p.add_argument("--aux-images", type=int, default=4, help="size of the auxiliary set")
-    p.add_argument("--fcc-steps", type=int, default=50, help="DDIM steps of one stylisation")
+    p.add_argument("--fcc-steps", type=int, default=50, help="DDIM steps of one stylization")
     p.add_argument("--fcc-repeats", type=int, default=None, help="timed runs (5; smoke: 2)")
     p.add_argument(
         "--fcc-dtype",

@@ -1,4 +1,4 @@
-"""StyO: one-shot face stylisation with a latent diffusion model.
+"""StyO: one-shot face stylization with a latent diffusion model.
 
 The method in four modules, read in this order: :mod:`styo.prompts` (the contrastive prompts and
 the augmented one), :mod:`styo.idl` (Identifier Disentanglement Learning: the fine-tuning),

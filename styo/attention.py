@@ -1,7 +1,7 @@
 """Cross-attention maps in the open: recording them, and StyO's content control (FCC).
 
 FCC's whole idea is one assignment (:func:`copy_content_maps`): in every cross-attention layer,
-the stylisation branch's attention maps for the content tokens are replaced by the reconstruction
+the stylization branch's attention maps for the content tokens are replaced by the reconstruction
 branch's, ``M_sty[:, :, i_sty] = M_rec[:, :, i_rec]``, and the layer's output is ``M · V_sty``.
 Everything else here is how that assignment reaches the UNet without touching diffusers:
 
@@ -17,7 +17,7 @@ Everything else here is how that assignment reaches the UNet without touching di
 
 **Batch layout.** FCC runs both branches as one UNet batch of ``B`` image pairs. With
 classifier-free guidance the batch is ``[uncond_rec, uncond_sty, cond_rec, cond_sty]``, each
-block ``B`` rows; without it, ``[rec, sty]`` (all conditional). Row ``k`` of the stylisation block
+block ``B`` rows; without it, ``[rec, sty]`` (all conditional). Row ``k`` of the stylization block
 was diffused from the same latent as row ``k`` of the reconstruction block. Only the conditional
 half is controlled or recorded; the unconditional rows always go through the layer's previous
 processor.
@@ -47,7 +47,7 @@ def copy_content_maps(
     """FCC itself: ``M_sty[..., i_sty] = M_rec[..., i_rec]`` for every mapped token pair.
 
     ``probs`` holds the conditional rows ``[rec, sty]`` (any head layout, tokens last). The
-    stylisation rows get the reconstruction rows' maps for the content tokens, so the content
+    stylization rows get the reconstruction rows' maps for the content tokens, so the content
     words put their attention where the source's did; the style columns keep their own maps.
     The input is left unchanged.
     """
@@ -143,7 +143,7 @@ class ControlProcessor(MapsProcessor):
 
     It asks for the maps of the conditional rows only when the controller controls or records at
     this step; then the recorder gets each branch's own maps (before FCC) and FCC replaces the
-    content columns of the stylisation rows.
+    content columns of the stylization rows.
     """
 
     def __init__(self, controller: AttentionController, name: str, base: Any) -> None:
@@ -182,7 +182,7 @@ class ControlProcessor(MapsProcessor):
 class SharedSelfAttnProcessor:
     """EXTENSION (not in the paper, off by default): self-attention map sharing.
 
-    At controlled steps the stylisation rows use the reconstruction rows' self-attention maps:
+    At controlled steps the stylization rows use the reconstruction rows' self-attention maps:
     ``softmax(q_rec k_recᵀ) · V_sty``, which keeps the source's spatial layout more strongly than
     cross-attention control alone (as in MasaCtrl/plug-and-play). It stays on fused SDPA by
     substituting the query and key, so it costs no explicit map.
@@ -442,7 +442,7 @@ def word_indices(tokenizer: Any, prompt: str, words: Sequence[str]) -> dict[str,
 class AttentionController:
     """State shared by all processors of one UNet: step, content map, recorder, layout.
 
-    ``content_map`` pairs (stylisation token index, reconstruction token index);
+    ``content_map`` pairs (stylization token index, reconstruction token index);
     ``control_steps`` the step indices where FCC applies (``None``: every step).
     ``latent_size`` (h, w) of the UNet input lets processors recover the spatial shape of a
     flattened layer; square layers work without it.
@@ -487,7 +487,7 @@ class AttentionController:
         return self.share_self_attention and self.in_control_steps()
 
     def indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(stylisation indices, reconstruction indices) as tensors on ``device``."""
+        """(stylization indices, reconstruction indices) as tensors on ``device``."""
         if device not in self._index_cache:
             sty, rec = zip(*self.content_map, strict=True)
             self._index_cache[device] = (

@@ -1,10 +1,10 @@
-"""StyO's two-branch stylisation sampler with the Fine-grained Content Controller (FCC).
+"""StyO's two-branch stylization sampler with the Fine-grained Content Controller (FCC).
 
 The source image is encoded with the VAE and forward-diffused to a chosen depth; the
-reconstruction branch (source prompt) and the stylisation branch (augmented recombination prompt)
+reconstruction branch (source prompt) and the stylization branch (augmented recombination prompt)
 then denoise from that same latent with the same scheduler, as one UNet batch
 ``[uncond_rec, uncond_sty, cond_rec, cond_sty]`` (see :mod:`styo.attention`), while the
-stylisation branch's cross-attention maps of the content tokens are taken from the reconstruction
+stylization branch's cross-attention maps of the content tokens are taken from the reconstruction
 branch. Works on any ``StableDiffusionPipeline``: the tiny test pipeline, the miniature world, SD-1.5.
 
 Choices the paper leaves open (docs/design.md §1), with our defaults:
@@ -189,12 +189,12 @@ def stylize(
     eta: float = 0.0,
     negative_prompt: str = "",
 ) -> StylizeResult:
-    """Stylise ``source_image`` with StyO's two branches and FCC; see the module docstring.
+    """Stylize ``source_image`` with StyO's two branches and FCC; see the module docstring.
 
     ``rec_n_s``/``rec_n_c`` repeat the reconstruction prompt's phrases: set them to the IDL run's
     ``train_n_s``/``train_n_c`` so the reconstruction branch reads the prompt the source image was
     trained with (training-time augmentation); 1 otherwise.
-    ``content_map`` overrides the computed (stylisation, reconstruction) token pairs (e.g. ``[]``
+    ``content_map`` overrides the computed (stylization, reconstruction) token pairs (e.g. ``[]``
     or a subset, for ablations). ``share_self_attention`` is an extension, not the paper's method.
     ``record`` is ``True`` (default recorder) or an :class:`AttentionRecorder`. Each of the
     ``num_images`` pairs gets its own forward-diffusion noise; the result is deterministic in

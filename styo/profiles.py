@@ -4,7 +4,7 @@ The miniature model was trained from scratch and barely moves at SD's fine-tunin
 (docs/design.md §3): it learns a style in 400 steps at lr 1e-4, and was pretrained and probed with
 DDIM 25 / guidance 5. Its IDL trains the text encoder too: the identifiers never occur in the
 world's captions, so its from-scratch text encoder gives them untrained embeddings, and with the
-UNet alone the held-out style is not learned at all (stylised with FCC: style 0.00 against 0.56,
+UNet alone the held-out style is not learned at all (stylized with FCC: style 0.00 against 0.56,
 benchmarks/results/idl-tuning.md). Its source is diffused to strength 0.7, not 0.8: on the
 finished model, with FCC and the augmented prompt, 0.8 kept 0.40 of the source's content and 0.7
 kept 0.67 for a little less style (0.56 against 0.67; benchmarks/results/fcc-probe.md). Any other

@@ -165,7 +165,7 @@ def content_index_map(
     rec_n_s: int = 1,
     rec_n_c: int = 1,
 ) -> list[tuple[int, int]]:
-    """(stylisation index, reconstruction index) for every token of every content word.
+    """(stylization index, reconstruction index) for every token of every content word.
 
     Content words are ``[C_src] not [C_tgt]`` (only ``[C_src]`` when ``negative=False``) and
     ``portrait``. The reconstruction prompt is the source prompt, repeated ``rec_n_s``/``rec_n_c``

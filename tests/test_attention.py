@@ -70,7 +70,7 @@ def test_explicit_path_matches_sdpa(pipe):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_control_changes_only_the_conditional_stylisation_rows(pipe):
+def test_control_changes_only_the_conditional_stylization_rows(pipe):
     latents, embeds = unet_inputs(pipe, pairs=2)
     ref = run_unet(pipe, latents, embeds)
     pairs = content_index_map(pipe.tokenizer, Identifiers(), 3, 2)
@@ -89,7 +89,7 @@ def test_identical_prompts_full_control_reproduces_reconstruction(pipe):
 
 def test_full_control_copies_maps_at_layer_level(pipe):
     # Different image features per row, identical prompts: with every token controlled the
-    # stylisation row's attention output is the reconstruction row's, whatever its own queries.
+    # stylization row's attention output is the reconstruction row's, whatever its own queries.
     attn = pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2
     g = torch.Generator().manual_seed(3)
     hidden = torch.randn(4, 64, attn.query_dim, generator=g)

@@ -250,7 +250,7 @@ def test_fcc_probe_rejects_bad_strengths(tmp_path):
 
 
 def test_fcc_probe_says_where_each_word_of_the_content_phrase_lands():
-    """On the miniature world the probe segments the reconstruction and stylisation pictures and
+    """On the miniature world the probe segments the reconstruction and stylization pictures and
     splits each content-phrase word's heat over the judged head and background."""
     from styo.pipeline import load_pipeline
     from styo.profiles import DEFAULT_MODEL
@@ -261,7 +261,7 @@ def test_fcc_probe_says_where_each_word_of_the_content_phrase_lands():
     spec.loader.exec_module(probe)
     rows = probe.identifier_maps(load_pipeline(DEFAULT_MODEL), load_segmenter(), seed=0)
     assert [(r["prompt"], r["word"]) for r in rows] == [
-        (p, w) for p in ("source", "stylisation") for w in ("sks", "not", "m4a1", "portrait", "ak47")]
+        (p, w) for p in ("source", "stylization") for w in ("sks", "not", "m4a1", "portrait", "ak47")]
     for r in rows:
         assert 0 <= r["head share"] + r["background share"] <= 1 + 1e-6
         assert 0 < r["head area"] < 1

@@ -215,9 +215,9 @@ def test_repetition_claims_average_over_the_other_knob():
     grid = [_row(n_s=a, n_c=b, style=0.2 * a, content=0.9 - 0.1 * a) for a in (1, 3) for b in (1, 3)]
     assert X.trend(grid, "style", "n_s", [1, 3]) == pytest.approx([0.2, 0.6])
     text = X.repetition_claims(grid, [1, 3], [1, 3])
-    assert "*a larger n_s stylises more*: **holds**" in text
+    assert "*a larger n_s stylizes more*: **holds**" in text
     assert "*a larger n_c keeps more of the source*: **does not hold**" in text
-    assert "Stylising harder **costs** content" in text
+    assert "Stylizing harder **costs** content" in text
 
 
 def test_augmentation_markdown_compares_row_by_row():
@@ -230,7 +230,7 @@ def test_augmentation_markdown_compares_row_by_row():
 
 def test_recorded_study_applies_only_to_this_model_and_strength():
     assert "No larger study" in X.recorded_study_markdown(None, "f", 0.7)
-    study = {"model_fingerprint": "f", "date": "d", "model": "m", "stylisation": {"strength": 0.7},
+    study = {"model_fingerprint": "f", "date": "d", "model": "m", "stylization": {"strength": 0.7},
              "means": [], "pairs": ["a", "b"], "idl": {"steps": 400}, "n_images": 4, "seconds": 600,
              "claims": []}
     assert "measured another model" in X.recorded_study_markdown(study, "g", 0.7)

@@ -267,7 +267,7 @@ def test_run_json_records_everything(world):
     assert {"load", "aux", "idl", "fcc", "total"} <= set(record["timings_s"])
     assert record["outputs"]["stylized"] == ["stylized.png", "stylized-1.png"]
     assert record["inputs"]["source"]["sha256"] == world.before["source.png"]
-    assert record["prompts"]["FCC stylisation"].count("aug not ak47") == 3
+    assert record["prompts"]["FCC stylization"].count("aug not ak47") == 3
     assert any("face" in w for w in record["warnings"])
     assert len(record["notices"]) == 8
 

@@ -83,7 +83,7 @@ def test_result_and_determinism(pipe, source):
     assert not torch.equal(a.latents, c.latents)
 
 
-def test_fcc_changes_only_the_stylisation_branch(pipe, source):
+def test_fcc_changes_only_the_stylization_branch(pipe, source):
     on, off = run(pipe, source), run(pipe, source, fcc=False)
     torch.testing.assert_close(on.latents[0], off.latents[0], atol=1e-4, rtol=1e-4)
     assert (on.latents[1] - off.latents[1]).abs().amax() > 1e-3

@@ -156,7 +156,7 @@ def test_chapter_runs_on_the_sd15_shaped_pipeline(path, book_cache, tmp_path):
 
 
 @pytest.mark.notebook
-def test_a_chapter_stylises_the_readers_own_images(book_cache, tmp_path):
+def test_a_chapter_stylizes_the_readers_own_images(book_cache, tmp_path):
     """`source_path` / `target_path`: files of any size and mode, loaded as `styo stylize` does."""
     from styo.book import MINI_SOURCE
     from styo.world.render import render

@@ -157,7 +157,7 @@ def test_content_map_after_training_time_augmentation_pairs_repetition_with_repe
     assert len({r for _, r in pairs}) == len(pairs)  # one-to-one: no repetition shares a map
     # both prompts have the same tokens before "of" (ak47/aug swapped), so the pairs are positional
     assert all(s == r for s, r in pairs)
-    # a reconstruction with fewer repetitions than the stylisation prompt wraps around
+    # a reconstruction with fewer repetitions than the stylization prompt wraps around
     wrap = content_index_map(tok, Identifiers(), 1, 3, rec_n_c=2)
     rec2 = padded(tok, source_prompt(n_c=2))
     first = [r for _, r in wrap[:6]]

@@ -81,7 +81,7 @@ def test_the_shipped_vae_reproduces_its_model_card_figures():
         assert abs(measured["mse"] - row["mse"]) < 0.02 * row["mse"], style
         # one of n images may flip at a decision boundary on another CPU's arithmetic
         assert abs(measured["judged_style_accuracy"] - row["judged_style_accuracy"]) <= 1 / recorded["n_per_style"], style
-    for style in HELD_OUT_STYLES:  # what one-shot stylisation needs: unseen styles survive the codec
+    for style in HELD_OUT_STYLES:  # what one-shot stylization needs: unseen styles survive the codec
         assert report["per_style"][style]["judged_style_accuracy"] >= 0.95
 
 

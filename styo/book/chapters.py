@@ -42,7 +42,7 @@ class Backend:
     aux_count: int
     sample_steps: int
     guidance: float
-    strength: float  # how deep the source is diffused before stylisation (FCC, chapter 7)
+    strength: float  # how deep the source is diffused before stylization (FCC, chapter 7)
     profile: str = ""  # the PROFILES entry the settings come from
     extra: dict[str, Any] = field(default_factory=dict)
 

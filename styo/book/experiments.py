@@ -1,4 +1,4 @@
-"""The book's measuring bench: stylise under several settings, score with the judges, tabulate.
+"""The book's measuring bench: stylize under several settings, score with the judges, tabulate.
 
 The FCC, augmented-prompt and ablation chapters all do the same things: run
 :func:`styo.fcc.stylize` on one (source, target) pair for a list of settings, score each batch of
@@ -187,7 +187,7 @@ def ablation_rows(
     progress: bool = True,
     **stylize_kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Train every IDL variant on every pair (cached), stylise with and without FCC, score.
+    """Train every IDL variant on every pair (cached), stylize with and without FCC, score.
 
     ``pairs`` maps a label to an :class:`styo.book.ExamplePair`; ``variants`` maps a label to
     :class:`~styo.idl.IDLConfig` fields that replace those of ``config``. ``pipe`` must hold the
@@ -467,7 +467,7 @@ def pair_grid(pairs: Mapping[str, Any], images: Mapping[str, Sequence[Image.Imag
 
 
 def window_verdict(by_window: Sequence[Mapping[str, Any]]) -> str:
-    """Which FCC step window keeps the most content and which stylises most (the first row is
+    """Which FCC step window keeps the most content and which stylizes most (the first row is
     "no control"), and whether one window wins both or they trade off."""
     best_c = max(by_window, key=lambda r: r["content"])
     best_s = max(by_window[1:], key=lambda r: r["style"])
@@ -525,7 +525,7 @@ def sharpness_markdown(sharp: Mapping[str, float], gain: float | None, n_s: int)
     elif gain is not None and gain >= 0.1:
         why = (f"Yet FCC raised content fidelity by {gain:+.2f} above. With maps this even, what the copied "
                "columns carry is less *where* than *how much*: the share of attention the reconstruction "
-               "branch gives the content words, which the stylisation prompt, its style phrase repeated "
+               "branch gives the content words, which the stylization prompt, its style phrase repeated "
                f"n_s = {n_s} times, has diluted. That is our reading, and two measurements support it: "
                "`benchmarks/fcc_probe.py` found FCC changing nothing with n_s = 1 on this model, and chapter 8 "
                "sweeps n_s. Chapter 10 says why the miniature model's maps are flat; the `sd15` backend runs "
@@ -559,10 +559,10 @@ def trend(rows: Sequence[Mapping[str, Any]], metric: str, knob: str, values: Seq
 def repetition_claims(grid: Sequence[Mapping[str, Any]], n_s_values: Sequence[int],
                       n_c_values: Sequence[int]) -> str:
     """The paper's two claims about the augmented prompt checked on an n_s × n_c grid, each
-    averaged over the other knob (larger n_s stylises more, larger n_c keeps more of the source),
-    and whether stylising harder costs content; one bullet each."""
+    averaged over the other knob (larger n_s stylizes more, larger n_c keeps more of the source),
+    and whether stylizing harder costs content; one bullet each."""
     claims = []
-    for metric, knob, values, claim in (("style", "n_s", n_s_values, "a larger n_s stylises more"),
+    for metric, knob, values, claim in (("style", "n_s", n_s_values, "a larger n_s stylizes more"),
                                          ("content", "n_c", n_c_values, "a larger n_c keeps more of the source")):
         means = trend(grid, metric, knob, values)
         holds = change(means[0], means[-1]) == "rises"
@@ -572,7 +572,7 @@ def repetition_claims(grid: Sequence[Mapping[str, Any]], n_s_values: Sequence[in
             + ", ".join(f"{v}: {m:.2f}" for v, m in zip(values, means, strict=True))
             + (" (not monotone)" if holds and not monotone else "") + ".")
     cost = trend(grid, "content", "n_s", n_s_values)
-    claims.append(f"- Stylising harder **{'costs' if change(cost[0], cost[-1]) == 'falls' else 'does not cost'}** "
+    claims.append(f"- Stylizing harder **{'costs' if change(cost[0], cost[-1]) == 'falls' else 'does not cost'}** "
                   "content: mean content by n_s " + ", ".join(f"{v}: {m:.2f}" for v, m in zip(n_s_values, cost, strict=True)) + ".")
     return "\n".join(claims)
 
@@ -604,9 +604,9 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
     if study["model_fingerprint"] != fingerprint:
         return (f"The recorded study ({study['date']}, `{study['model']}`) measured another model; "
                 "its numbers would say nothing about this one.")
-    if study.get("stylisation", {}).get("strength") != strength:
-        return (f"The recorded study ({study['date']}) stylised at another strength "
-                f"({study.get('stylisation', {}).get('strength', 'not recorded')}, this page {strength}): "
+    if study.get("stylization", {}).get("strength") != strength:
+        return (f"The recorded study ({study['date']}) stylized at another strength "
+                f"({study.get('stylization', {}).get('strength', 'not recorded')}, this page {strength}): "
                 "`python benchmarks/ablations.py` measures it again.")
     table = ablation_means_markdown(study["means"])
     return (f"{len(study['pairs'])} pairs, IDL {study['idl']['steps']} steps, {study['n_images']} images "

@@ -358,7 +358,7 @@ def live_explorer(
     Controls: word (``Dropdown``), layers (all, one resolution, or any single layer), step range
     (``IntRangeSlider`` over recorded step indices, 1-based labels), opacity (``FloatSlider``)
     and branch (``ToggleButtons``: the recorder's branches). ``image`` is the underlay, or
-    ``{"rec": reconstruction, "sty": stylised}`` to follow the branch. A word missing from the
+    ``{"rec": reconstruction, "sty": stylized}`` to follow the branch. A word missing from the
     chosen branch's prompt shows a message instead of a map.
 
     The returned ``VBox`` has ``controls`` (dict), ``view`` (the ``ipywidgets.Image`` that is

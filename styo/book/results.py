@@ -80,7 +80,7 @@ def idl_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def fcc_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One stylisation per FCC variant (off / idle / on), with its time relative to ``off``."""
+    """One stylization per FCC variant (off / idle / on), with its time relative to ``off``."""
     fcc = report.get("fcc") or {}
     variants = fcc.get("variants", {})
     if "off" not in variants:
@@ -176,7 +176,7 @@ def show_run(run: dict[str, Any]) -> None:
     plt.show()
     fcc = fcc_rows(run)
     if fcc:
-        display(Markdown("One stylisation (FCC variants, median):\n\n"
+        display(Markdown("One stylization (FCC variants, median):\n\n"
                          + markdown_table(fcc, ["variant", "median_s", "ratio_to_off"],
                                           ["variant", "median, s", "ratio to off"])))
     targets = [{**t, "status": t["status"] + (f" ({t['note']})" if t.get("note") else "")} for t in run["targets"]]

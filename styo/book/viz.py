@@ -63,10 +63,10 @@ def plot_token_alignment(
     content_map: Sequence[tuple[int, int]],
     width: float = 14.0,
 ) -> plt.Figure:
-    """Both prompts as token rows, with a line from each controlled stylisation token to its source.
+    """Both prompts as token rows, with a line from each controlled stylization token to its source.
 
     This is what FCC does: the maps of the joined tokens are copied from the reconstruction
-    branch (top) into the stylisation branch (bottom).
+    branch (top) into the stylization branch (bottom).
     """
     rows = []
     for prompt in (rec_prompt, sty_prompt):
@@ -86,7 +86,7 @@ def plot_token_alignment(
         ax.annotate("", xy=(s, ys[1] + 0.18), xytext=(r, ys[0] - 0.18),
                     arrowprops=dict(arrowstyle="->", color="#c0392b", lw=1))
     ax.text(-1.2, ys[0], "reconstruction", ha="right", va="center", fontsize=9)
-    ax.text(-1.2, ys[1], "stylisation", ha="right", va="center", fontsize=9)
+    ax.text(-1.2, ys[1], "stylization", ha="right", va="center", fontsize=9)
     ax.set_xlim(-6, n)
     ax.set_ylim(-0.5, 1.5)
     ax.axis("off")

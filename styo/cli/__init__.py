@@ -76,14 +76,14 @@ def _by_model(key: str) -> str:
 def add_stylize_parser(sub) -> None:
     p = sub.add_parser(
         "stylize",
-        help="stylise a face like a style image (IDL fine-tuning, then FCC sampling)",
+        help="stylize a face like a style image (IDL fine-tuning, then FCC sampling)",
         description="Fine-tune the model on the source face and the target style (IDL), then "
-        "stylise the source (FCC). Writes DIR/stylized.png (more samples: stylized-1.png, ...), "
+        "stylize the source (FCC). Writes DIR/stylized.png (more samples: stylized-1.png, ...), "
         "DIR/reconstruction.png, DIR/run.json and IDL's checkpoints and pipeline in DIR/idl. "
         "Defaults marked (model) are the miniature world's for the default model and the "
         "paper's Stable Diffusion settings for any other.",
     )
-    p.add_argument("--source", required=True, metavar="FILE", help="the face to stylise")
+    p.add_argument("--source", required=True, metavar="FILE", help="the face to stylize")
     p.add_argument("--target", required=True, metavar="FILE", help="one image in the style")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the results")
     p.add_argument("--model", help=MODEL_HELP)
@@ -112,7 +112,7 @@ def add_stylize_parser(sub) -> None:
     p.add_argument("--n-s", type=int, default=3, help="style phrase repeats, 1..5 (default 3)")
     p.add_argument("--n-c", type=int, default=1, help="content phrase repeats, 1..5 (default 1)")
     p.add_argument("--no-fcc", action="store_true", help="ablation: sample without FCC")
-    p.add_argument("--samples", type=int, default=1, help="stylised images (default 1)")
+    p.add_argument("--samples", type=int, default=1, help="stylized images (default 1)")
     p.add_argument("--sample-steps", type=int, help="DDIM steps " + _by_model("sample_steps"))
     p.add_argument("--guidance", type=float, help="classifier-free guidance " + _by_model("guidance"))
     p.add_argument("--strength", type=float,

@@ -165,7 +165,7 @@ def fcc_prompts(ids: Identifiers, settings: dict[str, Any]) -> dict[str, str]:
     negative = settings["prompts"] == "contrastive"
     return {
         "reconstruction": source_prompt(ids, negative, *trained_repeats(settings)),
-        "stylisation": stylization_prompt(ids, settings["n_s"], settings["n_c"], negative),
+        "stylization": stylization_prompt(ids, settings["n_s"], settings["n_c"], negative),
     }
 
 
@@ -348,7 +348,7 @@ def train_idl(out: Path, pipe, config, inputs: dict[str, Any], aux: list, settin
 
 
 def sample_fcc(run: StylizeRun, pipe, ids, settings: dict[str, Any], source) -> dict[str, Any]:
-    """Stylised images and reconstructions, written as PNGs; returns their names for run.json."""
+    """Stylized images and reconstructions, written as PNGs; returns their names for run.json."""
     from ..fcc import stylize
 
     pipe.set_progress_bar_config(desc="FCC", disable=not settings["progress"], **PROGRESS)

@@ -3,7 +3,7 @@
 The judges are *instruments*, not part of StyO. They are trained on labelled renders of every
 style (the held-out ones included) and turn the paper's qualitative claims into numbers:
 
-- **content fidelity**: how often the judged attributes of a (stylised) image agree with the true
+- **content fidelity**: how often the judged attributes of a (stylized) image agree with the true
   attributes of the source portrait it was made from;
 - **style fidelity**: the judged probability of the target style.
 

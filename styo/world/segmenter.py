@@ -3,7 +3,7 @@
 An instrument, like the attribute and style judges: it lets the book ask *where* a generated
 picture put each thing, so a word's cross-attention map can be scored against the region it
 names (DAAM's protocol: the word's heat map, normalised and thresholded, against the region) and
-a stylised head's geometry against the source's. It is trained on renders of every style, the
+a stylized head's geometry against the source's. It is trained on renders of every style, the
 held-out ones included, with the ``"varied"`` layout, so the head can be anywhere a render puts it.
 
 The network is a small U-Net (three levels, 16-32-64 channels, 0.12 M parameters) that labels every
