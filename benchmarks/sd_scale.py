@@ -49,6 +49,7 @@ _OFFLINE_ENV = {
 # --- model configs (data) -------------------------------------------------------------------------
 # SD 1.5's own configs live in styo.sd15_shaped (a module that imports no torch or diffusers at
 # import time, so the offline environment above is still set first).
+from styo.book.results import run_markdown  # noqa: E402  (torch-free: the same Markdown the appendix shows)
 from styo.sd15_shaped import SD15_SCHEDULER, SD15_TEXT, SD15_UNET, SD15_VAE  # noqa: E402
 
 # A reduced SD: same block types, levels, cross-attention layout and scheduler; narrow and shallow,
@@ -93,46 +94,22 @@ SD15_PARAMS = {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_4
 # ``idl``: IDLConfig overrides. Every profile runs batch 3 and checkpoint_every=0.
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "fp32-adamw": {
-        "pipeline_dtype": "fp32",
-        "idl": {"mixed_precision": "no"},
-        "about": "fp32 everywhere, AdamW (fused on CUDA): the paper's plain setting",
-    },
-    "bf16": {
-        "pipeline_dtype": "bf16",
-        "idl": {"mixed_precision": "bf16"},
-        "about": "bf16 autocast, fp32 master weights, fused AdamW",
-    },
-    "fp16": {
-        "pipeline_dtype": "fp16",
-        "idl": {"mixed_precision": "fp16"},
-        "about": "fp16 autocast + loss scaling, fp32 master weights, fused AdamW",
-    },
-    "bf16-8bit-adam": {
-        "pipeline_dtype": "bf16",
-        "idl": {"mixed_precision": "bf16", "use_8bit_adam": True},
-        "about": "bf16 with bitsandbytes' 8-bit AdamW (optimizer state 4x smaller)",
-    },
-    "bf16-lora": {
-        "pipeline_dtype": "bf16",
-        "idl": {"mixed_precision": "bf16", "lora_rank": 4},
-        "about": "bf16 UNet frozen, LoRA rank 4 on to_q/k/v/out trained",
-    },
-    "bf16-text-encoder": {
-        "pipeline_dtype": "bf16",
-        "idl": {"mixed_precision": "bf16", "train_text_encoder": True},
-        "about": "bf16, UNet and CLIP text encoder both fine-tuned",
-    },
-    "fp16-gradckpt-8bit": {
-        "pipeline_dtype": "fp16",
-        "idl": {"mixed_precision": "fp16", "gradient_checkpointing": True, "use_8bit_adam": True},
-        "about": "free-Colab-T4 full fine-tune: fp16, gradient checkpointing, 8-bit AdamW",
-    },
-    "fp16-lora-gradckpt": {
-        "pipeline_dtype": "fp16",
-        "idl": {"mixed_precision": "fp16", "lora_rank": 4, "gradient_checkpointing": True},
-        "about": "free-Colab-T4 LoRA: fp16 UNet, LoRA rank 4, gradient checkpointing",
-    },
+    "fp32-adamw": {"pipeline_dtype": "fp32", "idl": {"mixed_precision": "no"},
+        "about": "fp32 everywhere, AdamW (fused on CUDA): the paper's plain setting"},
+    "bf16": {"pipeline_dtype": "bf16", "idl": {"mixed_precision": "bf16"},
+        "about": "bf16 autocast, fp32 master weights, fused AdamW"},
+    "fp16": {"pipeline_dtype": "fp16", "idl": {"mixed_precision": "fp16"},
+        "about": "fp16 autocast + loss scaling, fp32 master weights, fused AdamW"},
+    "bf16-8bit-adam": {"pipeline_dtype": "bf16", "idl": {"mixed_precision": "bf16", "use_8bit_adam": True},
+        "about": "bf16 with bitsandbytes' 8-bit AdamW (optimizer state 4x smaller)"},
+    "bf16-lora": {"pipeline_dtype": "bf16", "idl": {"mixed_precision": "bf16", "lora_rank": 4},
+        "about": "bf16 UNet frozen, LoRA rank 4 on to_q/k/v/out trained"},
+    "bf16-text-encoder": {"pipeline_dtype": "bf16", "idl": {"mixed_precision": "bf16", "train_text_encoder": True},
+        "about": "bf16, UNet and CLIP text encoder both fine-tuned"},
+    "fp16-gradckpt-8bit": {"pipeline_dtype": "fp16", "idl": {"mixed_precision": "fp16", "gradient_checkpointing": True, "use_8bit_adam": True},
+        "about": "free-Colab-T4 full fine-tune: fp16, gradient checkpointing, 8-bit AdamW"},
+    "fp16-lora-gradckpt": {"pipeline_dtype": "fp16", "idl": {"mixed_precision": "fp16", "lora_rank": 4, "gradient_checkpointing": True},
+        "about": "free-Colab-T4 LoRA: fp16 UNet, LoRA rank 4, gradient checkpointing"},
 }
 
 TARGETS = {
@@ -480,172 +457,42 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The targets, judged only at SD-1.5 scale (n/a on a smoke run); the miniature model has
     only its FCC target."""
     scale, dev = report["settings"]["scale"], report["device"]
+    fcc = report.get("fcc")
+    fcc_ratio = fcc["ratio_on_off"] if fcc else None
+
+    def row(target, threshold, value, where, note=None, applies=True):
+        status = "n/a" if not applies or value is None else ("pass" if value <= threshold else "fail")
+        return {"target": target, "threshold": threshold, "value": value, "where": where,
+                "status": status, "note": note}
+
     if scale == "mini":
-        fcc = report.get("fcc")
-        value = fcc["ratio_on_off"] if fcc else None
-        return [{"target": "FCC generation time on/off (miniature model)",
-                 "threshold": TARGETS["fcc_ratio_mini"], "value": value,
-                 "where": "whole stylize() call",
-                 "status": "n/a" if value is None else
-                 ("pass" if value <= TARGETS["fcc_ratio_mini"] else "fail"), "note": None}]
+        return [row("FCC generation time on/off (miniature model)", TARGETS["fcc_ratio_mini"],
+                    fcc_ratio, "whole stylize() call")]
     applies = scale == "sd15"
-    why_na = None if applies else "smoke run: targets are for the SD-1.5 architecture at 512²"
+    na = None if applies else "smoke run: targets are for the SD-1.5 architecture at 512²"
     ok = {n: p for n, p in report.get("idl", {}).items() if p.get("status") == "ok"}
-    rows = []
-
-    def row(name, target, value, where, passed, note=None):
-        status = "n/a" if not applies or value is None else ("pass" if passed else "fail")
-        rows.append(
-            {
-                "target": name,
-                "threshold": target,
-                "value": value,
-                "where": where,
-                "status": status,
-                "note": why_na if not applies else note,
-            }
-        )
-
-    h100 = dev["type"] == "cuda" and "H100" in dev["name"]
-    if ok:
-        best = min(ok, key=lambda n: ok[n]["projected_400_steps_s"])
-        value = ok[best]["projected_400_steps_s"]
-        notes = [] if h100 else [f"target is for one H100; measured on {dev['name']}"]
-        full = [n for n in ok if ok[n]["idl_config"].get("lora_rank") is None]
-        if best not in full and full:  # LoRA trains less than the paper does: show both
-            fast = min(full, key=lambda n: ok[n]["projected_400_steps_s"])
-            notes.append(
-                f"fastest full fine-tune: {fast}, {ok[fast]['projected_400_steps_s']:.1f} s"
-            )
-        note = "; ".join(notes) or None
-        row(
-            "400 IDL steps (fastest profile), s",
-            TARGETS["idl_400_steps_s"],
-            value,
-            best,
-            value <= TARGETS["idl_400_steps_s"],
-            note,
-        )
+    best = min(ok, key=lambda n: ok[n]["projected_400_steps_s"], default=None)
+    notes = []
+    if best and not (dev["type"] == "cuda" and "H100" in dev["name"]):
+        notes.append(f"target is for one H100; measured on {dev['name']}")
+    full = [n for n in ok if ok[n]["idl_config"].get("lora_rank") is None]
+    if best and best not in full and full:  # LoRA trains less than the paper does: show both
+        fast = min(full, key=lambda n: ok[n]["projected_400_steps_s"])
+        notes.append(f"fastest full fine-tune: {fast}, {ok[fast]['projected_400_steps_s']:.1f} s")
+    rows = [row("400 IDL steps (fastest profile), s", TARGETS["idl_400_steps_s"],
+                ok[best]["projected_400_steps_s"] if best else None, best,
+                na or "; ".join(notes) or None, applies)]
+    if dev["type"] == "cuda" and ok:
+        low = min(ok, key=lambda n: ok[n]["peak_gpu_allocated_gib"])
+        rows.append(row("peak memory of some profile, GiB", TARGETS["peak_memory_gib"],
+                        ok[low]["peak_gpu_allocated_gib"], low,
+                        na or "torch.cuda.max_memory_allocated", applies))
     else:
-        row("400 IDL steps (fastest profile), s", TARGETS["idl_400_steps_s"], None, None, False)
-    key = "peak_gpu_allocated_gib" if dev["type"] == "cuda" else None
-    if key and ok:
-        best = min(ok, key=lambda n: ok[n][key])
-        value = ok[best][key]
-        row(
-            "peak memory of some profile, GiB",
-            TARGETS["peak_memory_gib"],
-            value,
-            best,
-            value <= TARGETS["peak_memory_gib"],
-            "torch.cuda.max_memory_allocated",
-        )
-    else:
-        rows.append(
-            {
-                "target": "peak memory of some profile, GiB",
-                "threshold": TARGETS["peak_memory_gib"],
-                "value": None,
-                "where": None,
-                "status": "n/a",
-                "note": why_na or "GPU memory is only measured on CUDA",
-            }
-        )
-    fcc = report.get("fcc")
-    value = fcc["ratio_on_off"] if fcc else None
-    row(
-        "FCC generation time on/off",
-        TARGETS["fcc_ratio"],
-        value,
-        "whole stylize() call",
-        value is not None and value <= TARGETS["fcc_ratio"],
-    )
+        rows.append(row("peak memory of some profile, GiB", TARGETS["peak_memory_gib"], None, None,
+                        na or "GPU memory is only measured on CUDA", applies))
+    rows.append(row("FCC generation time on/off", TARGETS["fcc_ratio"], fcc_ratio,
+                    "whole stylize() call", na, applies))
     return rows
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:.0f}"
-    return str(x)
-
-
-def markdown(report: dict[str, Any]) -> str:
-    s, dev = report["settings"], report["device"]
-    lines = [f"# StyO benchmark: {dev['name']} ({dev['type']}), scale `{s['scale']}`", ""]
-    if s["scale"] == "smoke":
-        lines += [
-            "> **SMOKE RUN** — a reduced SD-shaped model at 64² on CPU. It only shows that the",
-            "> benchmark runs; its figures say nothing about SD-1.5 speed or memory.",
-            "",
-        ]
-    if s["scale"] == "mini":
-        lines += [
-            "> The book's miniature model (trained weights, 64² images) on this machine: the FCC",
-            "> overhead only (its IDL is timed by the book itself, benchmarks/book_timing.py).",
-            "",
-        ]
-    lines += [
-        f"- date: {report['date']}",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v),
-        f"- image {s['image_size']}²"
-        + (f", IDL batch 3 (source, target, aux), {s['idl_warmup']} warm-up + {s['idl_steps']} "
-           "timed steps per profile" if report.get("idl") else ""),
-        "- parameters: " + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in report["params"].items()),
-        "",
-    ]
-    mem_cols = (
-        ["peak alloc GiB", "peak reserved GiB"] if dev["type"] == "cuda" else ["peak RSS GiB"]
-    )
-    lines += [] if not report.get("idl") else [
-        "## IDL",
-        "",
-        "| profile | median step s | 400 steps s | 400 steps + set-up/save s | "
-        + " | ".join(mem_cols)
-        + " | status |",
-        "|" + "---|" * (5 + len(mem_cols)),
-    ]
-    for name, p in report.get("idl", {}).items():
-        if p["status"] != "ok":
-            cells = ["–"] * (3 + len(mem_cols)) + [f"{p['status']}: {p['reason']}"]
-        else:
-            mem = (
-                [p["peak_gpu_allocated_gib"], p["peak_gpu_reserved_gib"]]
-                if dev["type"] == "cuda"
-                else [p["peak_rss_gib"]]
-            )
-            cells = [
-                _fmt(p["step_time_median_s"], 4),
-                _fmt(p["projected_400_steps_s"], 1),
-                _fmt(p["projected_400_steps_end_to_end_s"], 1),
-                *[_fmt(m, 2) for m in mem],
-                "ok",
-            ]
-        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
-    fcc = report.get("fcc")
-    if fcc:
-        lines += [
-            "",
-            f"## FCC (one stylization: {fcc['num_inference_steps']} DDIM steps at strength "
-            f"{fcc['strength']} = {fcc['denoising_steps_run']} run, UNet batch 4, CFG "
-            f"{fcc['guidance_scale']}, {fcc['dtype']}, median of {fcc['repeats']})",
-            "",
-            "| variant | median s | ratio to off |",
-            "|---|---|---|",
-        ]
-        off = fcc["variants"]["off"]["median_s"]
-        for v, r in fcc["variants"].items():
-            lines.append(f"| {v} | {_fmt(r['median_s'], 4)} | {_fmt(r['median_s'] / off, 3)} |")
-    lines += ["", "## Targets", "", "| target | threshold | value | where | status |"]
-    lines.append("|---|---|---|---|---|")
-    for t in report["targets"]:
-        status = t["status"] + (f" ({t['note']})" if t.get("note") else "")
-        lines.append(
-            f"| {t['target']} | ≤ {t['threshold']} | {_fmt(t['value'], 3)} | "
-            f"{t['where'] or '–'} | {status} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -758,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         print("FCC ...", flush=True)
         report["fcc"] = bench_fcc(args, device)
     report["targets"] = evaluate_targets(report)
-    text = markdown(report)
+    text = run_markdown(report)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = ("cpu" if device.type == "cpu" else slug(report["device"]["name"])) + f"-{args.scale}"

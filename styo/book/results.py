@@ -149,22 +149,62 @@ def show_book_timing(timing: dict[str, Any] | None) -> None:
     display(Markdown(f"The whole book took {total / 60:.1f} min: {verdict} the {budget / 60:.0f}-minute budget."))
 
 
+def run_summary(run: dict[str, Any]) -> str:
+    """One line on where and how a ``sd_scale.py`` report was measured: a time means nothing
+    without the machine, the versions and the settings that made it."""
+    dev, v, s = run["device"], run["versions"], run["settings"]
+    where = f"`{run['file']}`: " if "file" in run else ""
+    idl = (f", IDL batch 3 (source, target, aux), {s['idl_steps']} timed steps per profile"
+           if run.get("idl") else "")
+    params = ", ".join(f"{k} {n / 1e6:.1f} M" for k, n in run.get("params", {}).items())
+    return (f"{where}{dev['name']} ({dev['type']}), {run['date'][:10]}, torch {v['torch']}, "
+            f"diffusers {v['diffusers']}, image {s['image_size']}²{idl}"
+            + (f"; parameters: {params}" if params else "") + ".")
+
+
+def run_markdown(run: dict[str, Any], title: bool = True) -> str:
+    """The whole report of one ``sd_scale.py`` run as Markdown: the note on what was measured,
+    the IDL profiles, the FCC variants and the targets. The script writes it beside its JSON and
+    the appendix shows it, so the two can never disagree."""
+    dev = run["device"]
+    parts = [f"# StyO benchmark: {dev['name']} ({dev['type']}), scale `{run['kind']}`"] if title else []
+    parts += [run_summary(run), f"> **{run['note']}**"]
+    argv = run["settings"].get("argv")
+    if argv is not None:
+        parts.append(f"Command: `python benchmarks/sd_scale.py {' '.join(argv)}`")
+    idl = idl_rows(run)
+    if idl:
+        memory = "GPU allocated" if dev["type"] == "cuda" else "process RSS"
+        parts += ["## IDL", markdown_table(
+            idl, ["profile", "step_s", "400_steps_s", "end_to_end_s", "peak_gib", "status"],
+            ["profile", "median step, s", "400 steps, s", "400 steps + set-up and save, s",
+             f"peak memory ({memory}), GiB", "status"])]
+    fcc = fcc_rows(run)
+    if fcc:
+        f = run["fcc"]
+        parts += [f"## FCC: one stylization, {f['num_inference_steps']} DDIM steps at strength "
+                  f"{f['strength']} ({f['denoising_steps_run']} run), guidance {f['guidance_scale']}, "
+                  f"{f['dtype']}, median of {f['repeats']}",
+                  markdown_table(fcc, ["variant", "median_s", "ratio_to_off"],
+                                 ["variant", "median, s", "ratio to off"], decimals=3)]
+    targets = [{**t, "threshold": f"≤ {t['threshold']}",
+                "status": t["status"] + (f" ({t['note']})" if t.get("note") else "")}
+               for t in run["targets"]]
+    parts += ["## Targets", markdown_table(targets, ["target", "threshold", "value", "where", "status"])]
+    return "\n\n".join(parts) + "\n"
+
+
 def show_run(run: dict[str, Any]) -> None:
-    """The IDL and FCC tables of one ``benchmarks/sd_scale.py`` report, a chart of the IDL profiles
-    and the targets: with the device, versions and settings first, since a time means nothing
-    without the machine that measured it."""
+    """One ``benchmarks/sd_scale.py`` report as the script wrote it (:func:`run_markdown`), with
+    a chart of the IDL profiles' time and memory when it timed any."""
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
 
-    dev, v = run["device"], run["versions"]
-    display(Markdown(f"`{run['file']}`: {dev['name']} ({dev['type']}), {run['date'][:10]}, "
-                     f"torch {v['torch']}, diffusers {v['diffusers']}, image {run['settings']['image_size']}², "
-                     f"{run['settings']['idl_steps']} timed IDL steps per profile."))
-    idl = idl_rows(run)
-    display(Markdown(markdown_table(
-        idl, ["profile", "step_s", "400_steps_s", "end_to_end_s", "peak_gib", "status"],
-        ["profile", "median step, s", "400 steps, s", "400 steps + set-up and save, s", "peak memory, GiB", "status"])))
-    ok = [r for r in idl if r["step_s"] is not None]
+    display(Markdown(run_markdown(run, title=False).replace("## ", "#### ")))
+    ok = [r for r in idl_rows(run) if r["step_s"] is not None]
+    if not ok:
+        return
+    dev = run["device"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.35 * len(ok) + 1.4), sharey=True)
     names = [r["profile"] for r in ok][::-1]
     axes[0].barh(names, [r["400_steps_s"] for r in ok][::-1], color="tab:orange")
@@ -174,10 +214,3 @@ def show_run(run: dict[str, Any]) -> None:
     fig.suptitle(f"IDL profiles, {dev['name']}", fontsize=10)
     fig.tight_layout()
     plt.show()
-    fcc = fcc_rows(run)
-    if fcc:
-        display(Markdown("One stylization (FCC variants, median):\n\n"
-                         + markdown_table(fcc, ["variant", "median_s", "ratio_to_off"],
-                                          ["variant", "median, s", "ratio to off"])))
-    targets = [{**t, "status": t["status"] + (f" ({t['note']})" if t.get("note") else "")} for t in run["targets"]]
-    display(Markdown(markdown_table(targets, ["target", "threshold", "value", "where", "status"])))
