@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -189,9 +188,3 @@ def batch_groundings(captions: list[str], ids: torch.Tensor, eos_token_id: int
     as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
     return {"g_rows": as_long(rows), "g_tokens": as_long(tokens), "g_targets": as_long(targets),
             "eos": eos.long(), "captioned": torch.tensor([bool(c) for c in captions])}
-
-
-def region_shares(regions: np.ndarray) -> dict[str, float]:
-    """Share of the pixels of a set of region maps in each region (a summary for the logs)."""
-    counts = np.bincount(regions.ravel(), minlength=len(REGIONS))
-    return {name: float(c / counts.sum()) for name, c in zip(REGIONS, counts, strict=True)}

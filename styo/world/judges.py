@@ -274,10 +274,6 @@ def load_judges(path: str | os.PathLike | None = None,
     return Judges(net, config, device)
 
 
-def _as_judges(judges: Judges | str | os.PathLike | None) -> Judges:
-    return judges if isinstance(judges, Judges) else load_judges(judges)
-
-
 def judge_files(paths: Iterable[str | os.PathLike],
                 judges_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Judge image files: ``[{"path", "style": {NAME: prob}, "attributes": {ATTR: VALUE}}]``.
