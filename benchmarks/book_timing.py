@@ -1,6 +1,6 @@
 """How long the book takes to execute, chapter by chapter, with its full (default) parameters.
 
-Issue 6 gives the whole book 20 minutes on 2 CPU cores. `make book` executes every chapter of
+The whole book has a budget of 20 minutes on 2 CPU cores. `make book` executes every chapter of
 _toc.yml through Jupyter Book; this script executes the same notebooks the same way (papermill,
 the ``styo`` kernel, each in its own folder, one shared cache so that chapters reuse their shared
 IDL run as they do in a build) and records each one's wall time, so the budget can be checked

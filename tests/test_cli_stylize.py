@@ -1,5 +1,5 @@
 """`styo stylize` through the installed console script: the output contract, determinism,
-interrupt and resume, and every kind of bad input (issue 5).
+interrupt and resume, and every kind of bad input.
 
 The inputs are made once per module: the tiny random pipeline saved as a model folder, and images
 in every awkward format. The runs are started together (each is mostly interpreter start-up, so

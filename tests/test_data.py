@@ -1,4 +1,4 @@
-"""Image validation (issue 5's bad-input rows, library side) and the auxiliary set."""
+"""Image validation (bad input, library side) and the auxiliary set."""
 
 from __future__ import annotations
 

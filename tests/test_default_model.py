@@ -1,4 +1,4 @@
-"""`styo stylize` end to end on the shipped miniature model, with no --model (issue 5).
+"""`styo stylize` end to end on the shipped miniature model, with no --model.
 
 The other command-line tests use the random tiny pipeline, which proves the plumbing but draws
 noise. This one runs the default model on a rendered photo face and a mosaic portrait, the book's
@@ -26,7 +26,7 @@ _LOCAL = Path(sys.executable).parent / "styo"
 STYO = str(_LOCAL) if _LOCAL.exists() else (shutil.which("styo") or "styo")
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "model_index.json").is_file(),
-                                reason="models/styo-mini is not trained yet (issue 4)")
+                                reason="models/styo-mini is not trained yet")
 
 
 def test_stylize_runs_on_the_default_model_with_its_profile(tmp_path):

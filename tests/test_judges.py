@@ -3,7 +3,7 @@
 The fast tests train a tiny throwaway judge (a few seconds on CPU). The accuracy tests use the
 shipped ``models/judges`` and are skipped when it is absent; they judge 350 fresh renders (50 per
 style) from :data:`FRESH_SEED_BASE`, a seed range used neither by judge training, judge
-evaluation nor pretraining. Issue 4's targets are style ≥ 95 % and each attribute ≥ 90 % on
+evaluation nor pretraining. The targets are style ≥ 95 % and each attribute ≥ 90 % on
 thousands of renders (``models/judges/metrics.json``); on 350 images one attribute's binomial
 standard error near 92 % is ~1.5 points, so these tests assert each attribute ≥ 85 % (about
 three standard errors of slack) and style ≥ 95 %.

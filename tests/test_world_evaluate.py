@@ -129,10 +129,10 @@ BASE_MODEL = Path(__file__).parents[1] / "models" / "styo-mini"
 
 
 @pytest.mark.skipif(not (BASE_MODEL / "model_index.json").is_file(),
-                    reason="models/styo-mini is not trained yet (issue 4)")
+                    reason="models/styo-mini is not trained yet")
 def test_the_shipped_base_model_meets_and_reproduces_its_model_card_figures():
     """metrics.json is measured: its aggregates are the mean of its per-image records, they meet
-    issue 4's targets, and the first images, generated again, are judged the same way."""
+    the model card's targets, and the first images, generated again, are judged the same way."""
     from styo.pipeline import load_pipeline
     from styo.world.evaluate import evaluate_base_model
 

@@ -56,7 +56,7 @@ EVAL_SEED_BASE = 3_500_000_000
 FRESH_SEED_BASE = 3_900_000_000
 MAX_JUDGE_SEED = 39  # keeps train, eval and fresh ranges apart
 
-STYLE_TARGET = 0.95  # issue 4: accuracy on fresh renders
+STYLE_TARGET = 0.95  # the judges' accuracy on fresh renders (models/README.md)
 ATTRIBUTE_TARGET = 0.90
 
 
