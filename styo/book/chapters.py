@@ -25,6 +25,7 @@ from ..idl import IDLConfig, IDLResult, run_fingerprint, train
 from ..memory import choose_sd_profile, profile_config
 from ..pipeline import image_size, load_pipeline
 from ..profiles import DEFAULT_MODEL, PROFILES
+from ..runtime import estimate_t4
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BACKENDS = ("mini", "sd15", "sd15-shaped", "tiny")
@@ -127,7 +128,9 @@ def load_backend(backend: str, device: str | None = None, allow_cpu: bool = Fals
                 "to run it on the CPU anyway (hours per chapter)"
             )
     if backend == "sd15":
-        print("sd15 training profile:", choose_sd_profile()[1])
+        profile, why = choose_sd_profile()
+        print("sd15 training profile:", why)
+        print(estimate_t4(profile))
     if backend == "tiny":
         from ..testing import tiny_pipeline
 
