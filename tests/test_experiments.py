@@ -241,3 +241,25 @@ def test_ablation_seeds_extend_the_chapter_pairs():
     params = next("".join(c["source"]) for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     assert f"pair_seeds = {X.ablation_seeds(3)}" in params  # the chapter's pairs are the first of any study
     assert X.ablation_seeds(1) == [] and len(set(X.ablation_seeds(10))) == 9
+
+
+def test_a_joint_success_needs_the_target_style_the_source_attributes_and_its_head():
+    """The shipped judges on renders whose answer is known: the source redrawn in the target style
+    succeeds; the source itself (no style), another face in the style, and the redrawn source
+    moved by a quarter of the picture (its head elsewhere) do not."""
+    from PIL import ImageChops
+
+    from styo.world.judges import load_judges
+    from styo.world.render import render
+    from styo.world.segmenter import load_segmenter
+
+    source_attributes, other = X.contrasting_attributes(2)
+    judges, segmenter = load_judges(), load_segmenter()
+    source = render(source_attributes, "photo", 2, layout="varied")
+    styled = render(source_attributes, "pixel", 2, layout="varied")
+    moved = ImageChops.offset(styled, 16, 12)
+    images = [styled, source, render(other, "pixel", 2, layout="varied"), moved]
+    ious = X.head_iou(segmenter, images, source)
+    assert ious[0] > 0.85 and ious[1] == pytest.approx(1.0) and ious[3] < X.JOINT_HEAD_IOU
+    success = X.joint_success(judges, segmenter, images, source, source_attributes, "pixel")
+    assert success == [True, False, False, False]

@@ -102,6 +102,41 @@ def score(
     return out
 
 
+# A stylization counts as a success only when it does both halves of the job: the target's style
+# *and* the source's face. Content or style alone can be had by doing nothing (the source back) or
+# by copying the target; the joint score cannot.
+JOINT_ATTRIBUTES = 0.7  # share of the source's attributes a success keeps
+JOINT_HEAD_IOU = 0.6  # IoU of its head mask with the source's
+
+
+def head_iou(segmenter: Any, images: Sequence[Image.Image], source: Image.Image) -> list[float]:
+    """Per picture, the IoU of its head mask with the source's (the segmentation judge's ``head``:
+    face, hair, eyes, mouth and glasses): where the head is and how big, whatever the style."""
+    masks = segmenter.masks([source, *images])
+    src = masks[0]["head"]
+    out = []
+    for m in masks[1:]:
+        union = np.logical_or(src, m["head"]).sum()
+        out.append(float(np.logical_and(src, m["head"]).sum() / union) if union else 0.0)
+    return out
+
+
+def joint_success(judges: Any, segmenter: Any, images: Sequence[Image.Image], source: Image.Image,
+                  source_attributes: Mapping[str, str], target_style: str) -> list[bool]:
+    """Per picture, whether it is a stylization at all: judged in ``target_style`` (the most
+    probable style), with at least :data:`JOINT_ATTRIBUTES` of the source's attributes and a head
+    mask within :data:`JOINT_HEAD_IOU` IoU of the source's. The share of successes is ``joint``."""
+    from ..world.attributes import ATTRIBUTES, STYLES
+
+    images = list(images)
+    predicted = judges.predict_indices(images)
+    names = [n for n in ATTRIBUTES if n in source_attributes]
+    kept = np.mean([(predicted[n] == ATTRIBUTES[n].index(source_attributes[n])).numpy() for n in names], 0)
+    styled = (predicted["style"] == STYLES.index(target_style)).numpy()
+    ious = np.array(head_iou(segmenter, images, source))
+    return [bool(x) for x in styled & (kept >= JOINT_ATTRIBUTES) & (ious >= JOINT_HEAD_IOU)]
+
+
 def score_pair(judges: Any, images: Sequence[Image.Image], pair: Any) -> dict[str, float]:
     """:func:`score` with the attributes and styles of an :class:`styo.book.ExamplePair`."""
     return score(
