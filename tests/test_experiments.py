@@ -263,3 +263,8 @@ def test_a_joint_success_needs_the_target_style_the_source_attributes_and_its_he
     assert ious[0] > 0.85 and ious[1] == pytest.approx(1.0) and ious[3] < X.JOINT_HEAD_IOU
     success = X.joint_success(judges, segmenter, images, source, source_attributes, "pixel")
     assert success == [True, False, False, False]
+    scores = X.score(judges, images, source_attributes=source_attributes, target_style="pixel",
+                     segmenter=segmenter, source=source)
+    assert scores["joint"] == pytest.approx(0.25)
+    assert scores["geometry"] == pytest.approx(np.mean(ious))
+    assert "joint" not in X.score(judges, images, source_attributes=source_attributes, target_style="pixel")

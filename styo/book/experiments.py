@@ -15,6 +15,9 @@ Scores (all in [0, 1]; see :mod:`styo.world.judges`):
   judge reads the *target's* value (the failure FCC exists to fix);
 - ``style``: the judge's probability of the target style; ``source_style`` that of the source's
   style, ``other_style`` the rest (a third, pretrained style pulled in);
+- ``geometry``: the mean IoU of each image's head mask with the source's (the segmentation judge);
+- ``joint``: the share of images that are stylizations at all (:func:`joint_success`): the target
+  style, most of the source's attributes and its head where the source has it, together;
 - ``diversity``: mean pairwise RMS pixel distance between the images of one setting (0 for one).
 """
 
@@ -33,7 +36,8 @@ from tqdm.auto import tqdm
 from ..fcc import stylize
 from ..idl import IDLConfig
 
-METRICS = ("content", "pose", "leak", "style", "source_style", "other_style", "diversity")
+METRICS = ("content", "pose", "leak", "style", "source_style", "other_style", "geometry", "joint",
+           "diversity")
 
 # The three training variants of the paper's Fig. 6 (IDLConfig fields they set).
 IDL_VARIANTS: dict[str, dict[str, bool]] = {
@@ -73,8 +77,12 @@ def score(
     target_attributes: Mapping[str, str] | None = None,
     target_style: str | None = None,
     source_style: str | None = None,
+    segmenter: Any = None,
+    source: Image.Image | None = None,
 ) -> dict[str, float]:
-    """The scores of one batch of images (see the module docstring); only those the inputs allow."""
+    """The scores of one batch of images (see the module docstring); only those the inputs allow:
+    ``geometry`` needs the ``segmenter`` and the ``source`` picture, ``joint`` those as well as the
+    source's attributes and the target style."""
     from ..world.attributes import STYLES
     from ..world.judges import content_fidelity
 
@@ -98,6 +106,11 @@ def score(
         if source_style:
             out["source_style"] = p[source_style]
         out["other_style"] = 1.0 - sum(p[s] for s in {target_style, source_style} if s)
+    if segmenter is not None and source is not None:
+        out["geometry"] = float(np.mean(head_iou(segmenter, images, source)))
+        if source_attributes and target_style:
+            out["joint"] = float(np.mean(joint_success(judges, segmenter, images, source,
+                                                       source_attributes, target_style)))
     out["diversity"] = diversity(images)
     return out
 
@@ -137,8 +150,10 @@ def joint_success(judges: Any, segmenter: Any, images: Sequence[Image.Image], so
     return [bool(x) for x in styled & (kept >= JOINT_ATTRIBUTES) & (ious >= JOINT_HEAD_IOU)]
 
 
-def score_pair(judges: Any, images: Sequence[Image.Image], pair: Any) -> dict[str, float]:
-    """:func:`score` with the attributes and styles of an :class:`styo.book.ExamplePair`."""
+def score_pair(judges: Any, images: Sequence[Image.Image], pair: Any, segmenter: Any = None
+               ) -> dict[str, float]:
+    """:func:`score` with the attributes, styles and source picture of an
+    :class:`styo.book.ExamplePair`; ``geometry`` and ``joint`` too when a ``segmenter`` is given."""
     return score(
         judges,
         images,
@@ -146,6 +161,8 @@ def score_pair(judges: Any, images: Sequence[Image.Image], pair: Any) -> dict[st
         target_attributes=pair.target_attributes,
         target_style=pair.target_style,
         source_style=pair.source_style,
+        segmenter=segmenter,
+        source=pair.source if segmenter is not None else None,
     )
 
 
