@@ -53,7 +53,7 @@ def test_diversity_of_known_images():
 
 def test_score_keys_and_ranges(judges, pair):
     s = X.score_pair(judges, [pair.source, pair.target], pair)
-    assert set(s) == set(X.METRICS)
+    assert set(s) == set(X.METRICS) - {"geometry", "joint"}  # those need the segmentation judge
     for k, v in s.items():
         assert 0.0 <= v <= 1.0 + 1e-6, k
     assert s["style"] + s["source_style"] + s["other_style"] == pytest.approx(1.0)
