@@ -56,3 +56,14 @@ def test_a_failed_install_stops_the_cell_with_one_line(tmp_path):
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"RuntimeError: pip install -e {here} failed (exit"), last
+
+
+def test_a_restart_is_asked_only_for_an_imported_package_that_changed():
+    import importlib.metadata as md
+
+    now = {d.metadata["Name"].lower(): d.version for d in md.distributions()}
+    older = {**now, "numpy": "0.0"}
+    asked = colab.restart_notice(older, "https://example.org/r", modules={"numpy": None})
+    assert asked.startswith("Restart needed") and f"numpy 0.0 -> {now['numpy']}" in asked
+    assert "no restart needed" in colab.restart_notice(older, "https://example.org/r", modules={"json": None})
+    assert "no restart needed" in colab.restart_notice(now, "https://example.org/r")

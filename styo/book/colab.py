@@ -17,6 +17,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,32 +33,39 @@ if "google.colab" in sys.modules:
     import subprocess
 
     REPO, HERE = "{url}", "/content/{name}"
-
-    def _run(what, *command):
+    before = {{d.metadata["Name"].lower(): d.version for d in md.distributions()}}
+    todo = [(f"pip install -e {{HERE}}", [sys.executable, "-m", "pip", "install", "-q", "-e", HERE])]
+    if not os.path.isdir(os.path.join(HERE, ".git")):
+        todo.insert(0, (f"git clone {{REPO}}", ["git", "clone", "--depth", "1", REPO, HERE]))
+    for what, command in todo:
         done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
+        if done.returncode != 0:  # stop here, with the reason in one line
             last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
             raise RuntimeError(f"{{what}} failed (exit {{done.returncode}}): {{last}}")
-
-    def _versions():
-        return {{d.metadata["Name"].lower(): d.version for d in md.distributions()}}
-
-    before = _versions()
-    if not os.path.isdir(os.path.join(HERE, ".git")):
-        _run(f"git clone {{REPO}}", "git", "clone", "--depth", "1", REPO, HERE)
-    _run(f"pip install -e {{HERE}}", sys.executable, "-m", "pip", "install", "-q", "-e", HERE)
     sys.path.insert(0, HERE)
-    changed = {{n: v for n, v in _versions().items() if before.get(n, v) != v}}
-    owners = md.packages_distributions()  # top-level module -> distributions
-    imported = {{d.lower() for m in list(sys.modules) for d in owners.get(m.split(".")[0], [])}}
-    stale = sorted(imported & set(changed))
-    if stale:
-        print("Restart needed: already imported, now upgraded: "
-              + ", ".join(f"{{n}} {{before[n]}} -> {{changed[n]}}" for n in stale)
-              + ". Runtime > Restart session, then run the notebook again (the install is kept).")
-    else:
-        print(f"styo installed from {{REPO}}; no restart needed.")
+    from styo.book.colab import restart_notice
+
+    print(restart_notice(before, REPO))
 '''
+
+
+def restart_notice(before: dict[str, str], repo: str, modules: Any = None) -> str:
+    """What the install cell tells the reader: restart the session only when a package that was
+    already imported changed version (its old code stays loaded until a restart), else that the
+    install is done. ``before`` maps distribution names to versions before the install."""
+    import importlib.metadata as md
+
+    now = {d.metadata["Name"].lower(): d.version for d in md.distributions()}
+    changed = {n: v for n, v in now.items() if before.get(n, v) != v}
+    owners = md.packages_distributions()  # top-level module -> distributions
+    loaded = sys.modules if modules is None else modules
+    imported = {d.lower() for m in list(loaded) for d in owners.get(m.split(".")[0], [])}
+    stale = sorted(imported & set(changed))
+    if not stale:
+        return f"styo installed from {repo}; no restart needed."
+    return ("Restart needed: already imported, now upgraded: "
+            + ", ".join(f"{n} {before[n]} -> {changed[n]}" for n in stale)
+            + ". Runtime > Restart session, then run the notebook again (the install is kept).")
 
 
 def repository_url(config: Path = ROOT / "_config.yml") -> str:
