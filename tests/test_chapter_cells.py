@@ -202,8 +202,11 @@ def test_sharpness_markdown_reads_flat_maps_with_the_measured_gain():
     assert "**nearly uniform**" in X.sharpness_markdown(flat, None, 3)
     assert "Yet FCC raised content fidelity by +0.20" in X.sharpness_markdown(flat, 0.2, 3)
     assert "a small effect" in X.sharpness_markdown(flat, 0.01, 3)
-    peaked = X.sharpness_markdown({"entropy": 0.5, "max_prob": 0.3, "padding_mass": 0.01}, 0.2, 3)
-    assert "**peaked**" in peaked and "a layout to hand over" in peaked
+    sharp = {"entropy": 0.5, "max_prob": 0.3, "padding_mass": 0.01}
+    peaked = X.sharpness_markdown(sharp, 0.2, 3)
+    assert "**peaked**" in peaked and "a layout to hand over, and it did: content fidelity rose by +0.20" in peaked
+    assert "changed by only +0.02" in X.sharpness_markdown(sharp, 0.02, 3)
+    assert X.sharpness_markdown(sharp, None, 3).endswith("a layout to hand over.")
 
 
 def test_plain_prompt_verdict_at_half_the_distance():

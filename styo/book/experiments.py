@@ -573,7 +573,14 @@ def sharpness_markdown(sharp: Mapping[str, float], gain: float | None, n_s: int)
                f"{sharp['entropy']:.2f} of the maximum, the largest probability {sharp['max_prob']:.3f}, "
                f"{sharp['padding_mass']:.0%} of the attention on the padding. ")
     if not flat:
-        why = "The maps pick out a few tokens per pixel, so FCC has a layout to hand over."
+        why = "The maps pick out a few tokens per pixel, so FCC has a layout to hand over"
+        if gain is None:
+            why += "."
+        elif gain >= 0.1:
+            why += f", and it did: content fidelity rose by {gain:+.2f} above."
+        else:
+            why += (f"; yet content fidelity changed by only {gain:+.2f} above, so the copied layout alone "
+                    "did not bring the source's attributes back.")
     elif gain is not None and gain >= 0.1:
         why = (f"Yet FCC raised content fidelity by {gain:+.2f} above. With maps this even, what the copied "
                "columns carry is less *where* than *how much*: the share of attention the reconstruction "
@@ -596,9 +603,9 @@ def plain_prompt_verdict(d_off: float, d_on: float) -> str:
     distance to the plain prompt's, without FCC (``d_off``) and with it (``d_on``)."""
     return (f"Without FCC the augmented prompt's pictures lie {d_off:.3f} from the plain prompt's; with FCC "
             f"{d_on:.3f}. "
-            + ("FCC mostly undoes the repetition of the style phrase: on this model it restores the plain "
-               "prompt's balance between the words rather than handing over a layout, so its gain in content "
-               "above is the content the repetition had cost." if d_on < d_off / 2 else
+            + ("FCC mostly undoes the repetition of the style phrase: its pictures come back close to the "
+               "plain prompt's, so at least part of its gain in content above is the content the repetition "
+               "had cost." if d_on < d_off / 2 else
                "FCC does more than undo the repetition of the style phrase: its pictures are not simply the "
                "plain prompt's."))
 
