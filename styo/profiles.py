@@ -4,11 +4,10 @@ The miniature model was trained from scratch and barely moves at SD's fine-tunin
 (docs/design.md §3): it learns a style in 400 steps at lr 1e-4, and was pretrained and probed with
 DDIM 25 / guidance 5. Its IDL trains the text encoder too: the identifiers never occur in the
 world's captions, so its from-scratch text encoder gives them untrained embeddings, and with the
-UNet alone the held-out style is not learned at all (stylized with FCC: style 0.00 against 0.56,
-benchmarks/results/idl-tuning.md). Its source is diffused to strength 0.7, not 0.8: on the
-finished model, with FCC and the augmented prompt, 0.8 kept 0.40 of the source's content and 0.7
-kept 0.67 for a little less style (0.56 against 0.67; benchmarks/results/fcc-probe.md). Any other
-model gets the paper's Stable Diffusion settings.
+UNet alone the held-out style is not learned at all (benchmarks/results/idl-tuning.md). Its
+source is diffused to strength 0.7, not 0.8: on the finished model, with FCC and the augmented
+prompt, 0.7 kept far more of the source's content for a little less style
+(benchmarks/results/fcc-probe.md). Any other model gets the paper's Stable Diffusion settings.
 
 ``sd-t4`` is the paper's method on a 15 GB GPU (a free Colab T4): the paper's lr and steps, but
 trained with gradient checkpointing and 8-bit Adam so that full fine-tuning of the UNet fits

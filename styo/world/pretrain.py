@@ -166,8 +166,8 @@ def build_vae_dataset(work_dir: Path, cfg: PretrainConfig, workers: int = 1) -> 
     The VAE plays the part of SD's autoencoder, a generic image codec trained on far broader data
     than any caption set: it must be able to *represent* a style the text-to-image model has never
     seen, or no one-shot fine-tuning could ever produce it. Holding a style out of the VAE too made
-    mosaic tiles and halftone dots unrepresentable (measured: reconstruction MSE 0.032 and 0.054
-    against 0.006 for photo). Seeds are disjoint from the text-to-image data.
+    mosaic tiles and halftone dots unrepresentable (five times photo's reconstruction error and more;
+    the model card, models/README.md, has the figures). Seeds are disjoint from the text-to-image data.
     """
     base = cfg.seed * 10_000_000 + 5_000_000
     return _render_set(work_dir / "vae-dataset.npz", range(base, base + cfg.vae_images), STYLES,
