@@ -56,9 +56,13 @@ def test_codec_report_reads_a_lossless_codec_as_perfect_and_a_random_one_as_loss
     for style, row in perfect["per_style"].items():
         assert row["mse"] == 0.0, style
         assert row["judged_style_accuracy"] >= 5 / 6, style
+    # a lossless codec keeps every attribute the judge reads in the renders
+    assert perfect["attributes_reconstructed"] == perfect["attributes_rendered"]
+    assert min(perfect["attributes_rendered"].values()) >= 0.8
     torch.manual_seed(0)
     random = codec_report(build_vae().eval(), judges, per_style=2)
     assert all(row["mse"] > 0.01 for row in random["per_style"].values())
+    assert random["attributes_reconstructed"]["eyes"] < random["attributes_rendered"]["eyes"]
 
 
 def test_reconstruct_returns_what_the_codec_draws():

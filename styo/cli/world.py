@@ -267,4 +267,7 @@ def cmd_world_evaluate(args: argparse.Namespace) -> int:
     codec = " ".join(f"{k}={v['mse']:.4f}/{v['judged_style_accuracy']:.2f}"
                      for k, v in result["codec"]["per_style"].items())
     print(f"VAE reconstruction MSE / judged style accuracy per style: {codec}")
+    kept = " ".join(f"{n}={result['codec']['attributes_rendered'][n]:.2f}/{v:.2f}"
+                    for n, v in result["codec"]["attributes_reconstructed"].items())
+    print(f"attributes judged in renders / in their reconstructions: {kept}")
     return 0
