@@ -261,7 +261,7 @@ def test_a_joint_success_needs_the_target_style_the_source_attributes_and_its_he
     images = [styled, source, render(other, "pixel", 2, layout="varied"), moved]
     ious = X.head_iou(segmenter, images, source)
     assert ious[0] > 0.85 and ious[1] == pytest.approx(1.0) and ious[3] < X.JOINT_HEAD_IOU
-    success = X.joint_success(judges, segmenter, images, source, source_attributes, "pixel")
+    success = X.joint_success(judges, images, ious, source_attributes, "pixel")
     assert success == [True, False, False, False]
     scores = X.score(judges, images, source_attributes=source_attributes, target_style="pixel",
                      segmenter=segmenter, source=source)

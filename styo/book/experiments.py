@@ -107,10 +107,11 @@ def score(
             out["source_style"] = p[source_style]
         out["other_style"] = 1.0 - sum(p[s] for s in {target_style, source_style} if s)
     if segmenter is not None and source is not None:
-        out["geometry"] = float(np.mean(head_iou(segmenter, images, source)))
+        ious = head_iou(segmenter, images, source)
+        out["geometry"] = float(np.mean(ious))
         if source_attributes and target_style:
-            out["joint"] = float(np.mean(joint_success(judges, segmenter, images, source,
-                                                       source_attributes, target_style)))
+            out["joint"] = float(np.mean(joint_success(judges, images, ious, source_attributes,
+                                                       target_style)))
     out["diversity"] = diversity(images)
     return out
 
@@ -134,20 +135,20 @@ def head_iou(segmenter: Any, images: Sequence[Image.Image], source: Image.Image)
     return out
 
 
-def joint_success(judges: Any, segmenter: Any, images: Sequence[Image.Image], source: Image.Image,
+def joint_success(judges: Any, images: Sequence[Image.Image], head_ious: Sequence[float],
                   source_attributes: Mapping[str, str], target_style: str) -> list[bool]:
     """Per picture, whether it is a stylization at all: judged in ``target_style`` (the most
     probable style), with at least :data:`JOINT_ATTRIBUTES` of the source's attributes and a head
-    mask within :data:`JOINT_HEAD_IOU` IoU of the source's. The share of successes is ``joint``."""
+    mask within :data:`JOINT_HEAD_IOU` IoU of the source's (``head_ious``, from :func:`head_iou`).
+    The share of successes is ``joint``."""
     from ..world.attributes import ATTRIBUTES, STYLES
 
-    images = list(images)
-    predicted = judges.predict_indices(images)
+    predicted = judges.predict_indices(list(images))
     names = [n for n in ATTRIBUTES if n in source_attributes]
     kept = np.mean([(predicted[n] == ATTRIBUTES[n].index(source_attributes[n])).numpy() for n in names], 0)
     styled = (predicted["style"] == STYLES.index(target_style)).numpy()
-    ious = np.array(head_iou(segmenter, images, source))
-    return [bool(x) for x in styled & (kept >= JOINT_ATTRIBUTES) & (ious >= JOINT_HEAD_IOU)]
+    placed = np.asarray(head_ious) >= JOINT_HEAD_IOU
+    return [bool(x) for x in styled & (kept >= JOINT_ATTRIBUTES) & placed]
 
 
 def score_pair(judges: Any, images: Sequence[Image.Image], pair: Any, segmenter: Any = None
