@@ -194,13 +194,19 @@ def test_a_new_draw_seed_changes_the_batches_but_not_the_dataset():
     assert not torch.equal(other["noise"], same["noise"])
 
 
-@pytest.mark.slow
-def test_grounded_pretraining_changes_the_weights_and_puts_the_processors_back(tmp_path):
-    tiny = dict(n_images=48, unet_steps=3, unet_batch=4, checkpoint_every=100, warmup=1)
+def _tiny_unet_run(tmp_path, unet_steps: int) -> tuple[dict, dict, dict]:
+    """A few UNet steps' worth of the varied-layout dataset, random latents, and the config fields."""
+    tiny = dict(n_images=48, unet_steps=unet_steps, unet_batch=4, checkpoint_every=100, warmup=1)
     data = pt.build_dataset(tmp_path, pt.PretrainConfig(layout="varied", **tiny))
     g = torch.Generator().manual_seed(0)
     latents = {"mean": torch.randn(48, 4, 16, 16, generator=g),
                "std": torch.full((48, 4, 16, 16), 0.1), "scaling_factor": torch.tensor(1.0)}
+    return tiny, data, latents
+
+
+@pytest.mark.slow
+def test_grounded_pretraining_changes_the_weights_and_puts_the_processors_back(tmp_path):
+    tiny, data, latents = _tiny_unet_run(tmp_path, unet_steps=3)
     plain_cfg = pt.PretrainConfig(layout="varied", **tiny)
     plain = pt.train_unet(data, latents, tmp_path / "plain", plain_cfg, "cpu")[0]
     grounded_cfg = pt.PretrainConfig(layout="varied", grounding_weight=0.1, padding_weight=0.1, **tiny)
@@ -237,11 +243,7 @@ def test_detail_weights_lift_the_eye_and_mouth_cells_and_keep_the_loss_scale():
 
 @pytest.mark.slow
 def test_detail_weighted_pretraining_changes_the_weights(tmp_path):
-    tiny = dict(n_images=48, unet_steps=2, unet_batch=4, checkpoint_every=100, warmup=1)
-    data = pt.build_dataset(tmp_path, pt.PretrainConfig(layout="varied", **tiny))
-    g = torch.Generator().manual_seed(0)
-    latents = {"mean": torch.randn(48, 4, 16, 16, generator=g),
-               "std": torch.full((48, 4, 16, 16), 0.1), "scaling_factor": torch.tensor(1.0)}
+    tiny, data, latents = _tiny_unet_run(tmp_path, unet_steps=2)
     plain = pt.train_unet(data, latents, tmp_path / "plain",
                           pt.PretrainConfig(layout="varied", **tiny), "cpu")[0]
     weighted = pt.train_unet(data, latents, tmp_path / "detail",
