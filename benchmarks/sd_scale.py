@@ -49,7 +49,7 @@ _OFFLINE_ENV = {
 # --- model configs (data) -------------------------------------------------------------------------
 # SD 1.5's own configs live in styo.sd15_shaped (a module that imports no torch or diffusers at
 # import time, so the offline environment above is still set first).
-from styo.book.results import run_markdown  # noqa: E402  (torch-free: the same Markdown the appendix shows)
+from styo.book.results import run_markdown  # noqa: E402  (torch-free, as the appendix reads it)
 from styo.sd15_shaped import SD15_SCHEDULER, SD15_TEXT, SD15_UNET, SD15_VAE  # noqa: E402
 
 # A reduced SD: same block types, levels, cross-attention layout and scheduler; narrow and shallow,
@@ -94,22 +94,46 @@ SD15_PARAMS = {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_4
 # ``idl``: IDLConfig overrides. Every profile runs batch 3 and checkpoint_every=0.
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "fp32-adamw": {"pipeline_dtype": "fp32", "idl": {"mixed_precision": "no"},
-        "about": "fp32 everywhere, AdamW (fused on CUDA): the paper's plain setting"},
-    "bf16": {"pipeline_dtype": "bf16", "idl": {"mixed_precision": "bf16"},
-        "about": "bf16 autocast, fp32 master weights, fused AdamW"},
-    "fp16": {"pipeline_dtype": "fp16", "idl": {"mixed_precision": "fp16"},
-        "about": "fp16 autocast + loss scaling, fp32 master weights, fused AdamW"},
-    "bf16-8bit-adam": {"pipeline_dtype": "bf16", "idl": {"mixed_precision": "bf16", "use_8bit_adam": True},
-        "about": "bf16 with bitsandbytes' 8-bit AdamW (optimizer state 4x smaller)"},
-    "bf16-lora": {"pipeline_dtype": "bf16", "idl": {"mixed_precision": "bf16", "lora_rank": 4},
-        "about": "bf16 UNet frozen, LoRA rank 4 on to_q/k/v/out trained"},
-    "bf16-text-encoder": {"pipeline_dtype": "bf16", "idl": {"mixed_precision": "bf16", "train_text_encoder": True},
-        "about": "bf16, UNet and CLIP text encoder both fine-tuned"},
-    "fp16-gradckpt-8bit": {"pipeline_dtype": "fp16", "idl": {"mixed_precision": "fp16", "gradient_checkpointing": True, "use_8bit_adam": True},
-        "about": "free-Colab-T4 full fine-tune: fp16, gradient checkpointing, 8-bit AdamW"},
-    "fp16-lora-gradckpt": {"pipeline_dtype": "fp16", "idl": {"mixed_precision": "fp16", "lora_rank": 4, "gradient_checkpointing": True},
-        "about": "free-Colab-T4 LoRA: fp16 UNet, LoRA rank 4, gradient checkpointing"},
+    "fp32-adamw": {
+        "pipeline_dtype": "fp32",
+        "idl": {"mixed_precision": "no"},
+        "about": "fp32 everywhere, AdamW (fused on CUDA): the paper's plain setting",
+    },
+    "bf16": {
+        "pipeline_dtype": "bf16",
+        "idl": {"mixed_precision": "bf16"},
+        "about": "bf16 autocast, fp32 master weights, fused AdamW",
+    },
+    "fp16": {
+        "pipeline_dtype": "fp16",
+        "idl": {"mixed_precision": "fp16"},
+        "about": "fp16 autocast + loss scaling, fp32 master weights, fused AdamW",
+    },
+    "bf16-8bit-adam": {
+        "pipeline_dtype": "bf16",
+        "idl": {"mixed_precision": "bf16", "use_8bit_adam": True},
+        "about": "bf16 with bitsandbytes' 8-bit AdamW (optimizer state 4x smaller)",
+    },
+    "bf16-lora": {
+        "pipeline_dtype": "bf16",
+        "idl": {"mixed_precision": "bf16", "lora_rank": 4},
+        "about": "bf16 UNet frozen, LoRA rank 4 on to_q/k/v/out trained",
+    },
+    "bf16-text-encoder": {
+        "pipeline_dtype": "bf16",
+        "idl": {"mixed_precision": "bf16", "train_text_encoder": True},
+        "about": "bf16, UNet and CLIP text encoder both fine-tuned",
+    },
+    "fp16-gradckpt-8bit": {
+        "pipeline_dtype": "fp16",
+        "idl": {"mixed_precision": "fp16", "gradient_checkpointing": True, "use_8bit_adam": True},
+        "about": "free-Colab-T4 full fine-tune: fp16, gradient checkpointing, 8-bit AdamW",
+    },
+    "fp16-lora-gradckpt": {
+        "pipeline_dtype": "fp16",
+        "idl": {"mixed_precision": "fp16", "lora_rank": 4, "gradient_checkpointing": True},
+        "about": "free-Colab-T4 LoRA: fp16 UNet, LoRA rank 4, gradient checkpointing",
+    },
 }
 
 TARGETS = {
