@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "sd_scale.py"
@@ -177,7 +178,7 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     from styo.testing import tiny_pipeline
 
     cmd = [sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--model", "tiny", "--pairs", "2",
-           "--n-images", "2", "--idl-steps", "2", "--cache", str(tmp_path / "cache")]
+           "--n-images", "2", "--idl-steps", "2", "--grid-pairs", "1", "--cache", str(tmp_path / "cache")]
     first = subprocess.run([*cmd, "--out-dir", str(tmp_path / "a")], capture_output=True, text=True,
                            timeout=600, check=False)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -185,7 +186,15 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     assert len(record["pairs"]) == 2 and len(record["rows"]) == 2 * 3 * 2
     assert {(m["variant"], m["fcc"]) for m in record["means"]} == {
         (v, f) for v in ("positive-only", "contrastive", "contrastive + aux") for f in (False, True)}
-    assert all(m["n"] == 2 for m in record["means"]) and len(record["claims"]) == 5
+    assert all(m["n"] == 2 for m in record["means"]) and len(record["claims"]) == 7
+    assert all({"geometry", "joint"} <= set(r) for r in record["rows"])  # the segmentation judge scored
+    assert [(r["n_s"], r["n_c"]) for r in record["grid"]] == [(a, b) for a in (1, 2, 3) for b in (1, 2, 3)]
+    assert {r["pair"] for r in record["grid"]} == {record["pairs"][0]}
+    targets = record["targets"]
+    assert [r["pair"] for r in targets["per_pair"]] == record["pairs"]
+    full = [r for r in record["rows"] if r["variant"] == "contrastive + aux" and r["fcc"]]
+    assert targets["means"]["joint"] == pytest.approx(sum(r["joint"] for r in full) / 2)
+    assert targets["met"]["joint"] == (targets["means"]["joint"] >= 0.6)
     assert record["model_fingerprint"] == model_fingerprint(tiny_pipeline())
     assert "**" in (tmp_path / "a" / "ablations.md").read_text()  # the verdicts
     runs = sorted(p.name for p in (tmp_path / "cache" / "idl").iterdir())
@@ -265,3 +274,57 @@ def test_fcc_probe_says_where_each_word_of_the_content_phrase_lands():
     for r in rows:
         assert 0 <= r["head share"] + r["background share"] <= 1 + 1e-6
         assert 0 < r["head area"] < 1
+
+
+def _benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_identifier_embeddings_only_trains_the_unet_and_the_identifiers_rows_alone(tmp_path):
+    """The recombination probe's `embeddings` variant: of the text encoder only the identifiers'
+    embedding rows move; the library's own IDL set-up is back afterwards."""
+    from styo import finetune
+    from styo.idl import IDLConfig, train
+    from styo.testing import tiny_pipeline
+
+    recombination = _benchmark("recombination")
+    pipe = tiny_pipeline()
+    before_te = {k: v.clone() for k, v in pipe.text_encoder.state_dict().items()}
+    before_unet = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    image = Image.new("RGB", (16, 16), (200, 120, 40))
+    config = IDLConfig(steps=3, lr=1e-2, train_text_encoder=True, checkpoint_every=0)
+    with recombination.identifier_embeddings_only(pipe, lr_multiplier=50.0) as rows:
+        train(pipe, image, image, [image], config, output_dir=tmp_path / "run", progress=False)
+    assert finetune.prepare_modules.__module__ == "styo.finetune"  # unwrapped again
+    after = pipe.text_encoder.state_dict()
+    key = next(k for k in after if k.endswith("token_embedding.weight"))
+    moved = (after[key] != before_te[key]).any(1).nonzero().flatten().tolist()
+    assert moved and set(moved) <= set(rows)  # only identifier rows, and some of them
+    assert all(torch.equal(after[k], v) for k, v in before_te.items() if k != key)
+    assert any(not torch.equal(pipe.unet.state_dict()[k], v) for k, v in before_unet.items())
+
+
+def test_recombination_probe_labels_each_setting(tmp_path):
+    """benchmarks/recombination.py on the tiny pipeline: a row per (variant, pair, setting) with the
+    scores, and the outcome words of the summary."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "recombination.py"), "--model", "tiny", "--pairs", "2",
+         "--variants", "te,embeddings", "--steps", "2", "--strengths", "0.7", "--guidance", "2,5",
+         "--n-images", "2", "--cache", str(tmp_path / "cache"), "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    record = json.loads((tmp_path / "recombination.json").read_text())
+    assert len(record["rows"]) == 2 * 2 * 2
+    assert {(r["variant"], r["guidance_scale"]) for r in record["rows"]} == {
+        (v, g) for v in ("te", "embeddings") for g in (2.0, 5.0)}
+    assert all({"joint", "geometry", "leak"} <= set(r) for r in record["rows"])
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["embeddings", "te"]
+    recombination = _benchmark("recombination")
+    assert recombination.outcome({"joint": 0.75, "style": 1, "leak": 0, "content": 1, "source_style": 0}) == "stylization"
+    assert recombination.outcome({"joint": 0, "style": 0.9, "leak": 0.8, "content": 0.1, "source_style": 0}) == "target"
+    assert recombination.outcome({"joint": 0, "style": 0.0, "leak": 0.0, "content": 0.9, "source_style": 0.9}) == "source"
+    with pytest.raises(SystemExit, match="unknown"):
+        recombination.main(["--variants", "te,lora"])

@@ -211,25 +211,34 @@ def test_ablation_pairs_start_with_the_book_pair_and_contrast_every_attribute():
 
 
 def test_ablation_claims_are_checked_for_the_variants_present():
-    def row(pair, variant, fcc, content, leak=0.2, style=0.8, diversity=0.1):
+    def row(pair, variant, fcc, content, leak=0.2, style=0.8, diversity=0.1, joint=0.5, geometry=0.7):
         return {"pair": pair, "variant": variant, "fcc": fcc, "content": content, "leak": leak,
-                "style": style, "diversity": diversity}
+                "style": style, "diversity": diversity, "joint": joint, "geometry": geometry}
 
     rows = []
     for pair in ("a", "b"):
-        rows += [row(pair, "positive-only", True, 0.3, leak=0.6), row(pair, "contrastive", True, 0.5, leak=0.3),
-                 row(pair, X.FULL_IDL, True, 0.4, diversity=0.05), row(pair, X.FULL_IDL, False, 0.2)]
+        rows += [row(pair, "positive-only", True, 0.3, leak=0.6, joint=0.1),
+                 row(pair, "contrastive", True, 0.5, leak=0.3, joint=0.4),
+                 row(pair, X.FULL_IDL, True, 0.4, diversity=0.05, joint=0.6, geometry=0.8),
+                 row(pair, X.FULL_IDL, False, 0.2, geometry=0.9)]
     claims = {c["text"]: c for c in X.check_ablation_claims(rows)}
     assert len(claims) == len(X.ABLATION_CLAIMS)
-    verdicts = [claims[text]["verdict"] for text, *_ in X.ABLATION_CLAIMS]
-    # negatives: content 0.3 → 0.5 rises, leak 0.6 → 0.3 falls; aux: 0.5 → 0.4 falls (claim fails);
-    # FCC: content 0.2 → 0.4 rises, diversity 0.1 → 0.05 falls
-    assert verdicts == ["holds", "holds", "does not hold", "holds", "holds"]
+    verdicts = {metric + (" aux" if before["variant"] == "contrastive" else ""): claims[text]["verdict"]
+                for text, metric, before, *_ in X.ABLATION_CLAIMS}
+    # negatives: joint 0.1 → 0.4 rises, leak 0.6 → 0.3 falls; aux: joint 0.4 → 0.6 rises but
+    # content 0.5 → 0.4 falls; FCC: content 0.2 → 0.4 rises, geometry 0.9 → 0.8 falls (the claim
+    # fails), diversity 0.1 → 0.05 falls
+    assert verdicts == {"joint": "holds", "leak": "holds", "joint aux": "holds", "content aux": "does not hold",
+                        "content": "holds", "geometry": "does not hold", "diversity": "holds"}
     text = X.claims_markdown(X.check_ablation_claims(rows))
-    assert text.count("\n") == 4 and "**does not hold**" in text and "as claimed in 0 of 2 pairs" in text
+    assert text.count("\n") == len(X.ABLATION_CLAIMS) - 1 and "as claimed in 0 of 2 pairs" in text
 
     without_aux = [r for r in rows if r["variant"] != X.FULL_IDL]
     assert len(X.check_ablation_claims(without_aux)) == 2  # only the negative-identifier claims apply
+    # without the segmentation judge there is no joint score and no geometry: those claims are skipped
+    content_only = [{k: v for k, v in r.items() if k not in ("joint", "geometry")} for r in rows]
+    assert [c["metric"] for c in X.check_ablation_claims(content_only)] == ["leak", "content", "content",
+                                                                         "diversity"]
 
 
 def test_ablation_seeds_extend_the_chapter_pairs():

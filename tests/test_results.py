@@ -95,3 +95,6 @@ def test_ablation_means_table_names_fcc_on_and_off():
     assert lines[0] == "| variant | FCC | content | leak | style | diversity | pairs |"
     assert lines[2] == "| contrastive | on | 0.500 | 0.100 | 0.900 | 0.020 | 3 |"
     assert lines[3].startswith("| contrastive | off |")
+    joint = [{**m, "geometry": 0.7, "joint": 0.4} for m in means]  # scored with the segmentation judge
+    assert R.ablation_means_markdown(joint).splitlines()[0] == (
+        "| variant | FCC | content | leak | style | geometry | joint | diversity | pairs |")

@@ -46,6 +46,7 @@ class Chapter:
     base: dict[str, Any] | None = None  # the base weights, snapshotted before IDL (keep_base=True)
     run: IDLResult | None = None
     judges: Any = None
+    segmenter: Any = None  # the segmentation judge, loaded with the judges (head masks: geometry)
 
     @property
     def size(self) -> int:
@@ -104,8 +105,8 @@ def setup(
     - ``idl_steps``: the IDL settings at that many steps; ``idl=True`` also trains or loads the
       shared run of chapter 5 and prints which; ``keep_base`` snapshots the base weights first,
       because IDL fine-tunes the pipeline in place and a later run must start from the base.
-    - ``judges``: the miniature world's judges, when every pair has known attributes (``None``
-      for sd15 or a reader's own images, which have no ground truth).
+    - ``judges``: the miniature world's judges and its segmentation judge, when every pair has
+      known attributes (``None`` for sd15 or a reader's own images, which have no ground truth).
     """
     from ..pipeline import quiet_library_bars
 
@@ -141,6 +142,8 @@ def setup(
     pairs = list(ch.pairs.values()) if ch.pairs else [ch.pair] if ch.pair else []
     if judges and pairs and all(p.source_attributes for p in pairs):
         from ..world.judges import load_judges
+        from ..world.segmenter import load_segmenter
 
         ch.judges = load_judges(judges_path)
+        ch.segmenter = load_segmenter()
     return ch

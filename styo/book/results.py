@@ -53,8 +53,9 @@ def ablation_study(results_dir: str | Path = RESULTS) -> dict[str, Any] | None:
 def ablation_means_markdown(means: Sequence[dict[str, Any]]) -> str:
     """The table of an ablation study's means: one row per (variant, FCC), averaged over pairs."""
     rows = [{**m, "fcc": "on" if m["fcc"] else "off"} for m in means]
-    return markdown_table(rows, ["variant", "fcc", "content", "leak", "style", "diversity", "n"],
-                          ["variant", "FCC", "content", "leak", "style", "diversity", "pairs"], decimals=3)
+    scores = [k for k in ("content", "leak", "style", "geometry", "joint", "diversity") if k in rows[0]]
+    return markdown_table(rows, ["variant", "fcc", *scores, "n"], ["variant", "FCC", *scores, "pairs"],
+                          decimals=3)
 
 
 def _memory(profile: dict[str, Any]) -> float | None:

@@ -1,0 +1,213 @@
+"""Does the stylization prompt recombine the source's face with the target's style on this model?
+
+StyO's stylization prompt, `a drawing with [S_tgt] not [S_src] style of [C_src] not [C_tgt]
+portrait`, is a combination IDL never trained: the target's style identifiers with the source's
+content identifiers. It works only if the fine-tuned model reads the two phrases apart. This
+script trains IDL once per (pair, training variant) and samples the stylization over a grid of
+the sampler's knobs (strength, guidance, n_s; FCC on), scored by the judges, so that a failure of
+the recombination can be told from a setting that was merely too weak:
+
+- the picture keeps the source (high ``content``, high ``source_style``): the content phrase won;
+- the picture is the target (high ``style`` *and* high ``leak``, low ``geometry``): the style
+  phrase won and brought the target's face with it;
+- ``joint`` counts only the pictures that do both halves (the paper's claim).
+
+Training variants (``--variants``; each trains the UNet as well):
+
+- ``te``: the text encoder too (the miniature profile's default), at ``--steps``;
+- ``unet``: the UNet alone (the paper's setting for Stable Diffusion);
+- ``embeddings``: of the text encoder, only the identifiers' token embeddings (DreamBooth with
+  textual inversion), the rest of it frozen so the prompt's order is read as in pretraining;
+  ``embeddings-x50`` the same with the embeddings at 50 times the learning rate, as textual
+  inversion trains them.
+
+    .venv/bin/python benchmarks/recombination.py --model runs/g4/out --name recombination-v4
+
+Each variant's runs go through its own cache folder (``--cache``/<variant>), so a rerun samples
+again without training. Writes benchmarks/results/NAME.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ("te", "unet", "embeddings", "embeddings-x50")
+SCORES = ("content", "leak", "style", "source_style", "other_style", "geometry", "joint")
+
+
+@contextmanager
+def identifier_embeddings_only(pipe, lr_multiplier: float):
+    """IDL trains the UNet and, of the text encoder, only the identifiers' rows of the token
+    embedding (the other rows get zero gradient); those rows at ``lr_multiplier`` × the rate.
+
+    Done by wrapping :mod:`styo.finetune`'s two set-up functions for the duration, so the IDL loop
+    itself is the library's, unchanged.
+    """
+    from styo import finetune
+    from styo.prompts import Identifiers
+
+    ids = Identifiers()
+    rows = sorted({t for word in (ids.s_src, ids.s_tgt, ids.c_src, ids.c_tgt)
+                   for t in pipe.tokenizer(word, add_special_tokens=False).input_ids})
+    prepare, optimizer_class = finetune.prepare_modules, finetune.optimizer_class
+    hooks = []
+
+    def prepare_embeddings(pipe_, config, device):
+        trained = prepare(pipe_, config, device)
+        text_encoder = trained["text_encoder"]
+        text_encoder.requires_grad_(False)
+        weight = text_encoder.get_input_embeddings().weight
+        weight.requires_grad_(True)
+        keep = torch.zeros(weight.shape[0], 1)
+        keep[rows] = 1.0
+        hooks.append(weight.register_hook(lambda grad: grad * keep.to(grad)))
+        return trained
+
+    def grouped_optimizer(config, device):
+        cls, kwargs = optimizer_class(config, device)
+        vocab = len(pipe.tokenizer)
+
+        def make(params, lr, **kw):
+            emb = [p for p in params if p.dim() == 2 and p.shape[0] == vocab]
+            rest = [p for p in params if all(p is not e for e in emb)]
+            return cls([{"params": emb, "lr": lr * lr_multiplier}, {"params": rest}], lr=lr, **kw)
+
+        return make, kwargs
+
+    finetune.prepare_modules, finetune.optimizer_class = prepare_embeddings, grouped_optimizer
+    try:
+        yield rows
+    finally:
+        finetune.prepare_modules, finetune.optimizer_class = prepare, optimizer_class
+        for hook in hooks:
+            hook.remove()
+
+
+def sweep(pipe, settings, pairs, config, variant: str, grid: list[dict], judges, segmenter,
+          n_images: int, cache: Path) -> list[dict]:
+    """IDL per pair with ``variant``'s training, then the stylization at every grid setting."""
+    from styo.book import auxiliary_set, cached_idl
+    from styo.book import experiments as X
+
+    os.environ["STYO_CACHE"] = str(cache / variant)  # the variants share a config, not a cache
+    aux = auxiliary_set(pipe, settings)
+    config = replace(config, train_text_encoder=variant != "unet")
+    rows = []
+    for label, pair in pairs.items():
+        with X.base_weights(pipe):
+            if variant.startswith("embeddings"):
+                multiplier = 50.0 if variant == "embeddings-x50" else 1.0
+                with identifier_embeddings_only(pipe, multiplier):
+                    cached_idl(pipe, pair.source, pair.target, aux, config, progress=False)
+            else:
+                cached_idl(pipe, pair.source, pair.target, aux, config, progress=False)
+            for row in X.stylize_rows(pipe, pair, grid, judges=judges, segmenter=segmenter, progress=False,
+                                      n_c=1, seed=0, num_images=n_images,
+                                      num_inference_steps=settings.sample_steps):
+                rows.append({"variant": variant, "pair": label,
+                             **{k: row[k] for k in ("strength", "guidance_scale", "n_s")},
+                             **{k: round(row[k], 3) for k in SCORES}})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def outcome(row: dict) -> str:
+    """What a setting's pictures are, in one word: a stylization, the source back, the target
+    copied, or neither."""
+    if row["joint"] >= 0.5:
+        return "stylization"
+    if row["style"] >= 0.5 and row["leak"] >= 0.5:
+        return "target"
+    if row["content"] >= 0.7 and row["style"] < 0.5:
+        return "source" if row["source_style"] >= 0.5 else "source, other style"
+    return "neither"
+
+
+def write_results(record: dict, out: Path, name: str) -> None:
+    from styo.book import experiments as X
+    from styo.book.results import markdown_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    rows = [{**r, "outcome": outcome(r)} for r in record["rows"]]
+    means = X.mean_rows(rows, ["variant", "strength", "guidance_scale", "n_s"], SCORES)
+    counts = {}
+    for r in rows:
+        counts.setdefault(r["variant"], {}).setdefault(r["outcome"], 0)
+        counts[r["variant"]][r["outcome"]] += 1
+    kinds = ("stylization", "source", "source, other style", "target", "neither")
+    summary = [{"variant": v, **{k: c.get(k, 0) for k in kinds}} for v, c in counts.items()]
+    lines = ["# Does the stylization prompt recombine source and target?", "",
+             f"`benchmarks/recombination.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
+             f"{len(record['pairs'])} pairs ({', '.join(record['pairs'])}), IDL {record['idl']['steps']} steps "
+             f"at lr {record['idl']['lr']:g}, {record['n_images']} images per setting, FCC on, n_c = 1.", "",
+             *([record["note"], ""] if record.get("note") else []),
+             "What each (pair, setting) produced (`stylization`: joint ≥ 0.5; `target`: style and leak "
+             "≥ 0.5; `source`: content ≥ 0.7 without the target style, in the source's style or another):", "",
+             markdown_table(summary, ["variant", *kinds], decimals=0), "",
+             "Mean over pairs:", "",
+             markdown_table(means, ["variant", "strength", "guidance_scale", "n_s", *SCORES], decimals=2), "",
+             "Per pair:", "",
+             markdown_table(rows, ["variant", "pair", "strength", "guidance_scale", "n_s", *SCORES, "outcome"],
+                            decimals=2)]
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="pipeline folder (default: the shipped miniature model); 'tiny' for tests")
+    ap.add_argument("--pairs", type=int, default=3, help="(source, target) pairs, the book's first")
+    ap.add_argument("--variants", default="te,unet,embeddings,embeddings-x50")
+    ap.add_argument("--steps", type=int, help="IDL steps (default: the profile's)")
+    ap.add_argument("--strengths", default="0.7,1.0")
+    ap.add_argument("--guidance", default="5,7.5,10")
+    ap.add_argument("--n-s", default="3")
+    ap.add_argument("--n-images", type=int, default=4)
+    ap.add_argument("--cache", default=str(ROOT / "runs" / "recombination-cache"))
+    ap.add_argument("--note", default="")
+    ap.add_argument("--name", default="recombination")
+    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+    variants = args.variants.split(",")
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    try:
+        grid = [{"strength": float(s), "guidance_scale": float(g), "n_s": int(n)}
+                for s in args.strengths.split(",") for g in args.guidance.split(",")
+                for n in args.n_s.split(",")]
+    except ValueError:
+        raise SystemExit("--strengths, --guidance and --n-s are comma-separated numbers") from None
+
+    from styo.book import bench_pipeline, with_steps
+    from styo.book import experiments as X
+    from styo.world.judges import load_judges
+    from styo.world.segmenter import load_segmenter
+
+    settings, pipe = bench_pipeline(args.model)
+    config = settings.idl if args.steps is None else with_steps(settings.idl, args.steps)
+    pairs = X.ablation_pairs(settings.name, X.ablation_seeds(args.pairs))
+    judges, segmenter = load_judges(), load_segmenter()
+    start = time.perf_counter()
+    rows = [r for v in variants for r in sweep(pipe, settings, pairs, config, v, grid, judges, segmenter,
+                                               args.n_images, Path(args.cache))]
+    record = {"date": time.strftime("%Y-%m-%d"),
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+              "model": args.model or "models/styo-mini", "pairs": list(pairs), "n_images": args.n_images,
+              "idl": {"steps": config.steps, "lr": config.lr}, "grid": grid, "note": args.note,
+              "seconds": round(time.perf_counter() - start, 1), "rows": rows}
+    write_results(record, Path(args.out_dir), args.name)
+    print(f"wrote {Path(args.out_dir) / args.name}.json and .md")
+
+
+if __name__ == "__main__":
+    main()
