@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs", type=int, default=3, help="(source, target) pairs, the book's first")
     ap.add_argument("--variants", default="te,unet,embeddings,embeddings-x50")
     ap.add_argument("--steps", type=int, help="IDL steps (default: the profile's)")
+    ap.add_argument("--lr", type=float, help="IDL learning rate (default: the profile's)")
     ap.add_argument("--strengths", default="0.7,1.0")
     ap.add_argument("--guidance", default="5,7.5,10")
     ap.add_argument("--n-s", default="3")
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
 
     settings, pipe = bench_pipeline(args.model)
     config = settings.idl if args.steps is None else with_steps(settings.idl, args.steps)
+    config = config if args.lr is None else replace(config, lr=args.lr)
     pairs = X.ablation_pairs(settings.name, X.ablation_seeds(args.pairs))
     judges, segmenter = load_judges(), load_segmenter()
     start = time.perf_counter()
