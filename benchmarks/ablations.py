@@ -44,10 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs", type=int, default=8, help="(source, target) pairs, the book's first")
     ap.add_argument("--idl-steps", type=int, help="IDL steps (default: the book's)")
     ap.add_argument("--n-images", type=int, default=4, help="images per (pair, variant, FCC)")
+    ap.add_argument("--guidance", type=float, help="guidance scale of the stylizations (default: the profile's)")
     ap.add_argument("--grid-pairs", type=int, default=0,
                     help="pairs whose full-variant run also samples the n_s × n_c grid (0: none)")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "ablation-cache"), help="STYO_CACHE for the runs")
     ap.add_argument("--note", default="")
+    ap.add_argument("--name", default="ablations", help="file stem of the results (NAME.json, NAME.md)")
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     if args.pairs < 2 or args.n_images < 2:
@@ -68,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
     start = time.perf_counter()
     judges, segmenter = load_judges(), load_segmenter()
+    guidance = settings.guidance if args.guidance is None else args.guidance
     sample = dict(strength=settings.strength, seed=0, num_images=args.n_images,
-                  num_inference_steps=settings.sample_steps, guidance_scale=settings.guidance)
+                  num_inference_steps=settings.sample_steps, guidance_scale=guidance)
     rows = X.ablation_rows(pipe, pairs, aux, config, judges=judges, segmenter=segmenter, n_s=3, n_c=1,
                            **sample)
     grid = augmented_prompt_grid(pipe, dict(list(pairs.items())[:args.grid_pairs]), aux, config, judges,
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         "model_fingerprint": fingerprint,
         "idl": {"steps": config.steps, "lr": config.lr, "aux": len(aux)},
         "n_images": args.n_images,
-        "stylization": {"n_s": 3, "n_c": 1, "strength": settings.strength, "guidance": settings.guidance},
+        "stylization": {"n_s": 3, "n_c": 1, "strength": settings.strength, "guidance": guidance},
         "pairs": list(pairs),
         "seconds": round(time.perf_counter() - start, 1),
         "note": args.note,
@@ -95,9 +98,9 @@ def main(argv: list[str] | None = None) -> None:
         "grid": grid,
         "grid_means": X.mean_rows(grid, ["n_s", "n_c"], COLUMNS) if grid else [],
     }
-    write_results(record, Path(args.out_dir))
+    write_results(record, Path(args.out_dir), args.name)
     print(X.claims_markdown(record["claims"]))
-    print(f"wrote {Path(args.out_dir) / 'ablations'}.json and .md")
+    print(f"wrote {Path(args.out_dir) / args.name}.json and .md")
 
 
 def augmented_prompt_grid(pipe, pairs: dict, aux, config, judges, segmenter, sample: dict) -> list[dict]:
@@ -150,17 +153,18 @@ def targets_markdown(targets: dict) -> str:
     return "\n".join(lines)
 
 
-def write_results(record: dict, out: Path) -> None:
+def write_results(record: dict, out: Path, name: str = "ablations") -> None:
     from styo.book.experiments import claims_markdown
     from styo.book.results import ablation_means_markdown
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ablations.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     lines = [
         "# Ablations over many pairs", "",
         f"`benchmarks/ablations.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
         f"{len(record['pairs'])} pairs, IDL {record['idl']['steps']} steps at lr {record['idl']['lr']:g} "
         f"with {record['idl']['aux']} auxiliary portraits, {record['n_images']} images per setting, "
+        f"guidance {record['stylization'].get('guidance', 'of the profile')}, "
         f"{record['seconds'] / 60:.0f} min.", "",
         *([record["note"], ""] if record.get("note") else []),
         ablation_means_markdown(record["means"]),
@@ -175,7 +179,7 @@ def write_results(record: dict, out: Path) -> None:
                   f"{len({r['pair'] for r in record['grid']})} pairs (mean over pairs):", "",
                   markdown_table(record["grid_means"], ["n_s", "n_c", *COLUMNS], decimals=2), "",
                   repetition_claims(record["grid_means"], GRID, GRID)]
-    (out / "ablations.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

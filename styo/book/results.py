@@ -54,7 +54,8 @@ def ablation_study(results_dir: str | Path = RESULTS) -> dict[str, Any] | None:
 def ablation_means_markdown(means: Sequence[dict[str, Any]]) -> str:
     """The table of an ablation study's means: one row per (variant, FCC), averaged over pairs."""
     rows = [{**m, "fcc": "on" if m["fcc"] else "off"} for m in means]
-    scores = [k for k in ("content", "leak", "style", "geometry", "joint", "diversity") if k in rows[0]]
+    scored = rows[0] if rows else {"content", "leak", "style", "diversity"}  # a study without rows
+    scores = [k for k in ("content", "leak", "style", "geometry", "joint", "diversity") if k in scored]
     return markdown_table(rows, ["variant", "fcc", *scores, "n"], ["variant", "FCC", *scores, "pairs"],
                           decimals=3)
 
