@@ -138,24 +138,9 @@ def check_targets(rows: list[dict]) -> dict:
             "met": met}
 
 
-def targets_markdown(targets: dict) -> str:
-    from styo.book.results import markdown_table
-
-    means, lows = targets["means"], targets["targets"]
-    lines = ["Targets for the full method with FCC (mean over pairs):", ""]
-    lines += [f"- {m} {means[m]:.2f} (target ≥ {lows[m]}): **{'met' if targets['met'][m] else 'not met'}**"
-              for m in lows]
-    n = len(targets["per_pair"])
-    lines += [f"- geometry above sampling without FCC in {targets['fcc_geometry_wins']} of {n} pairs: "
-              f"**{'met' if targets['met']['geometry above no FCC on most pairs'] else 'not met'}**", "",
-              "Pair by pair:", "",
-              markdown_table(targets["per_pair"], ["pair", *lows, "geometry without FCC"], decimals=2)]
-    return "\n".join(lines)
-
-
 def write_results(record: dict, out: Path, name: str = "ablations") -> None:
     from styo.book.experiments import claims_markdown
-    from styo.book.results import ablation_means_markdown
+    from styo.book.results import ablation_means_markdown, study_targets_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -169,7 +154,7 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
         *([record["note"], ""] if record.get("note") else []),
         ablation_means_markdown(record["means"]),
         "", claims_markdown(record["claims"]),
-        "", targets_markdown(record["targets"]),
+        "", study_targets_markdown(record["targets"]),
     ]
     if record.get("grid_means"):
         from styo.book.experiments import repetition_claims

@@ -239,6 +239,16 @@ def test_recorded_study_applies_only_to_this_model_and_strength():
     assert "measured another model" in X.recorded_study_markdown(study, "g", 0.7)
     assert "another strength (0.7, this page 0.8)" in X.recorded_study_markdown(study, "f", 0.8)
     assert X.recorded_study_markdown(study, "f", 0.7).startswith("2 pairs, IDL 400 steps, 4 images")
+    assert "Targets" not in X.recorded_study_markdown(study, "f", 0.7)  # a study from before the targets
+    study["targets"] = {
+        "means": {"joint": 0.65, "style": 0.5}, "targets": {"joint": 0.6, "style": 0.7},
+        "met": {"joint": True, "style": False, "geometry above no FCC on most pairs": True},
+        "fcc_geometry_wins": 2, "per_pair": [
+            {"pair": "a", "joint": 0.5, "style": 0.4, "geometry without FCC": 0.5},
+            {"pair": "b", "joint": 0.8, "style": 0.6, "geometry without FCC": 0.6}]}
+    text = X.recorded_study_markdown(study, "f", 0.7)
+    assert "- joint 0.65 (target ≥ 0.6): **met**" in text and "- style 0.50 (target ≥ 0.7): **not met**" in text
+    assert "in 2 of 2 pairs: **met**" in text and "| b | 0.80 | 0.60 | 0.60 |" in text
 
 
 def test_pair_grid_titles_the_first_row_only():

@@ -671,7 +671,7 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
     """The committed larger ablation study (``benchmarks/ablations.py``), or why it does not apply
     to this page: none recorded, another model, or another strength (its numbers would then say
     nothing about what the page just measured)."""
-    from .results import ablation_means_markdown
+    from .results import ablation_means_markdown, study_targets_markdown
 
     if study is None:
         return "No larger study is recorded yet: `python benchmarks/ablations.py` makes one."
@@ -683,9 +683,10 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
                 f"({study.get('stylization', {}).get('strength', 'not recorded')}, this page {strength}): "
                 "`python benchmarks/ablations.py` measures it again.")
     table = ablation_means_markdown(study["means"])
+    targets = f"\n\n{study_targets_markdown(study['targets'])}" if study.get("targets") else ""
     return (f"{len(study['pairs'])} pairs, IDL {study['idl']['steps']} steps, {study['n_images']} images "
             f"per setting, measured {study['date']} in {study['seconds'] / 60:.0f} min:\n\n{table}\n\n"
-            + claims_markdown(study["claims"]))
+            + claims_markdown(study["claims"]) + targets)
 
 
 __all__ = [

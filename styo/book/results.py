@@ -60,6 +60,21 @@ def ablation_means_markdown(means: Sequence[dict[str, Any]]) -> str:
                           decimals=3)
 
 
+def study_targets_markdown(targets: dict[str, Any], per_pair: bool = True) -> str:
+    """An ablation study's targets for the full method with FCC: each mean against its target,
+    whether FCC raised the geometry on most pairs, and (``per_pair``) the pair-by-pair table."""
+    means, lows, met = targets["means"], targets["targets"], targets["met"]
+    lines = ["Targets for the full method with FCC (mean over pairs):", ""]
+    lines += [f"- {m} {means[m]:.2f} (target ≥ {lows[m]}): **{'met' if met[m] else 'not met'}**" for m in lows]
+    n = len(targets["per_pair"])
+    lines.append(f"- geometry above sampling without FCC in {targets['fcc_geometry_wins']} of {n} pairs: "
+                 f"**{'met' if met['geometry above no FCC on most pairs'] else 'not met'}**")
+    if per_pair:
+        lines += ["", "Pair by pair:", "",
+                  markdown_table(targets["per_pair"], ["pair", *lows, "geometry without FCC"], decimals=2)]
+    return "\n".join(lines)
+
+
 def _memory(profile: dict[str, Any]) -> float | None:
     """Peak memory of one IDL profile: GPU allocation on CUDA, the process's RSS on CPU."""
     return profile.get("peak_gpu_allocated_gib", profile.get("peak_rss_gib"))
