@@ -34,7 +34,7 @@ import json
 import os
 import platform
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -105,11 +105,9 @@ def sweep(pipe, settings, pairs, config, variant: str, grid: list[dict], judges,
     rows = []
     for label, pair in pairs.items():
         with X.base_weights(pipe):
-            if variant.startswith("embeddings"):
-                multiplier = 50.0 if variant == "embeddings-x50" else 1.0
-                with identifier_embeddings_only(pipe, multiplier):
-                    cached_idl(pipe, pair.source, pair.target, aux, config, progress=False)
-            else:
+            training = (identifier_embeddings_only(pipe, 50.0 if variant == "embeddings-x50" else 1.0)
+                        if variant.startswith("embeddings") else nullcontext())
+            with training:
                 cached_idl(pipe, pair.source, pair.target, aux, config, progress=False)
             for row in X.stylize_rows(pipe, pair, grid, judges=judges, segmenter=segmenter, progress=False,
                                       n_c=1, seed=0, num_images=n_images,
