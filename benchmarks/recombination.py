@@ -19,7 +19,12 @@ Training variants (``--variants``; each trains the UNet as well):
 - ``embeddings``: of the text encoder, only the identifiers' token embeddings (DreamBooth with
   textual inversion), the rest of it frozen so the prompt's order is read as in pretraining;
   ``embeddings-x50`` the same with the embeddings at 50 times the learning rate, as textual
-  inversion trains them.
+  inversion trains them;
+- ``grounded``: as ``te``, plus pretraining's grounding loss (TokenCompose's token and pixel
+  terms, ``--grounding-weight``) on the content words of the source and target prompts: ``[C_src]``
+  and ``portrait`` to the source's head, ``[C_tgt]`` and ``portrait`` to the target's, the heads
+  read by the segmentation judge. FCC copies those words' maps; this asks whether maps that carry
+  each picture's head let the stylization recombine.
 
     .venv/bin/python benchmarks/recombination.py --model runs/g4/out --name recombination-v4
 
@@ -41,7 +46,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("te", "unet", "embeddings", "embeddings-x50")
+VARIANTS = ("te", "unet", "embeddings", "embeddings-x50", "grounded")
 SCORES = ("content", "leak", "style", "source_style", "other_style", "geometry", "joint")
 
 
@@ -93,21 +98,85 @@ def identifier_embeddings_only(pipe, lr_multiplier: float):
             hook.remove()
 
 
+@contextmanager
+def grounded_content_words(pipe, config, segmenter, source, target, weight: float):
+    """IDL adds ``weight`` × the grounding loss of the content words' maps to its loss: in the
+    source's prompt ``[C_src]`` and ``portrait`` to the source's head, in the target's ``[C_tgt]``
+    and ``portrait`` to the target's head (the auxiliary terms are left as they are).
+
+    Done by wrapping :func:`styo.idl.idl_loss` and giving the UNet recording processors for the
+    duration; both are restored afterwards, so the IDL loop itself is the library's. At weight 0
+    nothing is wrapped: the recording processors compute attention without SDPA, which differs
+    from it in the last bits.
+    """
+    if weight == 0:
+        yield {}
+        return
+    from styo import idl
+    from styo.attention import word_indices
+    from styo.world import grounding
+
+    prompts = idl.prompts_for(config)
+    head = grounding.TARGETS.index("head")
+    side = pipe.unet.config.sample_size
+    regions = torch.from_numpy(segmenter.regions([source, target]))
+    coverage = grounding.target_coverage(regions, side)  # (2, targets, side, side)
+    words = {0: (prompts["source"], config.ids.c_src), 1: (prompts["target"], config.ids.c_tgt)}
+    tokens = {term: [i for idx in word_indices(pipe.tokenizer, prompt, [content, "portrait"]).values()
+                     for i in idx] for term, (prompt, content) in words.items()}
+    processors = dict(pipe.unet.attn_processors)
+    store = grounding.install(pipe.unet)
+    plain_loss = idl.idl_loss
+
+    def loss_with_grounding(unet, scheduler, z0, t, noise, embeds, n_terms):
+        store.clear()
+        terms = plain_loss(unet, scheduler, z0, t, noise, embeds, n_terms)
+        b = z0.shape[0] // n_terms
+        rows, toks = [], []
+        for term, idx in tokens.items():
+            for r in range(term * b, (term + 1) * b):
+                rows += [r] * len(idx)
+                toks += idx
+        per_row = torch.zeros(z0.shape[0], *coverage.shape[1:])
+        per_row[:b], per_row[b:2 * b] = coverage[0], coverage[1]
+        as_long = lambda x: torch.tensor(x, dtype=torch.long, device=z0.device)  # noqa: E731
+        maps = grounding.word_maps(store, side)
+        loss = grounding.grounding_loss(maps, as_long(rows), as_long(toks),
+                                        as_long([head] * len(rows)), per_row.to(z0.device))
+        store.clear()
+        return terms + weight * loss / n_terms
+
+    idl.idl_loss = loss_with_grounding
+    try:
+        yield tokens
+    finally:
+        idl.idl_loss = plain_loss
+        pipe.unet.set_attn_processor(processors)
+
+
+def training_context(variant: str, pipe, config, segmenter, pair, grounding_weight: float):
+    """The context IDL trains in for ``variant`` (nothing for the library's own)."""
+    if variant.startswith("embeddings"):
+        return identifier_embeddings_only(pipe, 50.0 if variant == "embeddings-x50" else 1.0)
+    if variant == "grounded":
+        return grounded_content_words(pipe, config, segmenter, pair.source, pair.target, grounding_weight)
+    return nullcontext()
+
+
 def sweep(pipe, settings, pairs, config, variant: str, grid: list[dict], judges, segmenter,
-          n_images: int, cache: Path) -> list[dict]:
+          n_images: int, cache: Path, grounding_weight: float = 0.3) -> list[dict]:
     """IDL per pair with ``variant``'s training, then the stylization at every grid setting."""
     from styo.book import auxiliary_set, cached_idl
     from styo.book import experiments as X
 
-    os.environ["STYO_CACHE"] = str(cache / variant)  # the variants share a config, not a cache
+    folder = f"{variant}-{grounding_weight:g}" if variant == "grounded" else variant
+    os.environ["STYO_CACHE"] = str(cache / folder)  # the variants share a config, not a cache
     aux = auxiliary_set(pipe, settings)
     config = replace(config, train_text_encoder=variant != "unet")
     rows = []
     for label, pair in pairs.items():
         with X.base_weights(pipe):
-            training = (identifier_embeddings_only(pipe, 50.0 if variant == "embeddings-x50" else 1.0)
-                        if variant.startswith("embeddings") else nullcontext())
-            with training:
+            with training_context(variant, pipe, config, segmenter, pair, grounding_weight):
                 cached_idl(pipe, pair.source, pair.target, aux, config, progress=False)
             for row in X.stylize_rows(pipe, pair, grid, judges=judges, segmenter=segmenter, progress=False,
                                       n_c=1, seed=0, num_images=n_images,
@@ -168,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variants", default="te,unet,embeddings,embeddings-x50")
     ap.add_argument("--steps", type=int, help="IDL steps (default: the profile's)")
     ap.add_argument("--lr", type=float, help="IDL learning rate (default: the profile's)")
+    ap.add_argument("--grounding-weight", type=float, default=0.3,
+                    help="weight of the content words' grounding loss (variant 'grounded')")
     ap.add_argument("--strengths", default="0.7,1.0")
     ap.add_argument("--guidance", default="5,7.5,10")
     ap.add_argument("--n-s", default="3")
@@ -199,11 +270,12 @@ def main(argv: list[str] | None = None) -> None:
     judges, segmenter = load_judges(), load_segmenter()
     start = time.perf_counter()
     rows = [r for v in variants for r in sweep(pipe, settings, pairs, config, v, grid, judges, segmenter,
-                                               args.n_images, Path(args.cache))]
+                                               args.n_images, Path(args.cache), args.grounding_weight)]
     record = {"date": time.strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
               "model": args.model or "models/styo-mini", "pairs": list(pairs), "n_images": args.n_images,
               "idl": {"steps": config.steps, "lr": config.lr}, "grid": grid, "note": args.note,
+              **({"grounding_weight": args.grounding_weight} if "grounded" in variants else {}),
               "seconds": round(time.perf_counter() - start, 1), "rows": rows}
     write_results(record, Path(args.out_dir), args.name)
     print(f"wrote {Path(args.out_dir) / args.name}.json and .md")
