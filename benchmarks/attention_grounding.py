@@ -4,8 +4,11 @@ For every model given, on the same unseen caption combinations (plain captions o
 attributes) pairs that no pretraining image has):
 
 - ``grounding``: DAAM's protocol on the model's own pictures (``styo world grounding``): each
-  grounded word's heat map (all layers and steps, scaled to its maximum, thresholded at 0.4)
-  against the segmentation judge's region it names; mean IoU per region, their mean and minimum;
+  grounded word's heat map (every step, the cross-attention layers outside the UNet's middle
+  block as DAAM hooks them, min-max normalised, thresholded at 0.4) against the segmentation
+  judge's region it names; mean IoU per region, their mean and minimum; and the mean by the
+  book's figure's aggregation (every layer, the middle block too, scaled to its maximum), which
+  measurements before this protocol used;
 - ``sharpness``: normalised entropy, largest probability, prompt and padding mass of the maps;
 - ``quality``: the judges' captioned style and attribute accuracy (``styo world evaluate``);
 - ``layout``: the spread of the judged head centre over the pictures, in pixels.
@@ -40,6 +43,7 @@ from styo.world.judges import load_judges
 from styo.world.segmenter import load_segmenter
 
 TARGETS = ("hair", "eyes", "mouth", "glasses", "face", "background", "head")
+PROTOCOL = "daam"
 
 
 def measure(model: str, combos, steps: int, guidance: float, seed: int) -> dict:
@@ -64,7 +68,8 @@ def rows(results: dict[str, dict]) -> list[dict]:
         row = {"model": name}
         row |= {f"mIoU {t}": g["miou_per_target"].get(t, float("nan")) for t in TARGETS}
         row |= {f"ceiling {t}": g["ceiling_per_target"].get(t, float("nan")) for t in TARGETS}
-        row |= {"mIoU mean": g["miou"], "padding mass": s["padding_mass"],
+        row |= {"mIoU mean": g["miou"], "mIoU lowest": g["min_target_miou"],
+                "mIoU mean, all layers": g["all_layers"]["miou"], "padding mass": s["padding_mass"],
                 "entropy": s["entropy"], "max prob": s["max_prob"], "prompt mass": s["prompt_mass"],
                 "style": q["style_accuracy"], "attributes": q["mean_attribute_accuracy"],
                 "eyes": q["attribute_accuracy"]["eyes"],
@@ -101,13 +106,16 @@ def main() -> None:
         old = json.loads(Path(path).read_text())
         if [old[k] for k in ("n", "steps", "guidance", "seed")] != [args.n, args.steps, args.guidance, args.seed]:
             raise SystemExit(f"{path} was measured with other --n/--steps/--guidance/--seed")
+        if old.get("protocol") != PROTOCOL:
+            raise SystemExit(f"{path} was measured before DAAM's layer selection and normalisation; "
+                             "measure its models again with --model")
         earlier += [r for r in old["rows"] if r["model"] not in models]
     combos = heldout_combinations(args.n, training_combinations(args.n_train), seed=args.seed)
     results = {name: measure(path, combos, args.steps, args.guidance, args.seed)
                for name, path in models.items()}
     table = earlier + rows(results)
     table = [{k: r.get(k, float("nan")) for k in table[-1]} for r in table]
-    report = {"kind": "attention-grounding", "n": args.n, "steps": args.steps,
+    report = {"kind": "attention-grounding", "protocol": PROTOCOL, "n": args.n, "steps": args.steps,
               "guidance": args.guidance, "seed": args.seed, "machine": platform.machine(),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "rows": table, "previous": args.previous,
@@ -121,13 +129,16 @@ def main() -> None:
         [*(f"--model {m}" for m in args.model), *(f"--previous {p}" for p in args.previous)]) + f" --n {args.n}"
     md = [f"# Attention grounding of the base models ({args.n} unseen caption combinations)", "",
           f"`{command}`; DDIM {args.steps} steps, guidance {args.guidance}, seed {args.seed}. "
-          "mIoU: DAAM's protocol (word heat map over all layers and steps, scaled to its maximum, "
-          "thresholded at 0.4) against the segmentation judge's region on the model's own picture; "
-          "`head` is `portrait` (and tilt words). Targets: mean ≥ 0.60, every region ≥ 0.40, "
-          "padding ≤ 0.30, style ≥ 0.95, attributes ≥ 0.85, eyes ≥ 0.60. `ceiling`: the mIoU a "
-          "perfectly grounded word would reach on the same pictures at the model's attention "
-          "resolutions (the judged region averaged over each layer's cells, upsampled, scaled and "
-          "thresholded the same way).", "",
+          "mIoU: DAAM's protocol (castorini/daam: the word's cross-attention over every step and every "
+          "layer outside the UNet's middle block, each layer upsampled bicubically to the latent side, "
+          "averaged, upsampled to the picture, min-max normalised, thresholded at 0.4) against the "
+          "segmentation judge's region on the model's own picture; `head` is `portrait` (and tilt "
+          "words). `mIoU mean, all layers`: the same words aggregated as the book's figure does "
+          "(every layer, the middle block's 4² one too, scaled to the maximum), the only figure "
+          "measured before. Targets: mean ≥ 0.60, every region ≥ 0.40, padding ≤ 0.30, style ≥ 0.95, "
+          "attributes ≥ 0.85, eyes ≥ 0.60. `ceiling`: the mIoU a word would reach on the same "
+          "pictures if each layer's cells held the share of the cell its region covers, aggregated "
+          "the same way (benchmarks/results/grounding-ceiling.md searches for better cell patterns).", "",
           side_by_side(table), ""]
     (out / "attention-grounding.md").write_text("\n".join(md))
     print("\n".join(md))

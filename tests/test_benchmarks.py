@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -328,3 +329,95 @@ def test_recombination_probe_labels_each_setting(tmp_path):
     assert recombination.outcome({"joint": 0, "style": 0.0, "leak": 0.0, "content": 0.9, "source_style": 0.9}) == "source"
     with pytest.raises(SystemExit, match="unknown"):
         recombination.main(["--variants", "te,lora"])
+
+
+class _HeadInTopLeft:
+    """A stand-in segmentation judge: every picture's head fills the top-left quarter."""
+
+    def regions(self, images):
+        from styo.world.render import REGIONS
+
+        out = np.zeros((len(images), 64, 64), np.uint8)
+        out[:, :32, :32] = REGIONS.index("face")
+        return out
+
+
+def _content_head_share(pipe, prompt: str, word: str) -> float:
+    """Share of ``word``'s cross-attention (all layers, one noisy step) in the top-left quarter."""
+    from styo.attention import word_indices
+    from styo.world import grounding
+
+    processors = dict(pipe.unet.attn_processors)
+    store = grounding.install(pipe.unet)
+    try:
+        ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             return_tensors="pt").input_ids
+        side = pipe.unet.config.sample_size
+        with torch.no_grad():
+            pipe.unet(torch.randn(4, 4, side, side, generator=torch.Generator().manual_seed(0)),
+                      torch.tensor([500] * 4), encoder_hidden_states=pipe.text_encoder(ids)[0].expand(4, -1, -1))
+        maps = grounding.word_maps(store, side)[..., word_indices(pipe.tokenizer, prompt, [word])[word]].sum(-1)
+    finally:
+        pipe.unet.set_attn_processor(processors)
+    maps = maps.view(-1, side, side)
+    return float(maps[:, : side // 2, : side // 2].sum() / maps.sum())
+
+
+def test_grounded_content_words_moves_the_content_identifiers_maps_onto_the_head(tmp_path):
+    """The recombination probe's `grounded` variant: at weight 0 IDL is bit-identical to the
+    library's; with weight the source's content identifier attends more on the judged head; the
+    library's loss and the UNet's processors are back afterwards."""
+    from styo import idl
+    from styo.idl import IDLConfig, prompts_for, train
+    from styo.testing import tiny_pipeline
+
+    recombination = _benchmark("recombination")
+    image = Image.new("RGB", (16, 16), (200, 120, 40))
+    config = IDLConfig(steps=8, lr=3e-3, train_text_encoder=True, checkpoint_every=0)
+    source_prompt = prompts_for(config)["source"]
+
+    def trained(weight: float | None, name: str):
+        pipe = tiny_pipeline()
+        processors = {k: type(v) for k, v in pipe.unet.attn_processors.items()}
+        if weight is None:
+            train(pipe, image, image, [image], config, output_dir=tmp_path / name, progress=False)
+        else:
+            with recombination.grounded_content_words(pipe, config, _HeadInTopLeft(), image, image, weight):
+                train(pipe, image, image, [image], config, output_dir=tmp_path / name, progress=False)
+        assert idl.idl_loss.__module__ == "styo.idl"
+        assert {k: type(v) for k, v in pipe.unet.attn_processors.items()} == processors
+        return pipe
+
+    plain, zero, grounded = trained(None, "plain"), trained(0.0, "zero"), trained(20.0, "grounded")
+    plain_state = plain.unet.state_dict()
+    assert all(torch.equal(v, plain_state[k]) for k, v in zero.unet.state_dict().items())
+    assert any(not torch.equal(v, plain_state[k]) for k, v in grounded.unet.state_dict().items())
+    share = {name: _content_head_share(p, source_prompt, config.ids.c_src)
+             for name, p in (("plain", plain), ("grounded", grounded))}
+    assert share["grounded"] > share["plain"] + 0.05, share
+
+
+def test_grounding_ceiling_bounds_each_region(tmp_path):
+    """benchmarks/grounding_ceiling.py: the miniature UNet's attention sides DAAM aggregates, a
+    searched bound at least the coverage bound, small regions bounded well below large ones, and
+    the results files."""
+    ceiling = _benchmark("grounding_ceiling")
+    config = json.loads((ROOT / "models" / "styo-mini" / "unet" / "config.json").read_text())
+    assert ceiling.layer_sides(config) == [16, 8, 8, 8, 16, 16]  # DAAM leaves out the middle block
+    bases, labels = ceiling.cell_bases([16, 8, 8, 8, 16, 16], 64)
+    assert bases.shape == (256 + 64, 64 * 64)
+    assert np.allclose(bases.sum(0), 1.0, atol=1e-5)  # every pixel: a full map gives heat 1
+    half = np.zeros((64, 64), bool)
+    half[:, :32] = True
+    dot = np.zeros((64, 64), bool)
+    dot[30:32, 20:23] = True
+    big, small = (ceiling.best_pattern(m, bases, labels) for m in (half, dot))
+    assert big[1] >= big[0] and small[1] >= small[0]
+    assert big[1] > 0.9 and small[1] < 0.5
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grounding_ceiling.py"), "--n", "4",
+                          "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    record = json.loads((tmp_path / "grounding-ceiling.json").read_text())
+    assert set(record["per_target"]) == set(ceiling.TARGETS)
+    assert all(v["best"] >= v["coverage"] - 1e-9 for v in record["per_target"].values() if v["n"])
+    assert "| eyes |" in (tmp_path / "grounding-ceiling.md").read_text()

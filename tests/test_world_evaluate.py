@@ -225,3 +225,37 @@ def test_where_words_land_splits_each_words_heat_over_the_judged_regions():
         assert parts == pytest.approx(1.0, abs=1e-4)
         assert per_region["face"]["share"] <= per_region["head"]["share"]
         assert 0 < per_region["head"]["region_share"] < 1
+
+
+def test_daam_protocol_leaves_out_the_middle_block_and_min_max_normalises():
+    """DAAM's heat map: the middle block's maps are not aggregated, each word's map spans [0, 1]
+    after min-max normalisation, and a perfect map at full resolution scores 1."""
+    from styo.attention import AttentionRecorder
+    from styo.world.evaluate import daam_layers, daam_word_heat, heat_iou, perfect_daam_heat
+    from styo.world.render import region_masks, render_seed_regions
+
+    recorder = AttentionRecorder(max_resolution=None, branches=("sty",))
+    fine = torch.full((1, 1, 16, 16, 3), 0.1)
+    fine[0, 0, 2:6, 2:6, 1] = 0.9  # token 1 attends on the top left
+    mid = torch.full((1, 1, 4, 4, 3), 0.1)
+    mid[0, 0, 3, 3, 1] = 5.0  # the middle block's map points elsewhere, and loudly
+    for step in (0, 1):
+        recorder.store("down_blocks.0.attentions.0.transformer_blocks.0.attn2", step,
+                       fine.flatten(2, 3), (16, 16))
+        recorder.store("mid_block.attentions.0.transformer_blocks.0.attn2", step,
+                       mid.flatten(2, 3), (4, 4))
+    assert daam_layers(recorder) == ["down_blocks.0.attentions.0.transformer_blocks.0.attn2"]
+    heat = daam_word_heat(recorder, [1], (64, 64))
+    assert heat.min() == pytest.approx(0.0, abs=1e-6) and heat.max() == pytest.approx(1.0, abs=1e-6)
+    top_left = np.zeros((64, 64), bool)
+    top_left[8:24, 8:24] = True
+    assert heat_iou(heat, top_left) > 0.8
+    everything = recorder.aggregate({"w": [1]}, image_size=(64, 64))  # the figure's aggregation keeps the middle block
+    assert heat_iou(everything["w"], top_left) < heat_iou(heat, top_left)
+
+    _, regions, _, _ = render_seed_regions(3, style="photo", overrides={"glasses": "none"})
+    masks = region_masks(regions)
+    for name in ("background", "hair", "eyes"):
+        assert heat_iou(perfect_daam_heat(masks[name], [64]), masks[name]) == 1.0
+    assert (heat_iou(perfect_daam_heat(masks["eyes"], [32, 16]), masks["eyes"])
+            > heat_iou(perfect_daam_heat(masks["eyes"], [16, 8]), masks["eyes"]))

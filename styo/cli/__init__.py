@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=cmd_world_train_segmenter)
 
-    p = wsub.add_parser("grounding", help="measure where a base model's word maps land (mIoU)")
+    p = wsub.add_parser("grounding", help="measure where a base model's word maps land (mIoU, DAAM's protocol)")
     p.add_argument("--model", required=True, help="pipeline folder")
     p.add_argument("--judges", help="judges folder with the segmentation judge (default: shipped)")
     p.add_argument("--out", required=True, help="new folder for grounding.json and samples.png")

@@ -159,7 +159,8 @@ def cmd_world_grounding(args: argparse.Namespace) -> int:
     _save_measurement(out, result, "grounding.json")
     per = " ".join(f"{k}={v:.2f}" for k, v in result["miou_per_target"].items())
     sharp = result["sharpness"]
-    print(f"word-map mIoU {result['miou']:.3f} (lowest {result['min_target_miou']:.3f}; {per}) on "
+    print(f"word-map mIoU {result['miou']:.3f} by DAAM's protocol (lowest {result['min_target_miou']:.3f}; "
+          f"{per}; every layer as the figure: {result['all_layers']['miou']:.3f}) on "
           f"{result['n']} unseen combinations; padding mass {sharp['padding_mass']:.3f}, "
           f"entropy {sharp['entropy']:.3f}, head centre spread x {result['head_centre_std_px']['x']:.1f} "
           f"y {result['head_centre_std_px']['y']:.1f} px")

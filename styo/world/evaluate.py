@@ -187,7 +187,8 @@ def heat_iou(heat: np.ndarray, mask: np.ndarray, threshold: float = GROUNDING_TH
 
 
 def perfect_heat(mask: np.ndarray, sides: list[int]) -> np.ndarray:
-    """The heat map a perfectly grounded word would have at the model's attention resolutions.
+    """The heat map a perfectly grounded word would have at the model's attention resolutions,
+    aggregated as the book's figure does (every layer, bilinear, scaled to its maximum).
 
     Each layer of latent side ``s`` (one entry per layer) can at best put its attention on the
     share of each of its s x s cells that the region covers; the heat map then averages the layers
@@ -202,6 +203,51 @@ def perfect_heat(mask: np.ndarray, sides: list[int]) -> np.ndarray:
         heat += F.interpolate(cells, size=mask.shape, mode="bilinear", align_corners=False)[0, 0]
     peak = float(heat.max())
     return (heat / peak if peak > 0 else heat).numpy()
+
+
+# DAAM (Tang et al., ACL 2023; castorini/daam, ``trace.py`` and ``heatmap.py``) hooks the
+# cross-attention of the UNet's down and up blocks only: the middle block, the coarsest layer, is
+# not located, and maps at 1/8 of SD's latent side are skipped.
+DAAM_SKIPPED_BLOCKS = ("mid_block",)
+
+
+def daam_heat(layer_maps: list[torch.Tensor], latent_side: int, size: tuple[int, int]) -> np.ndarray:
+    """DAAM's word heat map from one (h, w) map per layer (each summed over steps).
+
+    Each layer's map is upsampled bicubically to the latent side and clamped at 0, the layers are
+    averaged, and the result is upsampled bicubically to the picture and min-max normalised to
+    [0, 1]. Thresholded at 0.4 (:func:`heat_iou`), it is the map DAAM scores against masks.
+    """
+    latent = torch.zeros(latent_side, latent_side)
+    for m in layer_maps:
+        latent += F.interpolate(m.float()[None, None], size=(latent_side, latent_side), mode="bicubic",
+                                align_corners=False)[0, 0].clamp_min(0)
+    latent /= max(len(layer_maps), 1)
+    heat = F.interpolate(latent[None, None], size=size, mode="bicubic", align_corners=False)[0, 0]
+    low, high = float(heat.min()), float(heat.max())
+    return ((heat - low) / (high - low + 1e-8)).numpy()
+
+
+def daam_layers(recorder: Any) -> list[str]:
+    """The recorded layers DAAM aggregates: every cross-attention layer outside the middle block."""
+    return [n for n in recorder.layers() if not n.startswith(DAAM_SKIPPED_BLOCKS)]
+
+
+def daam_word_heat(recorder: Any, tokens: list[int], size: tuple[int, int], branch: str = "sty",
+                   image: int = 0) -> np.ndarray:
+    """DAAM's heat map of the word at token indices ``tokens`` (averaged, as DAAM merges a
+    word's tokens) from an :class:`~styo.attention.AttentionRecorder`'s maps."""
+    b = recorder.branches.index(branch)
+    layers = daam_layers(recorder)
+    maps = [sum(m[b, image] for m in recorder.maps[n].values())[..., tokens].mean(-1) for n in layers]
+    return daam_heat(maps, max(max(recorder.sizes[n]) for n in layers), size)
+
+
+def perfect_daam_heat(mask: np.ndarray, sides: list[int]) -> np.ndarray:
+    """:func:`perfect_heat` aggregated by DAAM's protocol (``sides``: the layers DAAM keeps)."""
+    region = torch.from_numpy(mask.astype(np.float32))[None, None]
+    cells = [F.adaptive_avg_pool2d(region, side)[0, 0] for side in sides]
+    return daam_heat(cells, max(sides), mask.shape)
 
 
 def where_words_land(
@@ -259,19 +305,24 @@ def evaluate_grounding(
     Each plain caption is sampled once (seed ``seed + i``) with its cross-attention recorded; the
     segmentation judge reads the picture's regions. Every grounded word of the caption (attribute
     values and nouns, ``glasses``, ``portrait``: :func:`styo.world.grounding.grounded_words`) gets
-    its heat map (all layers and steps, upsampled, scaled to its maximum, thresholded at
-    :data:`GROUNDING_THRESHOLD`) scored by IoU against the judged region it names. A word whose
-    region the judge does not find in the picture is not scored (counted as ``absent``).
+    its heat map by DAAM's protocol (:func:`daam_word_heat`: every step, the layers outside the
+    middle block, min-max normalised) thresholded at :data:`GROUNDING_THRESHOLD` and scored by IoU
+    against the judged region it names. A word whose region the judge does not find in the picture
+    is not scored (counted as ``absent``).
+
     Returns per-target mean IoU, their mean, the ceiling a perfectly grounded word would reach at
-    the model's attention resolutions (:func:`perfect_heat`) on the same pictures, per-image
-    records and the head-centre spread.
+    the model's attention resolutions (:func:`perfect_daam_heat`) on the same pictures, per-image
+    records and the head-centre spread; ``all_layers`` holds the same figures for the book's
+    figure's aggregation (every layer, the middle block too, scaled to the maximum), which earlier
+    measurements used.
     """
     from ..generate import generate_with_attention
     from .grounding import grounded_words
     from .render import region_masks
 
-    scores: dict[str, list[float]] = {}
-    ceilings: dict[str, list[float]] = {}
+    protocols = ("daam", "all_layers")
+    scores: dict[str, dict[str, list[float]]] = {p: {} for p in protocols}
+    ceilings: dict[str, dict[str, list[float]]] = {p: {} for p in protocols}
     absent: dict[str, int] = {}
     records, centres, images = [], [], []
     for i, (style, attrs) in enumerate(tqdm(combos, desc="grounding", disable=not progress)):
@@ -281,35 +332,49 @@ def evaluate_grounding(
             progress=False)
         words = prompt.split()
         targets = {f"{pos}:{words[pos]}": (pos, target) for pos, target in grounded_words(prompt)}
-        maps = recorder.aggregate({k: [pos + 1] for k, (pos, _) in targets.items()}, branch="sty")
+        size = recorder.image_size
+        heat = {"all_layers": recorder.aggregate({k: [pos + 1] for k, (pos, _) in targets.items()},
+                                                 branch="sty"),
+                "daam": {k: daam_word_heat(recorder, [pos + 1], size) for k, (pos, _) in targets.items()}}
         masks = region_masks(segmenter.regions([image])[0])
-        sides = [max(recorder.sizes[name]) for name in recorder.layers()]
+        sides = {"all_layers": [max(recorder.sizes[n]) for n in recorder.layers()],
+                 "daam": [max(recorder.sizes[n]) for n in daam_layers(recorder)]}
+        perfect = {"all_layers": perfect_heat, "daam": perfect_daam_heat}
         per_word = {}
         for key, (_, target) in targets.items():
             if not masks[target].any():
                 absent[target] = absent.get(target, 0) + 1
                 continue
-            iou = heat_iou(maps[key], masks[target])
-            ceiling = heat_iou(perfect_heat(masks[target], sides), masks[target])
-            scores.setdefault(target, []).append(iou)
-            ceilings.setdefault(target, []).append(ceiling)
-            per_word[key] = {"target": target, "iou": iou, "ceiling": ceiling}
+            word = {"target": target}
+            for p in protocols:
+                iou = heat_iou(heat[p][key], masks[target])
+                ceiling = heat_iou(perfect[p](masks[target], sides[p]), masks[target])
+                scores[p].setdefault(target, []).append(iou)
+                ceilings[p].setdefault(target, []).append(ceiling)
+                suffix = "" if p == "daam" else "_all_layers"
+                word |= {f"iou{suffix}": iou, f"ceiling{suffix}": ceiling}
+            per_word[key] = word
         centre = head_centre(masks["head"])
         if centre is not None:
             centres.append(centre)
         records.append({"prompt": prompt, "seed": seed + i, "words": per_word, "head_centre": centre})
         images.append(image)
-    per_target = {t: float(np.mean(v)) for t, v in sorted(scores.items())}
+
+    def summary(p: str) -> dict[str, Any]:
+        per_target = {t: float(np.mean(v)) for t, v in sorted(scores[p].items())}
+        return {"miou_per_target": per_target,
+                "ceiling_per_target": {t: float(np.mean(v)) for t, v in sorted(ceilings[p].items())},
+                "miou": float(np.mean(list(per_target.values()))) if per_target else float("nan"),
+                "min_target_miou": float(min(per_target.values())) if per_target else float("nan")}
+
     spread = np.std(np.asarray(centres), axis=0).tolist() if centres else [float("nan")] * 2
     return {
         "n": len(combos), "steps": steps, "guidance": guidance, "seed": seed,
-        "threshold": GROUNDING_THRESHOLD,
-        "miou_per_target": per_target,
-        "ceiling_per_target": {t: float(np.mean(v)) for t, v in sorted(ceilings.items())},
-        "words_scored": {t: len(v) for t, v in sorted(scores.items())},
+        "threshold": GROUNDING_THRESHOLD, "protocol": "daam",
+        **summary("daam"),
+        "all_layers": summary("all_layers"),
+        "words_scored": {t: len(v) for t, v in sorted(scores["daam"].items())},
         "words_absent": absent,
-        "miou": float(np.mean(list(per_target.values()))) if per_target else float("nan"),
-        "min_target_miou": float(min(per_target.values())) if per_target else float("nan"),
         "head_centre_std_px": {"x": spread[0], "y": spread[1]},
         "per_image": records,
         "images": images,
