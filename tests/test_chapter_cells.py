@@ -231,13 +231,17 @@ def test_augmentation_markdown_compares_row_by_row():
     assert "probability **rises** (0.30 → 0.60)" in text and "content fidelity **falls**" in text
 
 
-def test_recorded_study_applies_only_to_this_model_and_strength():
+def test_recorded_study_applies_only_to_this_model_strength_and_guidance():
     assert "No larger study" in X.recorded_study_markdown(None, "f", 0.7)
     study = {"model_fingerprint": "f", "date": "d", "model": "m", "stylization": {"strength": 0.7},
              "means": [], "pairs": ["a", "b"], "idl": {"steps": 400}, "n_images": 4, "seconds": 600,
              "claims": []}
     assert "measured another model" in X.recorded_study_markdown(study, "g", 0.7)
     assert "another strength (0.7, this page 0.8)" in X.recorded_study_markdown(study, "f", 0.8)
+    assert X.recorded_study_markdown(study, "f", 0.7, guidance=10.0).startswith("2 pairs")  # not recorded
+    study["stylization"]["guidance"] = 5.0
+    assert "another guidance (5, this page 10)" in X.recorded_study_markdown(study, "f", 0.7, guidance=10.0)
+    assert X.recorded_study_markdown(study, "f", 0.7, guidance=5.0).startswith("2 pairs")
     assert X.recorded_study_markdown(study, "f", 0.7).startswith("2 pairs, IDL 400 steps, 4 images")
     assert "Targets" not in X.recorded_study_markdown(study, "f", 0.7)  # a study from before the targets
     study["targets"] = {

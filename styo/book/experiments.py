@@ -667,10 +667,11 @@ def augmentation_markdown(inference: Sequence[Mapping[str, Any]],
     return "\n".join(lines)
 
 
-def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, strength: float) -> str:
+def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, strength: float,
+                            guidance: float | None = None) -> str:
     """The committed larger ablation study (``benchmarks/ablations.py``), or why it does not apply
-    to this page: none recorded, another model, or another strength (its numbers would then say
-    nothing about what the page just measured)."""
+    to this page: none recorded, another model, another strength or another guidance (its numbers
+    would then say nothing about what the page just measured)."""
     from .results import ablation_means_markdown, study_targets_markdown
 
     if study is None:
@@ -682,6 +683,11 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
         return (f"The recorded study ({study['date']}) stylized at another strength "
                 f"({study.get('stylization', {}).get('strength', 'not recorded')}, this page {strength}): "
                 "`python benchmarks/ablations.py` measures it again.")
+    recorded_guidance = study.get("stylization", {}).get("guidance")
+    if guidance is not None and recorded_guidance is not None and recorded_guidance != guidance:
+        return (f"The recorded study ({study['date']}) sampled at another guidance ({recorded_guidance:g}, "
+                f"this page {guidance:g}): `python benchmarks/ablations.py --guidance {guidance:g}` "
+                "measures it again.")
     table = ablation_means_markdown(study["means"])
     targets = f"\n\n{study_targets_markdown(study['targets'])}" if study.get("targets") else ""
     return (f"{len(study['pairs'])} pairs, IDL {study['idl']['steps']} steps, {study['n_images']} images "
