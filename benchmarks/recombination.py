@@ -48,6 +48,28 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("te", "unet", "embeddings", "embeddings-x50", "grounded")
 SCORES = ("content", "leak", "style", "source_style", "other_style", "geometry", "joint")
+# Where [C_src] attends after IDL, on the source prompt's own pictures: its heat's share on the
+# judged head, against the head's share of the picture (chance).
+MAPS = ("c_src_on_head", "head_area")
+
+
+def content_identifier_maps(pipe, config, segmenter, steps: int, guidance: float, seeds: int = 4) -> dict:
+    """Mean over ``seeds`` pictures of the source prompt: share of ``[C_src]``'s heat on the head
+    and the head's share of the picture (:func:`styo.world.evaluate.where_words_land`); nothing
+    for pictures of another size than the miniature world's, whose masks would not match."""
+    from styo.idl import prompts_for
+    from styo.pipeline import image_size
+    from styo.world.evaluate import where_words_land
+    from styo.world.render import SIZE
+
+    if image_size(pipe) != SIZE:
+        return {}
+
+    word = config.ids.c_src
+    found = [where_words_land(pipe, segmenter, prompts_for(config)["source"], [word], seed=s,
+                              steps=steps, guidance=guidance)["words"][word]["head"] for s in range(seeds)]
+    return {"c_src_on_head": round(sum(f["share"] for f in found) / seeds, 3),
+            "head_area": round(sum(f["region_share"] for f in found) / seeds, 3)}
 
 
 @contextmanager
@@ -178,12 +200,14 @@ def sweep(pipe, settings, pairs, config, variant: str, grid: list[dict], judges,
         with X.base_weights(pipe):
             with training_context(variant, pipe, config, segmenter, pair, grounding_weight):
                 cached_idl(pipe, pair.source, pair.target, aux, config, progress=False)
+            maps = content_identifier_maps(pipe, config, segmenter, settings.sample_steps,
+                                           max(g["guidance_scale"] for g in grid))
             for row in X.stylize_rows(pipe, pair, grid, judges=judges, segmenter=segmenter, progress=False,
                                       n_c=1, seed=0, num_images=n_images,
                                       num_inference_steps=settings.sample_steps):
                 rows.append({"variant": variant, "pair": label,
                              **{k: row[k] for k in ("strength", "guidance_scale", "n_s")},
-                             **{k: round(row[k], 3) for k in SCORES}})
+                             **{k: round(row[k], 3) for k in SCORES}, **maps})
                 print(rows[-1], flush=True)
     return rows
 
@@ -207,7 +231,8 @@ def write_results(record: dict, out: Path, name: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     rows = [{**r, "outcome": outcome(r)} for r in record["rows"]]
-    means = X.mean_rows(rows, ["variant", "strength", "guidance_scale", "n_s"], SCORES)
+    maps = [m for m in MAPS if all(m in r for r in rows)]  # results written before they were measured
+    means = X.mean_rows(rows, ["variant", "strength", "guidance_scale", "n_s"], (*SCORES, *maps))
     counts = {}
     for r in rows:
         counts.setdefault(r["variant"], {}).setdefault(r["outcome"], 0)
@@ -223,9 +248,13 @@ def write_results(record: dict, out: Path, name: str) -> None:
              "≥ 0.5; `source`: content ≥ 0.7 without the target style, in the source's style or another):", "",
              markdown_table(summary, ["variant", *kinds], decimals=0), "",
              "Mean over pairs:", "",
-             markdown_table(means, ["variant", "strength", "guidance_scale", "n_s", *SCORES], decimals=2), "",
+             markdown_table(means, ["variant", "strength", "guidance_scale", "n_s", *SCORES, *maps], decimals=2), "",
+             *([f"`c_src_on_head`: share of `{record.get('c_src', '[C_src]')}`'s heat (every layer and step) on the "
+                "judged head in the source prompt's own pictures after IDL (4 seeds, the grid's highest "
+                "guidance); `head_area`: the head's share of those pictures, what a map spread evenly "
+                "would put there.", ""] if maps else []),
              "Per pair:", "",
-             markdown_table(rows, ["variant", "pair", "strength", "guidance_scale", "n_s", *SCORES, "outcome"],
+             markdown_table(rows, ["variant", "pair", "strength", "guidance_scale", "n_s", *SCORES, *maps, "outcome"],
                             decimals=2)]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
@@ -275,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
               "model": args.model or "models/styo-mini", "pairs": list(pairs), "n_images": args.n_images,
               "idl": {"steps": config.steps, "lr": config.lr}, "grid": grid, "note": args.note,
+              "c_src": config.ids.c_src,
               **({"grounding_weight": args.grounding_weight} if "grounded" in variants else {}),
               "seconds": round(time.perf_counter() - start, 1), "rows": rows}
     write_results(record, Path(args.out_dir), args.name)

@@ -421,3 +421,23 @@ def test_grounding_ceiling_bounds_each_region(tmp_path):
     assert set(record["per_target"]) == set(ceiling.TARGETS)
     assert all(v["best"] >= v["coverage"] - 1e-9 for v in record["per_target"].values() if v["n"])
     assert "| eyes |" in (tmp_path / "grounding-ceiling.md").read_text()
+
+
+@pytest.mark.skipif(not (ROOT / "models" / "styo-mini" / "model_index.json").is_file(), reason="no base model")
+def test_content_identifier_maps_share_the_heat_between_head_and_the_rest():
+    """The recombination probe's map columns on the miniature model: a share of the identifier's
+    heat on the judged head and the head's share of the picture, both proper fractions; nothing on
+    the tiny pipeline, whose 16 px pictures the segmentation judge's masks do not fit."""
+    from styo.idl import IDLConfig
+    from styo.pipeline import load_pipeline
+    from styo.testing import tiny_pipeline
+    from styo.world.segmenter import load_segmenter
+
+    recombination = _benchmark("recombination")
+    config = IDLConfig()
+    found = recombination.content_identifier_maps(load_pipeline(ROOT / "models" / "styo-mini"), config,
+                                                  load_segmenter(), steps=4, guidance=5.0, seeds=1)
+    assert set(found) == set(recombination.MAPS)
+    assert 0 <= found["c_src_on_head"] <= 1 and 0 < found["head_area"] < 1
+    assert recombination.content_identifier_maps(tiny_pipeline(), config, load_segmenter(), steps=2,
+                                                 guidance=5.0) == {}
