@@ -51,6 +51,30 @@ SCORES = ("content", "leak", "style", "source_style", "other_style", "geometry",
 # Where [C_src] attends after IDL, on the source prompt's own pictures: its heat's share on the
 # judged head, against the head's share of the picture (chance).
 MAPS = ("c_src_on_head", "head_area")
+# Which training prompt the stylization prompt's last word reads like after IDL: the cosine of the
+# text encoding of its `portrait` with that of the source prompt's and of the target prompt's.
+ENCODINGS = ("portrait_cos_source", "portrait_cos_target")
+
+
+@torch.no_grad()
+def portrait_encodings(pipe, config, n_s: int) -> dict:
+    """Cosine between the encoding of ``portrait`` in the stylization prompt (``n_s`` repeats)
+    and in the source and target prompts. A causal text encoder writes everything before a word
+    into it; the stylization prompt shares its style phrase with the target prompt and its
+    content phrase with the source prompt, so this says which of the two it reads like."""
+    from styo.attention import word_indices
+    from styo.prompts import source_prompt, stylization_prompt, target_prompt
+
+    prompts = {"source": source_prompt(config.ids), "target": target_prompt(config.ids),
+               "stylization": stylization_prompt(config.ids, n_s=n_s)}
+    ids = pipe.tokenizer(list(prompts.values()), padding="max_length",
+                         max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+    states = pipe.text_encoder(ids.to(pipe.text_encoder.device))[0].float().cpu()
+    last = [word_indices(pipe.tokenizer, p, ["portrait"])["portrait"][-1] for p in prompts.values()]
+    vec = {name: states[i, last[i]] for i, name in enumerate(prompts)}
+    cos = torch.nn.functional.cosine_similarity
+    return {"portrait_cos_source": round(float(cos(vec["stylization"], vec["source"], dim=0)), 3),
+            "portrait_cos_target": round(float(cos(vec["stylization"], vec["target"], dim=0)), 3)}
 
 
 def content_identifier_maps(pipe, config, segmenter, steps: int, guidance: float, seeds: int = 4) -> dict:
@@ -202,12 +226,13 @@ def sweep(pipe, settings, pairs, config, variant: str, grid: list[dict], judges,
                 cached_idl(pipe, pair.source, pair.target, aux, config, progress=False)
             maps = content_identifier_maps(pipe, config, segmenter, settings.sample_steps,
                                            max(g["guidance_scale"] for g in grid))
+            encodings = {n_s: portrait_encodings(pipe, config, n_s) for n_s in {g["n_s"] for g in grid}}
             for row in X.stylize_rows(pipe, pair, grid, judges=judges, segmenter=segmenter, progress=False,
                                       n_c=1, seed=0, num_images=n_images,
                                       num_inference_steps=settings.sample_steps):
                 rows.append({"variant": variant, "pair": label,
                              **{k: row[k] for k in ("strength", "guidance_scale", "n_s")},
-                             **{k: round(row[k], 3) for k in SCORES}, **maps})
+                             **{k: round(row[k], 3) for k in SCORES}, **maps, **encodings[row["n_s"]]})
                 print(rows[-1], flush=True)
     return rows
 
@@ -231,13 +256,21 @@ def write_results(record: dict, out: Path, name: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     rows = [{**r, "outcome": outcome(r)} for r in record["rows"]]
-    maps = [m for m in MAPS if all(m in r for r in rows)]  # results written before they were measured
+    maps = [m for m in (*MAPS, *ENCODINGS) if all(m in r for r in rows)]  # older results lack them
     means = X.mean_rows(rows, ["variant", "strength", "guidance_scale", "n_s"], (*SCORES, *maps))
     counts = {}
     for r in rows:
         counts.setdefault(r["variant"], {}).setdefault(r["outcome"], 0)
         counts[r["variant"]][r["outcome"]] += 1
     kinds = ("stylization", "source", "source, other style", "target", "neither")
+    legends = {
+        "c_src_on_head": f"`c_src_on_head`: share of `{record.get('c_src', '[C_src]')}`'s heat (every layer "
+                         "and step) on the judged head in the source prompt's own pictures after IDL (4 seeds, "
+                         "the grid's highest guidance); `head_area`: the head's share of those pictures, what a "
+                         "map spread evenly would put there.",
+        "portrait_cos_source": "`portrait_cos_source` / `portrait_cos_target`: cosine between the text encoding "
+                               "of the stylization prompt's `portrait` and the source / target prompt's, after "
+                               "IDL (which training prompt it reads like)."}
     summary = [{"variant": v, **{k: c.get(k, 0) for k in kinds}} for v, c in counts.items()]
     lines = ["# Does the stylization prompt recombine source and target?", "",
              f"`benchmarks/recombination.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
@@ -249,10 +282,7 @@ def write_results(record: dict, out: Path, name: str) -> None:
              markdown_table(summary, ["variant", *kinds], decimals=0), "",
              "Mean over pairs:", "",
              markdown_table(means, ["variant", "strength", "guidance_scale", "n_s", *SCORES, *maps], decimals=2), "",
-             *([f"`c_src_on_head`: share of `{record.get('c_src', '[C_src]')}`'s heat (every layer and step) on the "
-                "judged head in the source prompt's own pictures after IDL (4 seeds, the grid's highest "
-                "guidance); `head_area`: the head's share of those pictures, what a map spread evenly "
-                "would put there.", ""] if maps else []),
+             *([" ".join(text for column, text in legends.items() if column in maps), ""] if maps else []),
              "Per pair:", "",
              markdown_table(rows, ["variant", "pair", "strength", "guidance_scale", "n_s", *SCORES, *maps, "outcome"],
                             decimals=2)]

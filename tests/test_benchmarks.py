@@ -322,6 +322,8 @@ def test_recombination_probe_labels_each_setting(tmp_path):
     assert {(r["variant"], r["guidance_scale"]) for r in record["rows"]} == {
         (v, g) for v in ("te", "embeddings") for g in (2.0, 5.0)}
     assert all({"joint", "geometry", "leak"} <= set(r) for r in record["rows"])
+    assert all(-1 <= r[k] <= 1 for r in record["rows"] for k in ("portrait_cos_source", "portrait_cos_target"))
+    assert "`portrait_cos_source` / `portrait_cos_target`" in (tmp_path / "recombination.md").read_text()
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["embeddings", "te"]
     recombination = _benchmark("recombination")
     assert recombination.outcome({"joint": 0.75, "style": 1, "leak": 0, "content": 1, "source_style": 0}) == "stylization"
@@ -424,6 +426,29 @@ def test_grounding_ceiling_bounds_each_region(tmp_path):
 
 
 @pytest.mark.skipif(not (ROOT / "models" / "styo-mini" / "model_index.json").is_file(), reason="no base model")
+def test_portrait_encodings_compare_the_stylization_prompt_with_both_training_prompts():
+    """The stylization prompt's `portrait` is compared with the source prompt's and the target
+    prompt's: identical prompts give cosine 1 (identifiers made equal on purpose, so that the
+    stylization prompt *is* the source or the target prompt), distinct ones less."""
+    from types import SimpleNamespace
+
+    from styo.testing import tiny_pipeline
+
+    recombination = _benchmark("recombination")
+    pipe = tiny_pipeline()
+
+    def config(s_src, s_tgt, c_src, c_tgt):
+        return SimpleNamespace(ids=SimpleNamespace(s_src=s_src, s_tgt=s_tgt, c_src=c_src, c_tgt=c_tgt))
+
+    as_source = recombination.portrait_encodings(pipe, config("aug", "aug", "sks", "m4a1"), n_s=1)
+    as_target = recombination.portrait_encodings(pipe, config("ak47", "aug", "sks", "sks"), n_s=1)
+    assert set(as_source) == set(recombination.ENCODINGS)
+    assert as_source["portrait_cos_source"] == pytest.approx(1.0, abs=1e-3)
+    assert as_target["portrait_cos_target"] == pytest.approx(1.0, abs=1e-3)
+    unrounded = recombination.portrait_encodings(pipe, config("ak47", "aug", "sks", "m4a1"), n_s=3)
+    assert all(-1 <= v < 0.9995 for v in unrounded.values())
+
+
 def test_content_identifier_maps_share_the_heat_between_head_and_the_rest():
     """The recombination probe's map columns on the miniature model: a share of the identifier's
     heat on the judged head and the head's share of the picture, both proper fractions; nothing on
