@@ -231,7 +231,7 @@ def test_daam_protocol_leaves_out_the_middle_block_and_min_max_normalises():
     """DAAM's heat map: the middle block's maps are not aggregated, each word's map spans [0, 1]
     after min-max normalisation, and a perfect map at full resolution scores 1."""
     from styo.attention import AttentionRecorder
-    from styo.world.evaluate import daam_layers, daam_word_heat, heat_iou, perfect_daam_heat
+    from styo.world.evaluate import daam_heats, daam_layers, heat_iou, perfect_daam_heat
     from styo.world.render import region_masks, render_seed_regions
 
     recorder = AttentionRecorder(max_resolution=None, branches=("sty",))
@@ -245,7 +245,7 @@ def test_daam_protocol_leaves_out_the_middle_block_and_min_max_normalises():
         recorder.store("mid_block.attentions.0.transformer_blocks.0.attn2", step,
                        mid.flatten(2, 3), (4, 4))
     assert daam_layers(recorder) == ["down_blocks.0.attentions.0.transformer_blocks.0.attn2"]
-    heat = daam_word_heat(recorder, [1], (64, 64))
+    heat = daam_heats(recorder, {"w": [1]}, (64, 64))["w"]
     assert heat.min() == pytest.approx(0.0, abs=1e-6) and heat.max() == pytest.approx(1.0, abs=1e-6)
     top_left = np.zeros((64, 64), bool)
     top_left[8:24, 8:24] = True

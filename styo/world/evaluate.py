@@ -233,14 +233,17 @@ def daam_layers(recorder: Any) -> list[str]:
     return [n for n in recorder.layers() if not n.startswith(DAAM_SKIPPED_BLOCKS)]
 
 
-def daam_word_heat(recorder: Any, tokens: list[int], size: tuple[int, int], branch: str = "sty",
-                   image: int = 0) -> np.ndarray:
-    """DAAM's heat map of the word at token indices ``tokens`` (averaged, as DAAM merges a
-    word's tokens) from an :class:`~styo.attention.AttentionRecorder`'s maps."""
+def daam_heats(recorder: Any, targets: dict[str, list[int]], size: tuple[int, int],
+               branch: str = "sty", image: int = 0) -> dict[str, np.ndarray]:
+    """DAAM's heat map of each word ``{label: token indices}`` (a word's tokens averaged, as DAAM
+    merges them) from an :class:`~styo.attention.AttentionRecorder`'s maps; each layer is summed
+    over steps once for all the words."""
     b = recorder.branches.index(branch)
     layers = daam_layers(recorder)
-    maps = [sum(m[b, image] for m in recorder.maps[n].values())[..., tokens].mean(-1) for n in layers]
-    return daam_heat(maps, max(max(recorder.sizes[n]) for n in layers), size)
+    per_layer = [sum(m[b, image] for m in recorder.maps[n].values()) for n in layers]
+    latent = max(max(recorder.sizes[n]) for n in layers)
+    return {label: daam_heat([m[..., list(tokens)].mean(-1) for m in per_layer], latent, size)
+            for label, tokens in targets.items()}
 
 
 def perfect_daam_heat(mask: np.ndarray, sides: list[int]) -> np.ndarray:
@@ -305,7 +308,7 @@ def evaluate_grounding(
     Each plain caption is sampled once (seed ``seed + i``) with its cross-attention recorded; the
     segmentation judge reads the picture's regions. Every grounded word of the caption (attribute
     values and nouns, ``glasses``, ``portrait``: :func:`styo.world.grounding.grounded_words`) gets
-    its heat map by DAAM's protocol (:func:`daam_word_heat`: every step, the layers outside the
+    its heat map by DAAM's protocol (:func:`daam_heats`: every step, the layers outside the
     middle block, min-max normalised) thresholded at :data:`GROUNDING_THRESHOLD` and scored by IoU
     against the judged region it names. A word whose region the judge does not find in the picture
     is not scored (counted as ``absent``).
@@ -321,6 +324,7 @@ def evaluate_grounding(
     from .render import region_masks
 
     protocols = ("daam", "all_layers")
+    perfect = {"all_layers": perfect_heat, "daam": perfect_daam_heat}
     scores: dict[str, dict[str, list[float]]] = {p: {} for p in protocols}
     ceilings: dict[str, dict[str, list[float]]] = {p: {} for p in protocols}
     absent: dict[str, int] = {}
@@ -332,14 +336,13 @@ def evaluate_grounding(
             progress=False)
         words = prompt.split()
         targets = {f"{pos}:{words[pos]}": (pos, target) for pos, target in grounded_words(prompt)}
-        size = recorder.image_size
-        heat = {"all_layers": recorder.aggregate({k: [pos + 1] for k, (pos, _) in targets.items()},
-                                                 branch="sty"),
-                "daam": {k: daam_word_heat(recorder, [pos + 1], size) for k, (pos, _) in targets.items()}}
+        positions = {k: [pos + 1] for k, (pos, _) in targets.items()}
+        heat = {"all_layers": recorder.aggregate(positions, branch="sty"),
+                "daam": daam_heats(recorder, positions, recorder.image_size)}
         masks = region_masks(segmenter.regions([image])[0])
         sides = {"all_layers": [max(recorder.sizes[n]) for n in recorder.layers()],
                  "daam": [max(recorder.sizes[n]) for n in daam_layers(recorder)]}
-        perfect = {"all_layers": perfect_heat, "daam": perfect_daam_heat}
+        ceiling: dict[tuple[str, str], float] = {}  # (protocol, target): words of a region share it
         per_word = {}
         for key, (_, target) in targets.items():
             if not masks[target].any():
@@ -347,12 +350,13 @@ def evaluate_grounding(
                 continue
             word = {"target": target}
             for p in protocols:
+                if (p, target) not in ceiling:
+                    ceiling[p, target] = heat_iou(perfect[p](masks[target], sides[p]), masks[target])
                 iou = heat_iou(heat[p][key], masks[target])
-                ceiling = heat_iou(perfect[p](masks[target], sides[p]), masks[target])
                 scores[p].setdefault(target, []).append(iou)
-                ceilings[p].setdefault(target, []).append(ceiling)
+                ceilings[p].setdefault(target, []).append(ceiling[p, target])
                 suffix = "" if p == "daam" else "_all_layers"
-                word |= {f"iou{suffix}": iou, f"ceiling{suffix}": ceiling}
+                word |= {f"iou{suffix}": iou, f"ceiling{suffix}": ceiling[p, target]}
             per_word[key] = word
         centre = head_centre(masks["head"])
         if centre is not None:
