@@ -10,7 +10,8 @@ For every region of ``--n`` rendered portraits (the varied layout, every style; 
 renderer's own label map) this script reports two bounds:
 
 - ``coverage``: each layer's cells set to the share of the cell that the region covers, the
-  ceiling :func:`styo.world.evaluate.perfect_daam_heat` gives beside the measured mIoU;
+  ceiling :func:`styo.world.evaluate.perfect_daam_heat` gives beside the measured mIoU (the
+  measurement's own function);
 - ``best``: the best on/off pattern of cells found by a search per picture and region (start from
   the covered cells at several cut-offs, then flip single cells in every layer's grid while the
   IoU rises). A search, not a proof: the true optimum may be a little higher (cells need not be
@@ -73,13 +74,11 @@ def cell_bases(sides: list[int], size: int) -> tuple[np.ndarray, list[tuple[int,
 
 
 def iou(heat: np.ndarray, mask: np.ndarray) -> float:
-    """IoU of the min-max normalised heat map thresholded at THRESHOLD with ``mask``."""
+    """IoU of the min-max normalised heat map, thresholded as the measurement does, with ``mask``."""
+    from styo.world.evaluate import heat_iou
+
     low, high = heat.min(), heat.max()
-    if high <= low:
-        return 0.0
-    on = heat >= low + THRESHOLD * (high - low)
-    union = np.logical_or(on, mask).sum()
-    return float(np.logical_and(on, mask).sum() / union) if union else 0.0
+    return heat_iou((heat - low) / (high - low), mask) if high > low else 0.0
 
 
 def coverage_of(mask: np.ndarray, labels: list[tuple[int, int]]) -> np.ndarray:
@@ -92,11 +91,13 @@ def coverage_of(mask: np.ndarray, labels: list[tuple[int, int]]) -> np.ndarray:
 
 
 def best_pattern(mask: np.ndarray, bases: np.ndarray, labels: list[tuple[int, int]],
-                 passes: int = 4) -> tuple[float, float]:
+                 sides: list[int], passes: int = 4) -> tuple[float, float]:
     """(coverage bound, searched on/off bound) of one region on one picture."""
+    from styo.world.evaluate import heat_iou, perfect_daam_heat
+
     flat = mask.reshape(-1)
     cover = coverage_of(mask, labels)
-    coverage_iou = iou(cover @ bases, flat)
+    coverage_iou = heat_iou(perfect_daam_heat(mask, sides), mask)
     best, best_on = -1.0, None
     for cut in (0.1, 0.25, 0.4, 0.5, 0.6, 0.75):
         on = cover >= cut
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         masks = region_masks(region_map)
         for target in TARGETS:
             if masks[target].any():
-                cov, best = best_pattern(masks[target], bases, labels)
+                cov, best = best_pattern(masks[target], bases, labels, sides)
                 scores[target]["coverage"].append(cov)
                 scores[target]["best"].append(best)
     per_target = {t: {k: float(np.mean(v)) for k, v in s.items()} | {"n": len(s["best"])}

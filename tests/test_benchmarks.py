@@ -413,7 +413,7 @@ def test_grounding_ceiling_bounds_each_region(tmp_path):
     half[:, :32] = True
     dot = np.zeros((64, 64), bool)
     dot[30:32, 20:23] = True
-    big, small = (ceiling.best_pattern(m, bases, labels) for m in (half, dot))
+    big, small = (ceiling.best_pattern(m, bases, labels, [16, 8, 8, 8, 16, 16]) for m in (half, dot))
     assert big[1] >= big[0] and small[1] >= small[0]
     assert big[1] > 0.9 and small[1] < 0.5
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grounding_ceiling.py"), "--n", "4",
