@@ -250,3 +250,62 @@ def test_detail_weighted_pretraining_changes_the_weights(tmp_path):
                              pt.PretrainConfig(layout="varied", detail_weight=20.0, **tiny), "cpu")[0]
     assert any(not torch.equal(a, b) for a, b in
                zip(plain.state_dict().values(), weighted.state_dict().values(), strict=True))
+
+
+def _block_map(side: int = 16, fill: str = "flat") -> tuple[torch.Tensor, torch.Tensor]:
+    """One word's map on a ``side``² grid: all its mass on a 6×6 block, flat or peaked (a cone),
+    and the block's coverage as a target."""
+    ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    inside = ((ys - 7.5).abs() < 3) & ((xs - 7.5).abs() < 3)
+    if fill == "flat":
+        word = inside.float()
+    else:
+        word = (3.0 - torch.maximum((ys - 7.5).abs(), (xs - 7.5).abs())).clamp_min(0) * inside
+    maps = torch.full((1, side * side, 3), 1e-3)
+    maps[0, :, 1] = word.flatten() / word.sum()
+    coverage = torch.zeros(1, len(grounding.TARGETS), side, side)
+    coverage[0, 0] = inside.float()
+    return maps, coverage
+
+
+def test_the_threshold_loss_prefers_a_map_that_covers_its_region_to_one_that_peaks_in_it():
+    args = (torch.tensor([0]), torch.tensor([1]), torch.tensor([0]))
+    flat, coverage = _block_map(fill="flat")
+    peaked, _ = _block_map(fill="cone")
+    # Both keep all their mass inside the region, so the token part of TokenCompose's loss
+    # cannot tell them apart; the map DAAM thresholds at 0.4 covers the region only for the flat one.
+    region = coverage[0, 0].flatten() > 0
+    hard_iou = {}
+    for name, m in (("flat", flat), ("peaked", peaked)):
+        word = m[0, :, 1]
+        assert float((word * region).sum() / word.sum()) == pytest.approx(1.0, abs=0.02)
+        on = (word - word.min()) / (word.max() - word.min()) >= 0.4
+        hard_iou[name] = float((on & region).sum() / (on | region).sum())
+    assert hard_iou["flat"] == 1.0 and hard_iou["peaked"] < 0.5
+    on_flat = grounding.threshold_loss(flat, *args, coverage)
+    on_peak = grounding.threshold_loss(peaked, *args, coverage)
+    assert on_flat < 0.15 and on_peak > on_flat + 0.2, (on_flat, on_peak)
+    # a map on the wrong place is worst
+    wrong = flat.clone()
+    wrong[0, :, 1] = flat[0, :, 1].reshape(16, 16).roll(8, dims=1).flatten()
+    assert grounding.threshold_loss(wrong, *args, coverage) > 0.9
+    # and the loss gives the peaked map a gradient towards covering the region
+    peaked.requires_grad_(True)
+    grounding.threshold_loss(peaked, *args, coverage).backward()
+    grad = peaked.grad[0, :, 1].reshape(16, 16)
+    assert grad[5, 5] < 0 and grad[0, 0] >= 0  # raise the block's corner, not the far background
+
+
+@pytest.mark.slow
+def test_threshold_weighted_pretraining_changes_the_weights_and_zero_leaves_them(tmp_path):
+    tiny, data, latents = _tiny_unet_run(tmp_path, unet_steps=2)
+    base = dict(layout="varied", grounding_weight=0.1, **tiny)
+    grounded = pt.train_unet(data, latents, tmp_path / "g", pt.PretrainConfig(**base), "cpu")[0]
+    zero = pt.train_unet(data, latents, tmp_path / "z",
+                         pt.PretrainConfig(threshold_weight=0.0, **base), "cpu")[0]
+    shaped = pt.train_unet(data, latents, tmp_path / "s",
+                           pt.PretrainConfig(threshold_weight=1.0, **base), "cpu")[0]
+    for (name, a), b in zip(grounded.state_dict().items(), zero.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(a, b) for a, b in
+               zip(grounded.state_dict().values(), shaped.state_dict().values(), strict=True))

@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grounding-weight", type=float,
                    help="weight of the loss that puts each word's cross-attention on its region "
                         "(default 0: none)")
+    p.add_argument("--threshold-weight", type=float,
+                   help="weight of a loss on each grounded word's map as DAAM scores it (soft IoU "
+                        "of the map thresholded at 0.4 of its range with its region; default 0)")
     p.add_argument("--padding-weight", type=float,
                    help="weight of the attention mass on padding after the end token (default 0)")
     p.add_argument("--padding-allowance", type=float,

@@ -187,8 +187,8 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
             if value < (0 if name in ("vae_polish_steps", "vae_texture_steps") else 1):
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
             setattr(cfg, name, value)
-    for name in ("unet_lr", "ema_decay", "grounding_weight", "padding_weight", "padding_allowance",
-                 "detail_weight"):
+    for name in ("unet_lr", "ema_decay", "grounding_weight", "threshold_weight", "padding_weight",
+                 "padding_allowance", "detail_weight"):
         value = getattr(args, name)
         if value is not None:
             if value < 0:

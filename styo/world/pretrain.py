@@ -62,6 +62,7 @@ class PretrainConfig:
     checkpoint_every: int = 100
     layout: str = "centred"  # the renderer's head placement (render.LAYOUTS) of the caption data
     grounding_weight: float = 0.0  # token + pixel loss of the grounded words' maps
+    threshold_weight: float = 0.0  # soft IoU of the grounded words' maps as DAAM thresholds them
     padding_weight: float = 0.0  # attention mass on the positions after the end token ...
     padding_allowance: float = 0.0  # ... beyond this share per caption (a hinge; 0 = all of it)
     detail_weight: float = 0.0  # extra denoising weight on latent cells covered by DETAIL_REGIONS
@@ -75,7 +76,7 @@ class PretrainConfig:
 
     @property
     def grounded(self) -> bool:
-        return self.grounding_weight > 0 or self.padding_weight > 0
+        return self.grounding_weight > 0 or self.padding_weight > 0 or self.threshold_weight > 0
 
 
 # Eyes and mouth are a few pixels of a 64-pixel portrait: under a plain mean squared error over the
@@ -516,6 +517,10 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
                                          allowance=cfg.padding_allowance)
             store.clear()
             loss = loss + cfg.grounding_weight * ground + cfg.padding_weight * pad
+            if cfg.threshold_weight > 0:  # skipped at 0, so earlier recipes stay bit-identical
+                shape = grounding.threshold_loss(maps, batch["g_rows"], batch["g_tokens"],
+                                                 batch["g_targets"], coverage)
+                loss = loss + cfg.threshold_weight * shape
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -525,7 +530,9 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
             for i, p in enumerate(params):
                 ema[f"p{i}"].lerp_(p.detach(), 1 - decay)
         if store is not None:
-            bar.set_postfix(loss=f"{loss.item():.4f}", ground=f"{ground.item():.3f}", pad=f"{pad.item():.3f}")
+            shown = {"shape": f"{shape.item():.3f}"} if cfg.threshold_weight > 0 else {}
+            bar.set_postfix(loss=f"{loss.item():.4f}", ground=f"{ground.item():.3f}", pad=f"{pad.item():.3f}",
+                            **shown)
         else:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         times.append(time.time() - t0)
