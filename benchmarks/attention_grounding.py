@@ -101,7 +101,7 @@ def main() -> None:
                          "--guidance, --seed) join the table without being measured again")
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in args.model)
-    earlier = []
+    earlier, commands = [], []  # the commands that measured the earlier rows, oldest first
     for path in args.previous:
         old = json.loads(Path(path).read_text())
         if [old[k] for k in ("n", "steps", "guidance", "seed")] != [args.n, args.steps, args.guidance, args.seed]:
@@ -110,6 +110,7 @@ def main() -> None:
             raise SystemExit(f"{path} was measured before DAAM's layer selection and normalisation; "
                              "measure its models again with --model")
         earlier += [r for r in old["rows"] if r["model"] not in models]
+        commands += [c for c in old.get("commands", []) if c not in commands]
     combos = heldout_combinations(args.n, training_combinations(args.n_train), seed=args.seed)
     results = {name: measure(path, combos, args.steps, args.guidance, args.seed)
                for name, path in models.items()}
@@ -124,11 +125,13 @@ def main() -> None:
                           for k, v in results.items()}}
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "attention-grounding.json").write_text(json.dumps(report, indent=1))
     command = "benchmarks/attention_grounding.py " + " ".join(
         [*(f"--model {m}" for m in args.model), *(f"--previous {p}" for p in args.previous)]) + f" --n {args.n}"
+    report["commands"] = [*commands, command]
+    (out / "attention-grounding.json").write_text(json.dumps(report, indent=1))
     md = [f"# Attention grounding of the base models ({args.n} unseen caption combinations)", "",
-          f"`{command}`; DDIM {args.steps} steps, guidance {args.guidance}, seed {args.seed}. "
+          *(f"`{c}`" + ("  " if i < len(report["commands"]) - 1 else ";") for i, c in enumerate(report["commands"])),
+          f"DDIM {args.steps} steps, guidance {args.guidance}, seed {args.seed}. "
           "mIoU: DAAM's protocol (castorini/daam: the word's cross-attention over every step and every "
           "layer outside the UNet's middle block, each layer upsampled bicubically to the latent side, "
           "averaged, upsampled to the picture, min-max normalised, thresholded at 0.4) against the "

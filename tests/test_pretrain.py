@@ -201,3 +201,19 @@ def test_texture_stage_changes_the_decoder_only_and_mines_the_worst_style(tmp_pa
     for k in styles.unique():  # one probability per style, shared by its images
         assert prob[styles == k].unique().numel() == 1
     assert prob.unique().numel() > 1
+
+
+def test_a_continuation_keeps_the_records_of_every_run_it_stands_on(tmp_path):
+    import json
+
+    lineage = pt.lineage
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "training.json").write_text(json.dumps({"config": {"unet_steps": 4000}}))
+    assert lineage(first) == [{"config": {"unet_steps": 4000}}]
+    (second / "training.json").write_text(json.dumps(
+        {"config": {"unet_steps": 300, "init_from": str(first)}, "lineage": lineage(first)}))
+    assert [r["config"]["unet_steps"] for r in lineage(second)] == [4000, 300]
+    assert all("lineage" not in r for r in lineage(second))
+    assert lineage(None) == [] and lineage(tmp_path) == []

@@ -614,6 +614,20 @@ def pretrain(out_dir: str | os.PathLike, work_dir: str | os.PathLike, cfg: Pretr
         "config": asdict(cfg), "device": device, "torch": torch.__version__,
         "vae_from": str(vae_dir) if vae_dir is not None else "trained in this run",
         "unet_sec_per_step_median": sec_per_step, "wall_seconds_this_run": time.time() - started,
+        "lineage": lineage(cfg.init_from),
     }
     (out_dir / "training.json").write_text(json.dumps(record, indent=1))
     return out_dir
+
+
+def lineage(init_from: str | os.PathLike | None) -> list[dict]:
+    """The training records of the runs a continuation stands on, oldest first.
+
+    A model continued from another (``init_from``) is the sum of every run before it; its
+    ``training.json`` keeps their records, so its card can state the whole recipe and cost.
+    """
+    path = Path(init_from) / "training.json" if init_from else None
+    if path is None or not path.is_file():
+        return []
+    parent = json.loads(path.read_text())
+    return [*parent.pop("lineage", []), parent]
