@@ -147,7 +147,8 @@ def test_the_shipped_base_model_meets_and_reproduces_its_model_card_figures():
     records = recorded["per_image"]
     assert len(records) == recorded["n"] >= 100
     assert recorded["style_accuracy"] == pytest.approx(np.mean([r["style_correct"] for r in records]))
-    assert recorded["style_accuracy"] >= 0.90 and recorded["mean_attribute_accuracy"] >= 0.70
+    # the targets the grounded version was held to (the first version's were 0.90 and 0.70)
+    assert recorded["style_accuracy"] >= 0.95 and recorded["mean_attribute_accuracy"] >= 0.85
 
     k = 12  # image i depends only on its prompt and seed + i, so a prefix re-measures exactly
     combos = heldout_combinations(recorded["n"], training_combinations(recorded.get("n_train", 40_000)),
@@ -159,6 +160,40 @@ def test_the_shipped_base_model_meets_and_reproduces_its_model_card_figures():
                  + sum(a["attributes_correct"][n] != b["attributes_correct"][n] for n in a["attributes_correct"])
                  for a, b in zip(again["per_image"], records[:k], strict=True))
     assert differ <= 2, f"{differ} of {k * 10} judgements changed"
+
+
+@pytest.mark.skipif(not (BASE_MODEL / "grounding.json").is_file(),
+                    reason="the shipped base model has no grounding measurement")
+def test_the_shipped_base_model_reproduces_its_word_map_figures():
+    """grounding.json (``styo world grounding``) is measured: each region's figure is the mean of
+    its per-word records, its words look where their things are (the card's mean), and the first
+    pictures, generated and scored again, give the same IoUs."""
+    from styo.pipeline import load_pipeline
+    from styo.world.evaluate import evaluate_grounding
+    from styo.world.segmenter import load_segmenter
+
+    recorded = json.loads((BASE_MODEL / "grounding.json").read_text())
+    records = recorded["per_image"]
+    assert len(records) == recorded["n"] >= 100 and recorded["protocol"] == "daam"
+    for target, figure in recorded["miou_per_target"].items():
+        ious = [w["iou"] for r in records for w in r["words"].values() if w["target"] == target]
+        assert figure == pytest.approx(np.mean(ious)), target
+    assert recorded["miou"] == pytest.approx(np.mean(list(recorded["miou_per_target"].values())))
+    assert recorded["miou"] >= 0.60 and recorded["sharpness"]["padding_mass"] <= 0.30
+    # every region word lands on its region at 0.40 or better, except the eyes: a few pixels of a
+    # 64-pixel portrait, whose best map on 16x16 latents scores 0.37 (grounding-ceiling.md)
+    assert min(v for t, v in recorded["miou_per_target"].items() if t != "eyes") >= 0.40
+
+    k = 6  # picture i depends only on its prompt and seed + i, so a prefix re-measures exactly
+    combos = heldout_combinations(recorded["n"], training_combinations(recorded.get("n_train", 40_000)),
+                                  seed=recorded["seed"])[:k]
+    again = evaluate_grounding(load_pipeline(BASE_MODEL), load_segmenter(), combos, steps=recorded["steps"],
+                               guidance=recorded["guidance"], seed=recorded["seed"], progress=False)
+    assert [r["prompt"] for r in again["per_image"]] == [r["prompt"] for r in records[:k]]
+    pairs = [(w["iou"], records[i]["words"][key]["iou"]) for i, r in enumerate(again["per_image"])
+             for key, w in r["words"].items() if key in records[i]["words"]]
+    assert len(pairs) >= 10 * k
+    assert np.mean([abs(a - b) for a, b in pairs]) < 0.02, pairs
 
 
 def test_heat_iou_thresholds_the_normalised_map():

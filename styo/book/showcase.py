@@ -12,6 +12,8 @@
 * :func:`describe_pipeline`, :func:`latent_channel_image`, :func:`plot_layer_sides`,
   :func:`plot_noise_schedule`, :func:`pixel_spread` — the base-model chapter's tour of a
   pipeline's parts.
+* :func:`grounding_figure` — the miniature world's chapter: one picture, each region word's heat map
+  by DAAM's protocol and the region the segmentation judge finds, with their IoU.
 * :func:`identifier_prompts`, :func:`identifier_grid`, :func:`plot_idl_losses` — the IDL chapter's
   view of what the four identifiers mean before and after training.
 """
@@ -297,3 +299,43 @@ def plot_idl_losses(losses: Sequence[float], term_losses: Mapping[str, Sequence[
         ax.legend(fontsize=8)
     axes[0].set_ylabel("noise-prediction MSE")
     return fig
+
+
+def grounding_figure(pipe: Any, segmenter: Any, prompt: str, *, seed: int = 0, steps: int = 25,
+                     guidance: float = 5.0, size: float = 1.3) -> tuple[plt.Figure, dict[str, float]]:
+    """Where each region word of a world caption looks, against where its thing was drawn.
+
+    One picture from ``prompt``; for each region the caption names (the noun of its phrase, and
+    ``portrait`` for the head), the word's heat map by DAAM's protocol
+    (:func:`styo.world.evaluate.daam_heats`) over the picture, and below it the region the
+    segmentation judge reads. Titles carry the thresholded map's IoU with the region, the figure
+    the base model's card averages over 120 captions. Returns the figure and ``{word: IoU}``.
+    """
+    from ..generate import generate_with_attention
+    from ..world.evaluate import daam_heats, heat_iou
+    from ..world.grounding import grounded_words
+    from ..world.render import region_masks
+
+    image, recorder = generate_with_attention(pipe, prompt, seed=seed, num_inference_steps=steps,
+                                              guidance_scale=guidance, progress=False)
+    words = prompt.split()
+    chosen: dict[str, tuple[int, str]] = {}  # region -> (position, word): a phrase's noun comes last
+    for position, target in grounded_words(prompt):
+        chosen[target] = (position, words[position])
+    heats = daam_heats(recorder, {t: [p + 1] for t, (p, _) in chosen.items()}, recorder.image_size)
+    masks = region_masks(segmenter.regions([image])[0])
+    ious = {word: heat_iou(heats[t], masks[t]) for t, (_, word) in chosen.items()}
+    fig, axes = plt.subplots(2, len(chosen) + 1, figsize=(size * (len(chosen) + 1), 2 * size + 0.4))
+    axes[0, 0].imshow(image)
+    axes[0, 0].set_title("picture", fontsize=8)
+    axes[1, 0].imshow(np.asarray(image.convert("L")), cmap="gray")
+    axes[1, 0].set_title("judged regions:", fontsize=8)
+    for col, (target, (_, word)) in enumerate(chosen.items(), start=1):
+        axes[0, col].imshow(overlay(image, heats[target], grey=True))
+        axes[0, col].set_title(f"{word}\nIoU {ious[word]:.2f}", fontsize=8)
+        axes[1, col].imshow(masks[target], cmap="gray", vmin=0, vmax=1)
+        axes[1, col].set_title(target, fontsize=8)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    return fig, ious

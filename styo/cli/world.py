@@ -156,6 +156,7 @@ def cmd_world_grounding(args: argparse.Namespace) -> int:
     result["sharpness"] = attention_sharpness(pipe, prompts[:24], num_inference_steps=10,
                                               seed=args.seed)
     result["model"] = str(args.model)
+    result["n_train"] = args.n_train  # the combinations excluded: with --seed, they fix the prompts
     _save_measurement(out, result, "grounding.json")
     per = " ".join(f"{k}={v:.2f}" for k, v in result["miou_per_target"].items())
     sharp = result["sharpness"]
