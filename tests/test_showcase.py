@@ -90,3 +90,30 @@ def test_concentration_on_recorded_maps(recorded):
     for series in values.values():
         assert len(series) == len(steps)
         assert all(0.1 - 1e-6 <= v <= 1.0 + 1e-6 for v in series)
+
+
+def test_training_runs_lists_each_run_of_a_continued_model_and_their_total():
+    from styo.book.showcase import training_runs
+
+    scratch = {"config": {"unet_steps": 4000, "unet_batch": 128, "unet_lr": 3e-4, "warmup": 100,
+                          "ema_decay": 0.999, "empty_caption_p": 0.1, "phrase_drop_p": 0.2,
+                          "n_images": 40000, "vae_images": 20000},  # an early record: no layout
+               "unet_sec_per_step_median": 5.4, "device": "cpu", "torch": "2"}
+    continued = {"config": {**scratch["config"], "unet_steps": 900, "unet_batch": 64, "unet_lr": 1e-4,
+                            "layout": "varied", "grounding_weight": 0.3, "threshold_weight": 1.0},
+                 "unet_sec_per_step_median": 2.0, "device": "cpu", "torch": "2", "lineage": [scratch]}
+    lines = training_runs(continued).splitlines()
+    assert lines[0].startswith("from scratch") and "centred layout: 6.0 h" in lines[0]
+    assert lines[3].startswith("then   900 steps") and "threshold 1" in lines[3] and lines[3].endswith("0.5 h")
+    assert lines[-1].startswith("in all 4,900 UNet steps, about 6.5 h")
+    assert len(training_runs(scratch).splitlines()) == 4  # a model trained in one run
+
+
+def test_grounding_summary_ranks_the_regions_and_names_the_lowest():
+    from styo.book.showcase import grounding_summary
+
+    grounded = {"n": 120, "miou": 0.6, "miou_per_target": {"hair": 0.7, "eyes": 0.3, "head": 0.9},
+                "ceiling_per_target": {"hair": 0.8, "eyes": 0.35, "head": 0.95}}
+    table, sentence = grounding_summary(grounded, {"entropy": 0.43, "padding_mass": 0.11})
+    assert [line.split()[0] for line in table.splitlines()[1:]] == ["head", "hair", "eyes"]
+    assert "**eyes**, 0.30, against 0.35" in sentence and "11%" in sentence

@@ -12,8 +12,9 @@
 * :func:`describe_pipeline`, :func:`latent_channel_image`, :func:`plot_layer_sides`,
   :func:`plot_noise_schedule`, :func:`pixel_spread` — the base-model chapter's tour of a
   pipeline's parts.
-* :func:`grounding_figure` — the miniature world's chapter: one picture, each region word's heat map
-  by DAAM's protocol and the region the segmentation judge finds, with their IoU.
+* :func:`grounding_figure`, :func:`grounding_summary`, :func:`training_runs` — the miniature
+  world's chapter: one picture with each region word's heat map by DAAM's protocol over the region
+  the segmentation judge finds; the base model's recorded word-map figures; its training runs.
 * :func:`identifier_prompts`, :func:`identifier_grid`, :func:`plot_idl_losses` — the IDL chapter's
   view of what the four identifiers mean before and after training.
 """
@@ -339,3 +340,41 @@ def grounding_figure(pipe: Any, segmenter: Any, prompt: str, *, seed: int = 0, s
         ax.axis("off")
     fig.tight_layout()
     return fig, ious
+
+
+def grounding_summary(grounded: Mapping[str, Any], sharp: Mapping[str, float]) -> tuple[str, str]:
+    """The base model's recorded word-map figures (``grounding.json`` of ``styo world grounding``)
+    as a table of regions, best first, and a sentence with the live ``sharp``-ness figures."""
+    per, yardstick = grounded["miou_per_target"], grounded["ceiling_per_target"]
+    lines = [f"over {grounded['n']} unseen captions (styo world grounding), IoU by region:"]
+    lines += [f"  {t:11s} {per[t]:.2f}   (cell-share map: {yardstick[t]:.2f})"
+              for t in sorted(per, key=per.get, reverse=True)]
+    low = min(per, key=per.get)
+    sentence = (f"Over {grounded['n']} captions never seen in training the mean IoU is **{grounded['miou']:.2f}** "
+                f"(DAAM reports this range for Stable Diffusion's nouns); the lowest is **{low}**, "
+                f"{per[low]:.2f}, against {yardstick[low]:.2f} for the cell-share map. Entropy "
+                f"**{sharp['entropy']:.2f}** of uniform; {sharp['padding_mass']:.0%} of the attention rests "
+                "on the padding.")
+    return "\n".join(lines), sentence
+
+
+def training_runs(training: Mapping[str, Any]) -> str:
+    """A base model's ``training.json`` as lines: the run from scratch, each continuation
+    (``lineage``: a model continued from another is the sum of every run before it), the total."""
+    runs = [*training.get("lineage", []), training]
+    hours = [r["unet_sec_per_step_median"] * r["config"]["unet_steps"] / 3600 for r in runs]
+    c = runs[0]["config"]
+    lines = [f"from scratch: UNet + text encoder, {c['unet_steps']:,} steps, batch {c['unet_batch']}, AdamW "
+             f"{c['unet_lr']:g} ({c['warmup']} warm-up steps), EMA {c['ema_decay']} of the weights (what ships), "
+             f"{c.get('layout', 'centred')} layout: {hours[0]:.1f} h",
+             f"captions: empty with p = {c['empty_caption_p']}, each phrase dropped with p = {c['phrase_drop_p']}",
+             f"data: {c['n_images']:,} text-to-image renders, {c['vae_images']:,} for the autoencoder"]
+    for run, h in zip(runs[1:], hours[1:], strict=True):
+        c = run["config"]
+        lines.append(f"then {c['unet_steps']:5,} steps, batch {c['unet_batch']}, lr {c['unet_lr']:g}, "
+                     f"{c.get('layout', 'centred')} layout; grounding {c.get('grounding_weight', 0.0):g}, "
+                     f"threshold {c.get('threshold_weight', 0.0):g}, padding {c.get('padding_weight', 0.0):g} "
+                     f"beyond {c.get('padding_allowance', 0.0):g}, detail {c.get('detail_weight', 0.0):g}: {h:.1f} h")
+    lines.append(f"in all {sum(r['config']['unet_steps'] for r in runs):,} UNet steps, about {sum(hours):.1f} h "
+                 f"on {training['device']} (torch {training['torch']}; median seconds per step of each run)")
+    return "\n".join(lines)
