@@ -39,10 +39,10 @@ from styo.world.evaluate import (
     heldout_combinations,
     training_combinations,
 )
+from styo.world.grounding import WORD_TARGETS
 from styo.world.judges import load_judges
 from styo.world.segmenter import load_segmenter
 
-TARGETS = ("hair", "eyes", "mouth", "glasses", "face", "background", "head")
 PROTOCOL = "daam"
 
 
@@ -66,8 +66,8 @@ def rows(results: dict[str, dict]) -> list[dict]:
     for name, r in results.items():
         g, q, s = r["grounding"], r["quality"], r["sharpness"]
         row = {"model": name}
-        row |= {f"mIoU {t}": g["miou_per_target"].get(t, float("nan")) for t in TARGETS}
-        row |= {f"ceiling {t}": g["ceiling_per_target"].get(t, float("nan")) for t in TARGETS}
+        row |= {f"mIoU {t}": g["miou_per_target"].get(t, float("nan")) for t in WORD_TARGETS}
+        row |= {f"ceiling {t}": g["ceiling_per_target"].get(t, float("nan")) for t in WORD_TARGETS}
         row |= {"mIoU mean": g["miou"], "mIoU lowest": g["min_target_miou"],
                 "mIoU mean, all layers": g["all_layers"]["miou"], "padding mass": s["padding_mass"],
                 "entropy": s["entropy"], "max prob": s["max_prob"], "prompt mass": s["prompt_mass"],

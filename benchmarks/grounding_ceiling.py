@@ -36,9 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from styo.world.evaluate import GROUNDING_THRESHOLD as THRESHOLD
+from styo.world.evaluate import heat_iou, perfect_daam_heat
+from styo.world.grounding import WORD_TARGETS as TARGETS
+
 ROOT = Path(__file__).resolve().parent.parent
-THRESHOLD = 0.4
-TARGETS = ("hair", "eyes", "mouth", "glasses", "face", "background", "head")
 MIOU_TARGET, REGION_TARGET = 0.60, 0.40
 
 
@@ -75,8 +77,6 @@ def cell_bases(sides: list[int], size: int) -> tuple[np.ndarray, list[tuple[int,
 
 def iou(heat: np.ndarray, mask: np.ndarray) -> float:
     """IoU of the min-max normalised heat map, thresholded as the measurement does, with ``mask``."""
-    from styo.world.evaluate import heat_iou
-
     low, high = heat.min(), heat.max()
     return heat_iou((heat - low) / (high - low), mask) if high > low else 0.0
 
@@ -93,8 +93,6 @@ def coverage_of(mask: np.ndarray, labels: list[tuple[int, int]]) -> np.ndarray:
 def best_pattern(mask: np.ndarray, bases: np.ndarray, labels: list[tuple[int, int]],
                  sides: list[int], passes: int = 4) -> tuple[float, float]:
     """(coverage bound, searched on/off bound) of one region on one picture."""
-    from styo.world.evaluate import heat_iou, perfect_daam_heat
-
     flat = mask.reshape(-1)
     cover = coverage_of(mask, labels)
     coverage_iou = heat_iou(perfect_daam_heat(mask, sides), mask)

@@ -9,6 +9,7 @@ import torch
 from styo.world import grounding
 from styo.world import pretrain as pt
 from styo.world.attributes import STYLES
+from styo.world.evaluate import heat_iou
 from styo.world.render import (
     HEAD_REGIONS,
     REGIONS,
@@ -89,6 +90,10 @@ def test_grounded_words_name_the_visible_regions_only():
     # StyO's identifiers are no attribute: only portrait is grounded in its prompts
     prompt = "a drawing with ak47 not aug style of sks not m4a1 portrait"
     assert grounding.grounded_words(prompt) == [(11, "head")]
+    # the targets words can name are the ones the word-map measurements report, the body never
+    named = {t for c in (caption, "a drawing of round face pale skin blue background portrait",
+                         "a drawing of smiling mouth portrait") for _, t in grounding.grounded_words(c)}
+    assert named == set(grounding.WORD_TARGETS) and set(grounding.WORD_TARGETS) <= set(grounding.TARGETS)
 
 
 def test_target_coverage_is_the_share_of_each_cell():
@@ -279,8 +284,8 @@ def test_the_threshold_loss_prefers_a_map_that_covers_its_region_to_one_that_pea
     for name, m in (("flat", flat), ("peaked", peaked)):
         word = m[0, :, 1]
         assert float((word * region).sum() / word.sum()) == pytest.approx(1.0, abs=0.02)
-        on = (word - word.min()) / (word.max() - word.min()) >= 0.4
-        hard_iou[name] = float((on & region).sum() / (on | region).sum())
+        normalised = (word - word.min()) / (word.max() - word.min())
+        hard_iou[name] = heat_iou(normalised.numpy(), region.numpy())  # the measurement's own IoU
     assert hard_iou["flat"] == 1.0 and hard_iou["peaked"] < 0.5
     on_flat = grounding.threshold_loss(flat, *args, coverage)
     on_peak = grounding.threshold_loss(peaked, *args, coverage)

@@ -35,10 +35,14 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import MapsProcessor, install_processors
+from .evaluate import GROUNDING_THRESHOLD
 from .render import HEAD_REGIONS, REGIONS
 
 # Region targets: the renderer's regions, then the head (their union of HEAD_REGIONS).
 TARGETS: tuple[str, ...] = (*REGIONS, "head")
+# The targets a caption's words name (grounded_words; no word names the body), in the order the
+# word-map measurements report them.
+WORD_TARGETS: tuple[str, ...] = ("hair", "eyes", "mouth", "glasses", "face", "background", "head")
 _NOUN_REGION = {"hair": "hair", "haircut": "hair", "eyes": "eyes", "mouth": "mouth",
                 "face": "face", "skin": "face", "background": "background", "tilt": "head"}
 
@@ -154,9 +158,6 @@ def grounding_loss(maps: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
     return (token + pixel).mean()
 
 
-DAAM_THRESHOLD = 0.4  # DAAM's tau, as the measurement (styo.world.evaluate) thresholds the maps
-
-
 def threshold_loss(maps: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
                    targets: torch.Tensor, coverage: torch.Tensor, temperature: float = 0.1
                    ) -> torch.Tensor:
@@ -171,7 +172,7 @@ def threshold_loss(maps: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
     word = maps[rows, :, tokens]  # (K, pixels)
     region = coverage[rows, targets].flatten(1)
     low, high = word.amin(1, keepdim=True), word.amax(1, keepdim=True)
-    on = torch.sigmoid(((word - low) / (high - low).clamp_min(1e-8) - DAAM_THRESHOLD) / temperature)
+    on = torch.sigmoid(((word - low) / (high - low).clamp_min(1e-8) - GROUNDING_THRESHOLD) / temperature)
     inter = (on * region).sum(1)
     union = (on + region - on * region).sum(1).clamp_min(1e-8)
     return (1.0 - inter / union).mean()
