@@ -33,6 +33,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("content", "leak", "style", "geometry", "joint", "diversity")
 GRID = (1, 2, 3)  # n_s and n_c values of the augmented-prompt grid
+# FCC as the paper and prompt-to-prompt run it: both branches start from the same pure noise, so
+# only the copied maps can carry the source's layout into the stylization.
+PAPER_STRENGTH = 1.0
 # What the full method (contrastive + aux, with FCC) should reach on a grounded miniature model:
 # (metric, lowest acceptable mean). Geometry must also beat sampling without FCC on most pairs.
 TARGETS = (("joint", 0.6), ("style", 0.7), ("content", 0.8), ("geometry", 0.7))
@@ -47,6 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--guidance", type=float, help="guidance scale of the stylizations (default: the profile's)")
     ap.add_argument("--grid-pairs", type=int, default=0,
                     help="pairs whose full-variant run also samples the n_s × n_c grid (0: none)")
+    ap.add_argument("--paper-strength", action="store_true",
+                    help=f"also sample every full-variant run from strength {PAPER_STRENGTH} (the paper's "
+                         "FCC), with and without FCC, and compare it with the profile's strength")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "ablation-cache"), help="STYO_CACHE for the runs")
     ap.add_argument("--note", default="")
     ap.add_argument("--name", default="ablations", help="file stem of the results (NAME.json, NAME.md)")
@@ -75,9 +81,17 @@ def main(argv: list[str] | None = None) -> None:
                   num_inference_steps=settings.sample_steps, guidance_scale=guidance)
     rows = X.ablation_rows(pipe, pairs, aux, config, judges=judges, segmenter=segmenter, n_s=3, n_c=1,
                            **sample)
-    grid = augmented_prompt_grid(pipe, dict(list(pairs.items())[:args.grid_pairs]), aux, config, judges,
-                                 segmenter, sample)
-    for r in rows + grid:
+    grid_settings = [{"n_s": a, "n_c": b} for a in GRID for b in GRID]
+    grid = full_variant_rows(pipe, dict(list(pairs.items())[:args.grid_pairs]), aux, config, grid_settings,
+                             judges, segmenter, sample)
+    depth = []
+    if args.paper_strength and settings.strength == PAPER_STRENGTH:
+        raise SystemExit(f"--paper-strength: the profile already samples from strength {PAPER_STRENGTH}")
+    if args.paper_strength:
+        depth = full_variant_rows(pipe, pairs, aux, config,
+                                  [{"fcc": f, "strength": PAPER_STRENGTH} for f in (False, True)],
+                                  judges, segmenter, sample)
+    for r in rows + grid + depth:
         for key in ("images", "reconstruction", "reconstructions"):
             r.pop(key, None)
     record = {
@@ -97,14 +111,17 @@ def main(argv: list[str] | None = None) -> None:
         "targets": check_targets(rows),
         "grid": grid,
         "grid_means": X.mean_rows(grid, ["n_s", "n_c"], COLUMNS) if grid else [],
+        "strengths": compare_strengths(rows, depth, settings.strength) if depth else None,
     }
     write_results(record, Path(args.out_dir), args.name)
     print(X.claims_markdown(record["claims"]))
     print(f"wrote {Path(args.out_dir) / args.name}.json and .md")
 
 
-def augmented_prompt_grid(pipe, pairs: dict, aux, config, judges, segmenter, sample: dict) -> list[dict]:
-    """The n_s × n_c grid on each pair's full-variant run (cached: the study trained it already)."""
+def full_variant_rows(pipe, pairs: dict, aux, config, settings: list[dict], judges, segmenter,
+                      sample: dict) -> list[dict]:
+    """More samplings of each pair's full-variant run (cached: the study trained it already), one
+    row per (pair, setting); a setting overrides ``sample`` (``n_s``, ``strength``, ``fcc``...)."""
     from styo.book import cached_idl
     from styo.book import experiments as X
 
@@ -112,11 +129,32 @@ def augmented_prompt_grid(pipe, pairs: dict, aux, config, judges, segmenter, sam
     for label, pair in pairs.items():
         with X.base_weights(pipe):
             cached_idl(pipe, pair.source, pair.target, list(aux), config, progress=False)
-            settings = [{"n_s": a, "n_c": b} for a in GRID for b in GRID]
-            rows += [{"pair": label, **r} for r in X.stylize_rows(pipe, pair, settings, judges=judges,
-                                                                 segmenter=segmenter, progress=False,
-                                                                 **sample)]
+            rows += [{"pair": label, "variant": X.FULL_IDL, **r}
+                     for r in X.stylize_rows(pipe, pair, settings, judges=judges, segmenter=segmenter,
+                                             progress=False, **sample)]
     return rows
+
+
+def compare_strengths(rows: list[dict], depth: list[dict], profile_strength: float) -> dict:
+    """The full method from the profile's strength (``rows``) against the paper's (``depth``): the
+    means with and without FCC at each, FCC's geometry wins at each, and which strength measures
+    better with FCC: the higher mean joint score, then the higher geometry on a tie."""
+    from styo.book import experiments as X
+
+    by_strength = {profile_strength: [r for r in rows if r["variant"] == X.FULL_IDL],
+                   PAPER_STRENGTH: depth}
+    means, wins = [], {}
+    for strength, mine in by_strength.items():
+        means += [{"strength": strength, **m} for m in X.mean_rows(mine, ["fcc"], COLUMNS)]
+        on = {r["pair"]: r for r in mine if r["fcc"]}
+        off = {r["pair"]: r for r in mine if not r["fcc"]}
+        wins[str(strength)] = sum(on[p]["geometry"] > off[p]["geometry"] for p in on)
+    with_fcc = {m["strength"]: m for m in means if m["fcc"]}
+    better = max(with_fcc, key=lambda s: (round(with_fcc[s]["joint"], 6), with_fcc[s]["geometry"]))
+    better = float(better)
+    return {"profile": profile_strength, "paper": PAPER_STRENGTH, "means": means,
+            "fcc_geometry_wins": wins, "pairs": len({r["pair"] for r in depth}),
+            "better": better}
 
 
 def check_targets(rows: list[dict]) -> dict:
@@ -164,6 +202,10 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
                   f"{len({r['pair'] for r in record['grid']})} pairs (mean over pairs):", "",
                   markdown_table(record["grid_means"], ["n_s", "n_c", *COLUMNS], decimals=2), "",
                   repetition_claims(record["grid_means"], GRID, GRID)]
+    if record.get("strengths"):
+        from styo.book.results import strengths_markdown
+
+        lines += ["", strengths_markdown(record["strengths"])]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 

@@ -201,12 +201,25 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     runs = sorted(p.name for p in (tmp_path / "cache" / "idl").iterdir())
     assert len(runs) == 2 * 3  # one IDL run per (pair, variant); FCC on/off sample the same run
 
-    again = subprocess.run([*cmd, "--out-dir", str(tmp_path / "b")], capture_output=True, text=True,
-                           timeout=600, check=False)
+    assert record["strengths"] is None  # the paper's strength only when asked for
+
+    again = subprocess.run([*cmd, "--paper-strength", "--out-dir", str(tmp_path / "b")], capture_output=True,
+                           text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-2000:]
     rerun = json.loads((tmp_path / "b" / "ablations.json").read_text())
     assert rerun["rows"] == record["rows"]  # same seeds, and the IDL runs came from the cache
     assert sorted(p.name for p in (tmp_path / "cache" / "idl").iterdir()) == runs
+    # FCC as the paper runs it: every pair's full run sampled from pure noise, with and without FCC
+    compared = rerun["strengths"]
+    profile = rerun["stylization"]["strength"]
+    assert (compared["profile"], compared["paper"], compared["pairs"]) == (profile, 1.0, 2)
+    assert {(m["strength"], m["fcc"]) for m in compared["means"]} == {
+        (s, f) for s in (profile, 1.0) for f in (False, True)}
+    at_profile = next(m for m in compared["means"] if m["strength"] == profile and m["fcc"])
+    assert at_profile["joint"] == pytest.approx(targets["means"]["joint"])  # the study's own rows
+    joints = {m["strength"]: m["joint"] for m in compared["means"] if m["fcc"]}
+    assert joints[compared["better"]] == max(joints.values())
+    assert "measures better" in (tmp_path / "b" / "ablations.md").read_text()
 
 
 def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_path):

@@ -253,6 +253,17 @@ def test_recorded_study_applies_only_to_this_model_strength_and_guidance():
     text = X.recorded_study_markdown(study, "f", 0.7)
     assert "- joint 0.65 (target ≥ 0.6): **met**" in text and "- style 0.50 (target ≥ 0.7): **not met**" in text
     assert "in 2 of 2 pairs: **met**" in text and "| b | 0.80 | 0.60 | 0.60 |" in text
+    assert "as the paper runs it" not in text  # a study without --paper-strength
+    means = [{"strength": s, "fcc": f, "joint": j, "geometry": g, "n": 2}
+             for s, f, j, g in ((0.7, False, 0.1, 0.8), (0.7, True, 0.25, 0.8), (1.0, False, 0.0, 0.5),
+                                (1.0, True, 0.0, 0.6))]
+    study["strengths"] = {"profile": 0.7, "paper": 1.0, "means": means, "pairs": 2, "better": 0.7,
+                          "fcc_geometry_wins": {"0.7": 0, "1.0": 2}}
+    text = X.recorded_study_markdown(study, "f", 0.7)
+    assert "as the paper runs it (strength 1: both branches from the same noise)" in text
+    assert "- strength 1: with FCC, joint 0.00 and geometry 0.60; FCC raises the geometry in 2 of 2 pairs" in text
+    assert "**the profile's strength 0.7 measures better than the paper's 1**" in text
+    assert "| 1.00 | on | 0.60 | 0.00 |" in text  # geometry, then joint
 
 
 def test_pair_grid_titles_the_first_row_only():

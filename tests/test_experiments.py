@@ -277,3 +277,23 @@ def test_a_joint_success_needs_the_target_style_the_source_attributes_and_its_he
     assert scores["joint"] == pytest.approx(0.25)
     assert scores["geometry"] == pytest.approx(np.mean(ious))
     assert "joint" not in X.score(judges, images, source_attributes=source_attributes, target_style="pixel")
+
+
+def test_head_follow_reads_how_far_each_head_is_from_its_reconstruction_twin():
+    """A stylization whose pictures are their reconstructions follows them (IoU 1); one whose heads
+    are shifted by a quarter of the picture does not; the sentence says which way FCC moved it."""
+    from types import SimpleNamespace
+
+    from PIL import ImageChops
+
+    from styo.world.render import render
+    from styo.world.segmenter import load_segmenter
+
+    twins = [render(X.contrasting_attributes(s)[0], "photo", s, layout="varied") for s in (3, 4)]
+    moved = [ImageChops.offset(t, 16, 12) for t in twins]
+    outputs = {True: SimpleNamespace(images=twins, reconstructions=twins),
+               False: SimpleNamespace(images=moved, reconstructions=twins)}
+    follow = X.head_follow(load_segmenter(), outputs)
+    assert follow[True] == pytest.approx(1.0) and follow[False] < X.JOINT_HEAD_IOU
+    assert "pull the head to where" in X.follow_markdown(follow, 1.0)
+    assert "do not pull" in X.follow_markdown({False: follow[True], True: follow[False]}, 1.0)

@@ -135,6 +135,26 @@ def head_iou(segmenter: Any, images: Sequence[Image.Image], source: Image.Image)
     return out
 
 
+def head_follow(segmenter: Any, outputs: Mapping[Any, Any]) -> dict[Any, float]:
+    """Per sampling (a :class:`styo.fcc.Stylization` under any key), the mean IoU of each stylized
+    picture's head mask with that of its reconstruction-branch twin, which started from the same
+    noise: how closely the head follows the branch FCC copies the content maps from. From pure
+    noise (strength 1.0) nothing else ties the two heads together."""
+    return {key: float(np.mean([head_iou(segmenter, [image], twin)[0]
+                                for image, twin in zip(out.images, out.reconstructions, strict=True)]))
+            for key, out in outputs.items()}
+
+
+def follow_markdown(follow: Mapping[bool, float], strength: float) -> str:
+    """One sentence on :func:`head_follow` without (``False``) and with (``True``) FCC."""
+    off, on = follow[False], follow[True]
+    return (f"From strength {strength:g}, the stylized head overlaps the reconstruction's with IoU "
+            f"{off:.2f} without FCC and {on:.2f} with it: FCC's copied maps "
+            + ("pull the head to where the reconstruction drew it." if on - off >= 0.05 else
+               "move the head little on this pair." if on - off > -0.05 else
+               "do not pull the head toward the reconstruction's on this pair."))
+
+
 def joint_success(judges: Any, images: Sequence[Image.Image], head_ious: Sequence[float],
                   source_attributes: Mapping[str, str], target_style: str) -> list[bool]:
     """Per picture, whether it is a stylization at all: judged in ``target_style`` (the most
@@ -672,7 +692,7 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
     """The committed larger ablation study (``benchmarks/ablations.py``), or why it does not apply
     to this page: none recorded, another model, another strength or another guidance (its numbers
     would then say nothing about what the page just measured)."""
-    from .results import ablation_means_markdown, study_targets_markdown
+    from .results import ablation_means_markdown, strengths_markdown, study_targets_markdown
 
     if study is None:
         return "No larger study is recorded yet: `python benchmarks/ablations.py` makes one."
@@ -690,9 +710,10 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
                 "measures it again.")
     table = ablation_means_markdown(study["means"])
     targets = f"\n\n{study_targets_markdown(study['targets'])}" if study.get("targets") else ""
+    depth = f"\n\n{strengths_markdown(study['strengths'])}" if study.get("strengths") else ""
     return (f"{len(study['pairs'])} pairs, IDL {study['idl']['steps']} steps, {study['n_images']} images "
             f"per setting, measured {study['date']} in {study['seconds'] / 60:.0f} min:\n\n{table}\n\n"
-            + claims_markdown(study["claims"]) + targets)
+            + claims_markdown(study["claims"]) + targets + depth)
 
 
 __all__ = [
@@ -700,7 +721,7 @@ __all__ = [
     "ablation_seeds", "augmentation_markdown",
     "base_weights", "change", "check_ablation_claims", "check_claim", "claims_markdown",
     "contrasting_attributes", "depth_verdict",
-    "diversity", "first_images", "format_table", "mean_rows", "pair_grid",
+    "diversity", "first_images", "follow_markdown", "format_table", "head_follow", "mean_rows", "pair_grid",
     "plain_prompt_verdict", "plot_bars", "plot_by_strength", "recorded_study_markdown",
     "repetition_claims", "restore_weights", "score", "score_pair", "sharpness_markdown",
     "snapshot_weights", "stylize_rows", "trend", "window_verdict",

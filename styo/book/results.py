@@ -108,6 +108,29 @@ def fcc_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             for name, v in variants.items()]
 
 
+def strengths_markdown(comparison: dict[str, Any]) -> str:
+    """An ablation study's comparison of FCC from the profile's strength with FCC as the paper runs
+    it (``benchmarks/ablations.py --paper-strength``): the means of the full variant with and
+    without FCC at each strength, and the sentence that states which measures better."""
+    rows = [{**m, "fcc": "on" if m["fcc"] else "off"} for m in comparison["means"]]
+    scores = [k for k in ("content", "leak", "style", "geometry", "joint", "diversity") if k in rows[0]]
+    n, wins = comparison["pairs"], comparison["fcc_geometry_wins"]
+    better, profile = comparison["better"], comparison["profile"]
+    on = {m["strength"]: m for m in comparison["means"] if m["fcc"]}
+    verdict = (f"the profile's strength {profile:g} measures better than the paper's {comparison['paper']:g}"
+               if better == profile else
+               f"the paper's strength {better:g} measures better than the profile's {profile:g}")
+    return "\n".join([
+        f"FCC from the diffused source (strength {profile:g}, the profile's) and as the paper runs it "
+        f"(strength {comparison['paper']:g}: both branches from the same noise), on the full variant's "
+        f"runs of {n} pairs (mean over pairs):", "",
+        markdown_table(rows, ["strength", "fcc", *scores], ["strength", "FCC", *scores], decimals=2), "",
+        *(f"- strength {s:g}: with FCC, joint {on[s]['joint']:.2f} and geometry {on[s]['geometry']:.2f}; "
+          f"FCC raises the geometry in {wins[str(s)]} of {n} pairs" for s in on),
+        f"- with FCC, **{verdict}** (the higher mean joint score, then the higher geometry).",
+    ])
+
+
 def markdown_table(
     rows: Sequence[dict[str, Any]],
     columns: Sequence[str],
