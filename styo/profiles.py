@@ -5,9 +5,11 @@ The miniature model was trained from scratch and barely moves at SD's fine-tunin
 DDIM 25 / guidance 5. Its IDL trains the text encoder too: the identifiers never occur in the
 world's captions, so its from-scratch text encoder gives them untrained embeddings, and with the
 UNet alone the held-out style is not learned at all (benchmarks/results/idl-tuning.md). Its
-source is diffused to strength 0.7, not 0.8: on the finished model, with FCC and the augmented
-prompt, 0.7 kept far more of the source's content for a little less style
-(benchmarks/results/fcc-probe.md). Any other model gets the paper's Stable Diffusion settings.
+source is diffused to strength 0.7, not 0.8 and not the paper's 1.0 (both branches from the same
+noise): over 12 pairs of the shipped model, with FCC, 0.7 keeps the source's content and head
+where 1.0 mostly draws the target whole, and its mean joint score is the higher
+(benchmarks/results/ablations.md, `--paper-strength`). Any other model gets the paper's Stable
+Diffusion settings.
 
 ``sd-t4`` is the paper's method on a 15 GB GPU (a free Colab T4): the paper's lr and steps, but
 trained with gradient checkpointing and 8-bit Adam so that full fine-tuning of the UNet fits

@@ -260,9 +260,9 @@ def test_recorded_study_applies_only_to_this_model_strength_and_guidance():
     study["strengths"] = {"profile": 0.7, "paper": 1.0, "means": means, "pairs": 2, "better": 0.7,
                           "fcc_geometry_wins": {"0.7": 0, "1.0": 2}}
     text = X.recorded_study_markdown(study, "f", 0.7)
-    assert "as the paper runs it (strength 1: both branches from the same noise)" in text
-    assert "- strength 1: with FCC, joint 0.00 and geometry 0.60; FCC raises the geometry in 2 of 2 pairs" in text
-    assert "**the profile's strength 0.7 measures better than the paper's 1**" in text
+    assert "as the paper runs it (strength 1.0: both branches from the same noise)" in text
+    assert "- strength 1.0: with FCC, joint 0.00 and geometry 0.60; FCC raises the geometry in 2 of 2 pairs" in text
+    assert "**the profile's strength 0.7 measures better than the paper's 1.0**" in text
     assert "| 1.00 | on | 0.60 | 0.00 |" in text  # geometry, then joint
 
 

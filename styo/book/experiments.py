@@ -148,7 +148,7 @@ def head_follow(segmenter: Any, outputs: Mapping[Any, Any]) -> dict[Any, float]:
 def follow_markdown(follow: Mapping[bool, float], strength: float) -> str:
     """One sentence on :func:`head_follow` without (``False``) and with (``True``) FCC."""
     off, on = follow[False], follow[True]
-    return (f"From strength {strength:g}, the stylized head overlaps the reconstruction's with IoU "
+    return (f"From strength {float(strength)}, the stylized head overlaps the reconstruction's with IoU "
             f"{off:.2f} without FCC and {on:.2f} with it: FCC's copied maps "
             + ("pull the head to where the reconstruction drew it." if on - off >= 0.05 else
                "move the head little on this pair." if on - off > -0.05 else

@@ -117,15 +117,15 @@ def strengths_markdown(comparison: dict[str, Any]) -> str:
     n, wins = comparison["pairs"], comparison["fcc_geometry_wins"]
     better, profile = comparison["better"], comparison["profile"]
     on = {m["strength"]: m for m in comparison["means"] if m["fcc"]}
-    verdict = (f"the profile's strength {profile:g} measures better than the paper's {comparison['paper']:g}"
+    verdict = (f"the profile's strength {float(profile)} measures better than the paper's {float(comparison['paper'])}"
                if better == profile else
-               f"the paper's strength {better:g} measures better than the profile's {profile:g}")
+               f"the paper's strength {float(better)} measures better than the profile's {float(profile)}")
     return "\n".join([
-        f"FCC from the diffused source (strength {profile:g}, the profile's) and as the paper runs it "
-        f"(strength {comparison['paper']:g}: both branches from the same noise), on the full variant's "
+        f"FCC from the diffused source (strength {float(profile)}, the profile's) and as the paper runs it "
+        f"(strength {float(comparison['paper'])}: both branches from the same noise), on the full variant's "
         f"runs of {n} pairs (mean over pairs):", "",
         markdown_table(rows, ["strength", "fcc", *scores], ["strength", "FCC", *scores], decimals=2), "",
-        *(f"- strength {s:g}: with FCC, joint {on[s]['joint']:.2f} and geometry {on[s]['geometry']:.2f}; "
+        *(f"- strength {float(s)}: with FCC, joint {on[s]['joint']:.2f} and geometry {on[s]['geometry']:.2f}; "
           f"FCC raises the geometry in {wins[str(s)]} of {n} pairs" for s in on),
         f"- with FCC, **{verdict}** (the higher mean joint score, then the higher geometry).",
     ])
