@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     from styo.world.segmenter import load_segmenter
 
     settings, pipe = bench_pipeline(args.model)
+    if args.paper_strength and settings.strength == PAPER_STRENGTH:
+        raise SystemExit(f"--paper-strength: the profile already samples from strength {PAPER_STRENGTH}")
     backend = settings.name
     fingerprint = model_fingerprint(pipe)
     config = settings.idl if args.idl_steps is None else with_steps(settings.idl, args.idl_steps)
@@ -85,8 +87,6 @@ def main(argv: list[str] | None = None) -> None:
     grid = full_variant_rows(pipe, dict(list(pairs.items())[:args.grid_pairs]), aux, config, grid_settings,
                              judges, segmenter, sample)
     depth = []
-    if args.paper_strength and settings.strength == PAPER_STRENGTH:
-        raise SystemExit(f"--paper-strength: the profile already samples from strength {PAPER_STRENGTH}")
     if args.paper_strength:
         depth = full_variant_rows(pipe, pairs, aux, config,
                                   [{"fcc": f, "strength": PAPER_STRENGTH} for f in (False, True)],
@@ -143,18 +143,14 @@ def compare_strengths(rows: list[dict], depth: list[dict], profile_strength: flo
 
     by_strength = {profile_strength: [r for r in rows if r["variant"] == X.FULL_IDL],
                    PAPER_STRENGTH: depth}
-    means, wins = [], {}
-    for strength, mine in by_strength.items():
-        means += [{"strength": strength, **m} for m in X.mean_rows(mine, ["fcc"], COLUMNS)]
-        on = {r["pair"]: r for r in mine if r["fcc"]}
-        off = {r["pair"]: r for r in mine if not r["fcc"]}
-        wins[str(strength)] = sum(on[p]["geometry"] > off[p]["geometry"] for p in on)
+    means = [{"strength": strength, **m} for strength, mine in by_strength.items()
+             for m in X.mean_rows(mine, ["fcc"], COLUMNS)]
+    wins = {str(strength): check_targets(mine)["fcc_geometry_wins"] for strength, mine in by_strength.items()}
     with_fcc = {m["strength"]: m for m in means if m["fcc"]}
     better = max(with_fcc, key=lambda s: (round(with_fcc[s]["joint"], 6), with_fcc[s]["geometry"]))
-    better = float(better)
     return {"profile": profile_strength, "paper": PAPER_STRENGTH, "means": means,
             "fcc_geometry_wins": wins, "pairs": len({r["pair"] for r in depth}),
-            "better": better}
+            "better": float(better)}
 
 
 def check_targets(rows: list[dict]) -> dict:

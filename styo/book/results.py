@@ -51,11 +51,15 @@ def ablation_study(results_dir: str | Path = RESULTS) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+# The scores an ablation study reports, in the order its tables show them (a study may lack some).
+STUDY_SCORES = ("content", "leak", "style", "geometry", "joint", "diversity")
+
+
 def ablation_means_markdown(means: Sequence[dict[str, Any]]) -> str:
     """The table of an ablation study's means: one row per (variant, FCC), averaged over pairs."""
     rows = [{**m, "fcc": "on" if m["fcc"] else "off"} for m in means]
     scored = rows[0] if rows else {"content", "leak", "style", "diversity"}  # a study without rows
-    scores = [k for k in ("content", "leak", "style", "geometry", "joint", "diversity") if k in scored]
+    scores = [k for k in STUDY_SCORES if k in scored]
     return markdown_table(rows, ["variant", "fcc", *scores, "n"], ["variant", "FCC", *scores, "pairs"],
                           decimals=3)
 
@@ -113,7 +117,7 @@ def strengths_markdown(comparison: dict[str, Any]) -> str:
     it (``benchmarks/ablations.py --paper-strength``): the means of the full variant with and
     without FCC at each strength, and the sentence that states which measures better."""
     rows = [{**m, "fcc": "on" if m["fcc"] else "off"} for m in comparison["means"]]
-    scores = [k for k in ("content", "leak", "style", "geometry", "joint", "diversity") if k in rows[0]]
+    scores = [k for k in STUDY_SCORES if k in rows[0]]
     n, wins = comparison["pairs"], comparison["fcc_geometry_wins"]
     better, profile = comparison["better"], comparison["profile"]
     on = {m["strength"]: m for m in comparison["means"] if m["fcc"]}
