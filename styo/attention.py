@@ -443,7 +443,8 @@ class AttentionController:
     """State shared by all processors of one UNet: step, content map, recorder, layout.
 
     ``content_map`` pairs (stylization token index, reconstruction token index);
-    ``control_steps`` the step indices where FCC applies (``None``: every step).
+    ``control_steps`` the step indices where FCC applies (``None``: every step);
+    ``self_attention_steps`` those where self-attention is shared (``None``: ``control_steps``).
     ``latent_size`` (h, w) of the UNet input lets processors recover the spatial shape of a
     flattened layer; square layers work without it.
     """
@@ -456,6 +457,7 @@ class AttentionController:
         recorder: AttentionRecorder | None = None,
         guidance: bool = True,
         share_self_attention: bool = False,
+        self_attention_steps: Collection[int] | None = None,
         latent_size: tuple[int, int] | None = None,
     ) -> None:
         self._index_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -464,6 +466,7 @@ class AttentionController:
         self.recorder = recorder
         self.guidance = guidance
         self.share_self_attention = share_self_attention
+        self.self_attention_steps = None if self_attention_steps is None else set(self_attention_steps)
         self.latent_size = latent_size
         self.step = 0
 
@@ -484,7 +487,9 @@ class AttentionController:
         return bool(self.content_map) and self.in_control_steps()
 
     def shares_self_attention(self) -> bool:
-        return self.share_self_attention and self.in_control_steps()
+        if self.self_attention_steps is None:
+            return self.share_self_attention and self.in_control_steps()
+        return self.share_self_attention and self.step in self.self_attention_steps
 
     def indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(stylization indices, reconstruction indices) as tensors on ``device``."""

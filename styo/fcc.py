@@ -117,11 +117,11 @@ def denoising_timesteps(
     return scheduler.timesteps[start:]
 
 
-def step_range(num_steps: int, fractions: tuple[float, float]) -> set[int]:
+def step_range(num_steps: int, fractions: tuple[float, float], name: str = "control_steps") -> set[int]:
     """Step indices i with ``lo <= i / num_steps < hi`` (``hi == 1`` includes the last step)."""
     lo, hi = fractions
     if not 0.0 <= lo <= hi <= 1.0:
-        raise ValueError(f"control_steps must satisfy 0 <= start <= end <= 1, got {fractions}")
+        raise ValueError(f"{name} must satisfy 0 <= start <= end <= 1, got {fractions}")
     return {i for i in range(num_steps) if lo * num_steps <= i < hi * num_steps}
 
 
@@ -182,6 +182,7 @@ def stylize(
     fcc: bool = True,
     content_map: Sequence[tuple[int, int]] | None = None,
     share_self_attention: bool = False,
+    self_attention_steps: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
     record: bool | AttentionRecorder = False,
@@ -195,7 +196,9 @@ def stylize(
     ``train_n_s``/``train_n_c`` so the reconstruction branch reads the prompt the source image was
     trained with (training-time augmentation); 1 otherwise.
     ``content_map`` overrides the computed (stylization, reconstruction) token pairs (e.g. ``[]``
-    or a subset, for ablations). ``share_self_attention`` is an extension, not the paper's method.
+    or a subset, for ablations). ``share_self_attention`` is an extension, not the paper's method;
+    it shares over ``self_attention_steps`` (a fraction range like ``control_steps``; ``None``: the
+    same steps as FCC), as prompt-to-prompt injects self-attention for only the first steps.
     ``record`` is ``True`` (default recorder) or an :class:`AttentionRecorder`. Each of the
     ``num_images`` pairs gets its own forward-diffusion noise; the result is deterministic in
     ``seed`` or ``generator``.
@@ -232,6 +235,8 @@ def stylize(
         recorder=recorder,
         guidance=guidance,
         share_self_attention=fcc and share_self_attention,
+        self_attention_steps=None if self_attention_steps is None
+        else step_range(len(timesteps), self_attention_steps, "self_attention_steps"),
         latent_size=tuple(latents.shape[-2:]),
     )
     latents = _denoise(

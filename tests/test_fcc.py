@@ -134,6 +134,21 @@ def test_self_attention_sharing_option(pipe, source):
     assert (base.latents[1] - shared.latents[1]).abs().amax() > 1e-4
 
 
+def test_self_attention_sharing_has_its_own_step_window(pipe, source):
+    """FCC on every step, self-attention shared on only the first steps (prompt-to-prompt's
+    self-attention injection): an empty window is FCC alone, a window differs from both."""
+    fcc = run(pipe, source, num_inference_steps=8)
+    never = run(pipe, source, num_inference_steps=8, share_self_attention=True, self_attention_steps=(0.0, 0.0))
+    early = run(pipe, source, num_inference_steps=8, share_self_attention=True, self_attention_steps=(0.0, 0.5))
+    always = run(pipe, source, num_inference_steps=8, share_self_attention=True)
+    assert torch.equal(never.latents, fcc.latents)
+    assert (early.latents[1] - fcc.latents[1]).abs().amax() > 1e-4
+    assert (early.latents[1] - always.latents[1]).abs().amax() > 1e-4
+    torch.testing.assert_close(early.latents[0], fcc.latents[0])  # the reconstruction is untouched
+    with pytest.raises(ValueError, match="self_attention_steps"):
+        run(pipe, source, share_self_attention=True, self_attention_steps=(0.5, 0.2))
+
+
 def test_prompt_overflow_raises(pipe, source):
     with pytest.raises(PromptTooLongError):
         run(pipe, source, ids=Identifiers(c_src="zqzqzqzqzqzq"), n_s=5, n_c=5)
