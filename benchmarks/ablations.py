@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--paper-strength", action="store_true",
                     help=f"also sample every full-variant run from strength {PAPER_STRENGTH} (the paper's "
                          "FCC), with and without FCC, and compare it with the profile's strength")
+    ap.add_argument("--self-attention", type=float, metavar="FRACTION",
+                    help="also sample every full-variant run with FCC plus the reconstruction's self-attention "
+                         "maps over the first FRACTION of the steps (an extension, not the paper's method)")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "ablation-cache"), help="STYO_CACHE for the runs")
     ap.add_argument("--note", default="")
     ap.add_argument("--name", default="ablations", help="file stem of the results (NAME.json, NAME.md)")
@@ -60,9 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.pairs < 2 or args.n_images < 2:
         raise SystemExit("--pairs and --n-images must be at least 2 (diversity needs two images)")
+    if args.self_attention is not None and not 0 < args.self_attention <= 1:
+        raise SystemExit(f"--self-attention must be a fraction of the steps in (0, 1], got {args.self_attention}")
     os.environ["STYO_CACHE"] = args.cache  # read by styo.book.cache_root at each call
 
-    from styo.book import auxiliary_set, bench_pipeline, with_steps
+    from styo.book import auxiliary_sets, bench_pipeline, with_steps
     from styo.book import experiments as X
     from styo.data import model_fingerprint
     from styo.world.judges import load_judges
@@ -74,8 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     backend = settings.name
     fingerprint = model_fingerprint(pipe)
     config = settings.idl if args.idl_steps is None else with_steps(settings.idl, args.idl_steps)
-    aux = auxiliary_set(pipe, settings)
     pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
+    aux = auxiliary_sets(pipe, settings, pairs.values())  # each pair's in its source's style
     start = time.perf_counter()
     judges, segmenter = load_judges(), load_segmenter()
     guidance = settings.guidance if args.guidance is None else args.guidance
@@ -91,7 +96,13 @@ def main(argv: list[str] | None = None) -> None:
         depth = full_variant_rows(pipe, pairs, aux, config,
                                   [{"fcc": f, "strength": PAPER_STRENGTH} for f in (False, True)],
                                   judges, segmenter, sample)
-    for r in rows + grid + depth:
+    shared = []
+    if args.self_attention:
+        shared = full_variant_rows(pipe, pairs, aux, config,
+                                   [{"fcc": True, "share_self_attention": True,
+                                     "self_attention_steps": (0.0, args.self_attention)}],
+                                   judges, segmenter, sample)
+    for r in rows + grid + depth + shared:
         for key in ("images", "reconstruction", "reconstructions"):
             r.pop(key, None)
     record = {
@@ -99,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "model": args.model or "models/styo-mini",
         "model_fingerprint": fingerprint,
-        "idl": {"steps": config.steps, "lr": config.lr, "aux": len(aux)},
+        "idl": {"steps": config.steps, "lr": config.lr, "aux": len(next(iter(aux.values()))),
+                "aux_styles": [s for s in aux if s is not None]},
         "n_images": args.n_images,
         "stylization": {"n_s": 3, "n_c": 1, "strength": settings.strength, "guidance": guidance},
         "pairs": list(pairs),
@@ -112,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         "grid": grid,
         "grid_means": X.mean_rows(grid, ["n_s", "n_c"], COLUMNS) if grid else [],
         "strengths": compare_strengths(rows, depth, settings.strength) if depth else None,
+        "self_attention": compare_self_attention(rows, shared, args.self_attention) if shared else None,
     }
     write_results(record, Path(args.out_dir), args.name)
     print(X.claims_markdown(record["claims"]))
@@ -128,7 +141,7 @@ def full_variant_rows(pipe, pairs: dict, aux, config, settings: list[dict], judg
     rows = []
     for label, pair in pairs.items():
         with X.base_weights(pipe):
-            cached_idl(pipe, pair.source, pair.target, list(aux), config, progress=False)
+            cached_idl(pipe, pair.source, pair.target, X.pair_aux(aux, pair), config, progress=False)
             rows += [{"pair": label, "variant": X.FULL_IDL, **r}
                      for r in X.stylize_rows(pipe, pair, settings, judges=judges, segmenter=segmenter,
                                              progress=False, **sample)]
@@ -151,6 +164,23 @@ def compare_strengths(rows: list[dict], depth: list[dict], profile_strength: flo
     return {"profile": profile_strength, "paper": PAPER_STRENGTH, "means": means,
             "fcc_geometry_wins": wins, "pairs": len({r["pair"] for r in depth}),
             "better": float(better)}
+
+
+def compare_self_attention(rows: list[dict], shared: list[dict], fraction: float) -> dict:
+    """The full method at the profile's strength without FCC, with FCC, and with FCC plus the
+    reconstruction's self-attention maps over the first ``fraction`` of the steps (``shared``):
+    the means, and in how many pairs each control raises the geometry above no FCC."""
+    from styo.book import experiments as X
+
+    full = [r for r in rows if r["variant"] == X.FULL_IDL]
+    settings = {"no FCC": [r for r in full if not r["fcc"]], "FCC": [r for r in full if r["fcc"]],
+                "FCC + self-attention": shared}
+    off = {r["pair"]: r["geometry"] for r in settings["no FCC"]}
+    means = [{"control": name, **m} for name, mine in settings.items() for m in X.mean_rows(mine, [], COLUMNS)]
+    wins = {name: sum(r["geometry"] > off[r["pair"]] for r in mine)
+            for name, mine in settings.items() if name != "no FCC"}
+    return {"fraction": fraction, "means": means, "geometry_wins": wins, "pairs": len(off),
+            "per_pair": [{"pair": r["pair"], **{k: r[k] for k in COLUMNS}} for r in shared]}
 
 
 def check_targets(rows: list[dict]) -> dict:
@@ -182,7 +212,8 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
         "# Ablations over many pairs", "",
         f"`benchmarks/ablations.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
         f"{len(record['pairs'])} pairs, IDL {record['idl']['steps']} steps at lr {record['idl']['lr']:g} "
-        f"with {record['idl']['aux']} auxiliary portraits, {record['n_images']} images per setting, "
+        f"with {record['idl']['aux']} auxiliary portraits in each source's style, "
+        f"{record['n_images']} images per setting, "
         f"guidance {record['stylization'].get('guidance', 'of the profile')}, "
         f"{record['seconds'] / 60:.0f} min.", "",
         *([record["note"], ""] if record.get("note") else []),
@@ -202,6 +233,10 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
         from styo.book.results import strengths_markdown
 
         lines += ["", strengths_markdown(record["strengths"])]
+    if record.get("self_attention"):
+        from styo.book.results import self_attention_markdown
+
+        lines += ["", self_attention_markdown(record["self_attention"])]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 

@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         from styo.world.segmenter import load_segmenter
 
         segmenter = load_segmenter()
-    pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
+    # photo sources, as in the paper and in the results this probe recorded
+    pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs), source_styles=["photo"])
     config = replace(with_steps(settings.idl, args.idl_steps or settings.idl.steps),
                      train_text_encoder=settings.idl.train_text_encoder if args.train_text_encoder is None
                      else args.train_text_encoder)

@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     from styo.world.judges import load_judges
 
     judges = load_judges()
-    pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
+    # photo sources, as in the paper and in the results this probe recorded
+    pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs), source_styles=["photo"])
     with tempfile.TemporaryDirectory(prefix="styo-idl-tuning-") as tmp:
         os.environ["STYO_CACHE"] = tmp  # the book's aux set, generated into a throwaway cache
         aux = auxiliary_set(pipe, settings, n=args.aux)

@@ -325,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     settings, pipe = bench_pipeline(args.model)
     config = settings.idl if args.steps is None else with_steps(settings.idl, args.steps)
     config = config if args.lr is None else replace(config, lr=args.lr)
-    pairs = X.ablation_pairs(settings.name, X.ablation_seeds(args.pairs))
+    # photo sources, as in the paper and in the results this probe recorded
+    pairs = X.ablation_pairs(settings.name, X.ablation_seeds(args.pairs), source_styles=["photo"])
     judges, segmenter = load_judges(), load_segmenter()
     start = time.perf_counter()
     rows = [r for v in variants for r in sweep(pipe, settings, pairs, config, v, grid, judges, segmenter,

@@ -150,7 +150,7 @@ def test_idl_tuning_trains_each_schedule_on_each_pair_and_scores_it(tmp_path):
     record = json.loads((tmp_path / "idl-tuning.json").read_text())
     assert [(r["steps"], r["lr"], r["trained"]) for r in record["rows"]] == [
         (3, 1e-3, "unet"), (3, 1e-3, "unet"), (2, 2e-3, "unet"), (2, 2e-3, "unet"), (2, 2e-3, "te"), (2, 2e-3, "te")]
-    assert [r["pair"] for r in record["rows"]][:2] == ["pair 1 (mosaic)", "pair 2 (halftone)"]
+    assert [r["pair"] for r in record["rows"]][:2] == ["pair 1 (photo → mosaic)", "pair 2 (photo → halftone)"]
     for summary in record["summary"]:
         mine = [r for r in record["rows"] if (r["steps"], r["trained"]) == (summary["steps"], summary["trained"])]
         assert summary["content"] == pytest.approx(sum(r["content"] for r in mine) / 2)
@@ -203,8 +203,12 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
 
     assert record["strengths"] is None  # the paper's strength only when asked for
 
-    again = subprocess.run([*cmd, "--paper-strength", "--out-dir", str(tmp_path / "b")], capture_output=True,
-                           text=True, timeout=600, check=False)
+    # each pair trained with an auxiliary set in its source's style
+    assert record["idl"]["aux_styles"] == ["photo", "sketch"]
+    assert len(list((tmp_path / "cache" / "aux").glob("aux-*"))) == 2
+
+    again = subprocess.run([*cmd, "--paper-strength", "--self-attention", "0.5", "--out-dir", str(tmp_path / "b")],
+                           capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-2000:]
     rerun = json.loads((tmp_path / "b" / "ablations.json").read_text())
     assert rerun["rows"] == record["rows"]  # same seeds, and the IDL runs came from the cache
@@ -220,6 +224,16 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     joints = {m["strength"]: m["joint"] for m in compared["means"] if m["fcc"]}
     assert joints[compared["better"]] == max(joints.values())
     assert "measures better" in (tmp_path / "b" / "ablations.md").read_text()
+    # the extension: FCC plus the reconstruction's self-attention over the first half of the steps
+    shared = rerun["self_attention"]
+    assert shared["fraction"] == 0.5 and [r["pair"] for r in shared["per_pair"]] == rerun["pairs"]
+    means = {m["control"]: m for m in shared["means"]}
+    assert list(means) == ["no FCC", "FCC", "FCC + self-attention"]
+    assert means["FCC"]["joint"] == pytest.approx(targets["means"]["joint"])
+    assert means["FCC + self-attention"]["geometry"] == pytest.approx(
+        sum(r["geometry"] for r in shared["per_pair"]) / 2)
+    assert shared["geometry_wins"]["FCC"] == targets["fcc_geometry_wins"]
+    assert "An extension, not the paper's method" in (tmp_path / "b" / "ablations.md").read_text()
 
 
 def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_path):

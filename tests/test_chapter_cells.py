@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from styo.book import Chapter, backend_settings, settings_table, setup, showcase, toc
+from styo.book import Chapter, auxiliary_set, backend_settings, settings_table, setup, showcase, toc
 from styo.book import experiments as X
 from styo.book import results as R
 from styo.book.colab import install_cell
@@ -145,9 +145,23 @@ def test_setup_judges_only_pairs_with_known_attributes(cache, tmp_path):
 
 def test_setup_with_pair_seeds_gives_the_ablation_pairs_example_first(cache):
     ch = setup("tiny", aux=False, pair_seeds=[1, 8], target_styles=["halftone"])
-    assert list(ch.pairs) == ["pair 1 (halftone)", "pair 2 (halftone)", "pair 3 (halftone)"]
-    assert ch.pair is ch.pairs["pair 1 (halftone)"]
-    assert ch.pair.target_style == "halftone"
+    assert list(ch.pairs) == ["pair 1 (photo → halftone)", "pair 2 (sketch → halftone)",
+                              "pair 3 (cartoon → halftone)"]
+    assert ch.pair is ch.pairs["pair 1 (photo → halftone)"]
+    assert ch.pair.target_style == "halftone" and ch.aux is None and ch.aux_by_style is None
+
+
+def test_setup_draws_an_auxiliary_set_in_each_source_style_of_the_pairs(cache):
+    ch = setup("tiny", pair_seeds=[1])
+    assert list(ch.aux_by_style) == ["photo", "sketch"] and ch.aux is ch.aux_by_style["photo"]
+    photo, sketch = ch.aux_by_style["photo"], ch.aux_by_style["sketch"]
+    assert len(photo) == len(sketch) == ch.settings.aux_count
+    assert [np.asarray(a).tolist() for a in photo] != [np.asarray(a).tolist() for a in sketch]
+    keys = [json.loads(f.read_text())["prompt"] for f in sorted((cache / "aux").glob("aux-*/key.json"))]
+    assert sorted(keys) == ["a drawing with photo style of portrait", "a drawing with sketch style of portrait"]
+    assert setup("tiny", pair_seeds=None).aux_by_style is None  # one pair: the profile's one set
+    with pytest.raises(ValueError, match="leave style unset"):
+        auxiliary_set(ch.pipe, backend_settings("sd15", "sd"), style="sketch")
 
 
 def test_chapter_generate_is_repeatable_per_seed(cache):

@@ -10,7 +10,7 @@ from PIL import Image
 import styo.idl
 from styo.book import backend_settings, example_pair, load_backend, with_steps
 from styo.book import experiments as X
-from styo.world.attributes import ATTRIBUTES
+from styo.world.attributes import ATTRIBUTES, PRETRAIN_STYLES
 from styo.world.judges import JudgeNet, Judges
 
 
@@ -125,6 +125,10 @@ def test_ablation_rows_trains_each_variant_once_from_the_base(tmp_path, monkeypa
     again = X.ablation_rows(pipe, {"p0": pair}, aux, config, variants=variants, **kwargs)
     for r, s in zip(rows, again, strict=True):
         assert r["content"] == s["content"] and r["idl_loss"] == s["idl_loss"]
+    # One set per source style: the pair trains with its style's set (the same runs, loaded).
+    by_style = X.ablation_rows(pipe, {"p0": pair}, {pair.source_style: aux, "sketch": []}, config,
+                               variants=variants, **kwargs)
+    assert [r["idl_loss"] for r in by_style] == [r["idl_loss"] for r in rows]
 
 
 def test_contrasting_attributes_differ_everywhere():
@@ -196,18 +200,33 @@ def test_check_claim_verdicts():
 
 
 def test_ablation_pairs_start_with_the_book_pair_and_contrast_every_attribute():
-    pairs = X.ablation_pairs("tiny", pair_seeds=[1, 8, 15])
-    assert list(pairs) == ["pair 1 (mosaic)", "pair 2 (halftone)", "pair 3 (mosaic)", "pair 4 (halftone)"]
-    first = pairs["pair 1 (mosaic)"]
+    pairs = X.ablation_pairs("tiny", pair_seeds=[1, 8, 15, 22, 29])
+    assert list(pairs) == ["pair 1 (photo → mosaic)", "pair 2 (sketch → halftone)", "pair 3 (cartoon → mosaic)",
+                           "pair 4 (pixel → halftone)", "pair 5 (watercolour → mosaic)", "pair 6 (photo → halftone)"]
+    first = pairs["pair 1 (photo → mosaic)"]
     assert first.source_attributes == example_pair("tiny").source_attributes
+    assert {p.source_style for p in pairs.values()} == set(PRETRAIN_STYLES)  # sources in every pretraining style
     for label, pair in list(pairs.items())[1:]:
-        assert pair.target_style in label and pair.source_style == "photo"
+        assert label.endswith(f"({pair.source_style} → {pair.target_style})")
         assert all(pair.source_attributes[k] != v for k, v in pair.target_attributes.items())
-    assert len({str(p.source_attributes) for p in pairs.values()}) == 4
+    assert len({str(p.source_attributes) for p in pairs.values()}) == 6
+    photos = X.ablation_pairs("tiny", pair_seeds=[1, 8], source_styles=["photo"])
+    assert {p.source_style for p in photos.values()} == {"photo"}
     with pytest.raises(ValueError, match="target_styles"):
         X.ablation_pairs("tiny", target_styles=[])
+    with pytest.raises(ValueError, match="source_styles must name pretraining styles"):
+        X.ablation_pairs("tiny", source_styles=["mosaic"])  # a held-out style is the targets'
     sd15 = X.ablation_pairs("sd15")  # the shipped pair: no pipeline needed, no ground truth
     assert list(sd15) == ["pair 1"] and sd15["pair 1"].source_attributes is None
+
+
+def test_each_pair_trains_with_the_auxiliary_set_of_its_source_style():
+    pairs = X.ablation_pairs("tiny", pair_seeds=[1])
+    sets = {"photo": ["p"], "sketch": ["s"]}
+    assert [X.pair_aux(sets, p) for p in pairs.values()] == [["p"], ["s"]]
+    assert X.pair_aux(("one", "set"), pairs["pair 2 (sketch → halftone)"]) == ["one", "set"]
+    with pytest.raises(ValueError, match="no auxiliary set for source style 'sketch'"):
+        X.pair_aux({"photo": ["p"]}, pairs["pair 2 (sketch → halftone)"])
 
 
 def test_ablation_claims_are_checked_for_the_variants_present():
@@ -297,3 +316,8 @@ def test_head_follow_reads_how_far_each_head_is_from_its_reconstruction_twin():
     assert follow[True] == pytest.approx(1.0) and follow[False] < X.JOINT_HEAD_IOU
     assert "pull the head to where" in X.follow_markdown(follow, 1.0)
     assert "do not pull" in X.follow_markdown({False: follow[True], True: follow[False]}, 1.0)
+    # the extension: the head follows once the reconstruction's self-attention is shared
+    shared = {False: follow[False], True: follow[False], X.SHARED_SELF_ATTENTION: follow[True]}
+    text = X.follow_markdown(shared, 1.0, (0.0, 0.5))
+    assert "over the first 50% of the steps" in text and "the head follows" in text
+    assert "does not carry" in X.follow_markdown({**shared, X.SHARED_SELF_ATTENTION: follow[False]}, 1.0)

@@ -33,6 +33,7 @@ _CHAPTERS = (
     "SD15",
     "SD15_PAIR",
     "auxiliary_set",
+    "auxiliary_sets",
     "backend_settings",
     "bench_pipeline",
     "cache_root",

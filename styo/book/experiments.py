@@ -145,14 +145,30 @@ def head_follow(segmenter: Any, outputs: Mapping[Any, Any]) -> dict[Any, float]:
             for key, out in outputs.items()}
 
 
-def follow_markdown(follow: Mapping[bool, float], strength: float) -> str:
-    """One sentence on :func:`head_follow` without (``False``) and with (``True``) FCC."""
+SHARED_SELF_ATTENTION = "self-attention"  # head_follow's key for FCC plus the shared self-attention
+
+
+def follow_markdown(follow: Mapping[Any, float], strength: float,
+                    self_attention_steps: tuple[float, float] | None = None) -> str:
+    """Sentences on :func:`head_follow` without (``False``) and with (``True``) FCC and, when
+    ``follow`` has it, with FCC plus the reconstruction's self-attention maps over
+    ``self_attention_steps`` (key :data:`SHARED_SELF_ATTENTION`, an extension)."""
     off, on = follow[False], follow[True]
-    return (f"From strength {float(strength)}, the stylized head overlaps the reconstruction's with IoU "
+    text = (f"From strength {float(strength)}, the stylized head overlaps the reconstruction's with IoU "
             f"{off:.2f} without FCC and {on:.2f} with it: FCC's copied maps "
             + ("pull the head to where the reconstruction drew it." if on - off >= 0.05 else
                "move the head little on this pair." if on - off > -0.05 else
                "do not pull the head toward the reconstruction's on this pair."))
+    if SHARED_SELF_ATTENTION not in follow:
+        return text
+    shared = follow[SHARED_SELF_ATTENTION]
+    lo, hi = self_attention_steps or (0.0, 1.0)
+    window = f"steps {lo:.0%} to {hi:.0%} of the way" if lo else f"the first {hi:.0%} of the steps"
+    return (text + f" With the reconstruction's self-attention maps as well, over {window} (an extension, "
+            f"not the paper's method), the overlap is {shared:.2f}: "
+            + ("the head follows, so on this model the layout is drawn by self-attention, which FCC leaves "
+               "alone." if shared - on >= 0.05 else
+               "self-attention does not carry the layout on this pair either."))
 
 
 def joint_success(judges: Any, images: Sequence[Image.Image], head_ious: Sequence[float],
@@ -253,7 +269,7 @@ def base_weights(pipe: Any) -> Iterator[Any]:
 def ablation_rows(
     pipe: Any,
     pairs: Mapping[str, Any],
-    aux: Sequence[Image.Image],
+    aux: Sequence[Image.Image] | Mapping[Any, Sequence[Image.Image]],
     config: IDLConfig,
     *,
     variants: Mapping[str, Mapping[str, Any]] = IDL_VARIANTS,
@@ -265,7 +281,8 @@ def ablation_rows(
 ) -> list[dict[str, Any]]:
     """Train every IDL variant on every pair (cached), stylize with and without FCC, score.
 
-    ``pairs`` maps a label to an :class:`styo.book.ExamplePair`; ``variants`` maps a label to
+    ``pairs`` maps a label to an :class:`styo.book.ExamplePair`; ``aux`` is one auxiliary set, or
+    one per source style (:func:`pair_aux`); ``variants`` maps a label to
     :class:`~styo.idl.IDLConfig` fields that replace those of ``config``. ``pipe`` must hold the
     *base* weights: each run starts from them (they are restored afterwards) and goes through
     :func:`styo.book.cached_idl`, so a run another chapter trained with the same settings is
@@ -281,7 +298,7 @@ def ablation_rows(
         for name, fields in variants.items():
             run_config = replace(config, **fields)
             with base_weights(pipe):
-                run = cached_idl(pipe, pair.source, pair.target, list(aux), run_config,
+                run = cached_idl(pipe, pair.source, pair.target, pair_aux(aux, pair), run_config,
                                  progress=progress)
                 tail = run.losses[-max(1, len(run.losses) // 10):]
                 settings = [{"fcc": f} for f in fcc]
@@ -317,17 +334,22 @@ def ablation_pairs(
     target_styles: Sequence[str] = ("mosaic", "halftone"),
     pipe: Any = None,
     *,
+    source_styles: Sequence[str] | None = None,
     source_path: Any = None,
     target_path: Any = None,
 ) -> dict[str, Any]:
     """The (source, target) pairs the ablations are measured on, by label.
 
-    In the miniature world: the book's example pair, then one pair per seed whose source and
-    target differ in *every* attribute (:func:`contrasting_attributes`), the target drawn in the
-    held-out styles in turn, so that leaks are visible and unseen styles are learned from one
-    picture. sd15 has no ground truth to vary: its one example pair. A reader's own source or
-    target image (``source_path``, ``target_path``) makes the one pair, unscored.
+    In the miniature world: the book's example pair (a photo), then one pair per seed whose source
+    and target differ in *every* attribute (:func:`contrasting_attributes`), the targets drawn in
+    the held-out styles in turn, so that leaks are visible and unseen styles are learned from one
+    picture, and the sources in ``source_styles`` in turn (default: every pretraining style,
+    starting after the photo), so that a verdict is not one style's. Labels read
+    ``pair k (source style → target style)``. sd15 has no ground truth to vary: its one example
+    pair. A reader's own source or target image (``source_path``, ``target_path``) makes the one
+    pair, unscored.
     """
+    from ..world.attributes import PRETRAIN_STYLES
     from .chapters import example_pair
 
     if source_path is not None or target_path is not None:
@@ -336,14 +358,32 @@ def ablation_pairs(
         return {"pair 1": example_pair(backend, pipe)}
     if not target_styles:
         raise ValueError("target_styles is empty: name at least one style for the targets")
-    pairs = {f"pair 1 ({target_styles[0]})": example_pair(backend, target_style=target_styles[0])}
+    source_styles = PRETRAIN_STYLES if source_styles is None else tuple(source_styles)
+    unknown = [s for s in source_styles if s not in PRETRAIN_STYLES]
+    if not source_styles or unknown:
+        raise ValueError(f"source_styles must name pretraining styles ({', '.join(PRETRAIN_STYLES)}), "
+                         f"got {list(source_styles)}")
+    first = example_pair(backend, target_style=target_styles[0])
+    pairs = {f"pair 1 ({first.source_style} → {target_styles[0]})": first}
     for k, pair_seed in enumerate(pair_seeds, start=1):
         source, target = contrasting_attributes(pair_seed)
-        style = target_styles[k % len(target_styles)]
-        pairs[f"pair {k + 1} ({style})"] = example_pair(
-            backend, source_attributes=source, target_attributes=target, target_style=style,
-            seed=pair_seed)
+        style, source_style = target_styles[k % len(target_styles)], source_styles[k % len(source_styles)]
+        pairs[f"pair {k + 1} ({source_style} → {style})"] = example_pair(
+            backend, source_attributes=source, target_attributes=target, source_style=source_style,
+            target_style=style, seed=pair_seed)
     return pairs
+
+
+def pair_aux(aux: Sequence[Image.Image] | Mapping[Any, Sequence[Image.Image]], pair: Any
+             ) -> list[Image.Image]:
+    """The auxiliary set for ``pair``: ``aux`` itself, or its entry for the pair's source style
+    when ``aux`` maps source styles to sets (:func:`styo.book.auxiliary_sets`)."""
+    if not isinstance(aux, Mapping):
+        return list(aux)
+    if pair.source_style not in aux:
+        raise ValueError(f"no auxiliary set for source style {pair.source_style!r}; "
+                         f"build them with styo.book.auxiliary_sets(pipe, settings, pairs.values())")
+    return list(aux[pair.source_style])
 
 
 def mean_rows(rows: Sequence[Mapping[str, Any]], by: Sequence[str],
@@ -692,7 +732,12 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
     """The committed larger ablation study (``benchmarks/ablations.py``), or why it does not apply
     to this page: none recorded, another model, another strength or another guidance (its numbers
     would then say nothing about what the page just measured)."""
-    from .results import ablation_means_markdown, strengths_markdown, study_targets_markdown
+    from .results import (
+        ablation_means_markdown,
+        self_attention_markdown,
+        strengths_markdown,
+        study_targets_markdown,
+    )
 
     if study is None:
         return "No larger study is recorded yet: `python benchmarks/ablations.py` makes one."
@@ -711,13 +756,14 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
     table = ablation_means_markdown(study["means"])
     targets = f"\n\n{study_targets_markdown(study['targets'])}" if study.get("targets") else ""
     depth = f"\n\n{strengths_markdown(study['strengths'])}" if study.get("strengths") else ""
+    shared = f"\n\n{self_attention_markdown(study['self_attention'])}" if study.get("self_attention") else ""
     return (f"{len(study['pairs'])} pairs, IDL {study['idl']['steps']} steps, {study['n_images']} images "
             f"per setting, measured {study['date']} in {study['seconds'] / 60:.0f} min:\n\n{table}\n\n"
-            + claims_markdown(study["claims"]) + targets + depth)
+            + claims_markdown(study["claims"]) + targets + depth + shared)
 
 
 __all__ = [
-    "ABLATION_CLAIMS", "FULL_IDL", "IDL_VARIANTS", "METRICS", "ablation_pairs", "ablation_rows",
+    "ABLATION_CLAIMS", "FULL_IDL", "SHARED_SELF_ATTENTION", "IDL_VARIANTS", "METRICS", "ablation_pairs", "ablation_rows", "pair_aux",
     "ablation_seeds", "augmentation_markdown",
     "base_weights", "change", "check_ablation_claims", "check_claim", "claims_markdown",
     "contrasting_attributes", "depth_verdict",

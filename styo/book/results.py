@@ -135,6 +135,26 @@ def strengths_markdown(comparison: dict[str, Any]) -> str:
     ])
 
 
+def self_attention_markdown(comparison: dict[str, Any]) -> str:
+    """An ablation study's extension row (``benchmarks/ablations.py --self-attention F``): the full
+    method without FCC, with FCC, and with FCC plus the reconstruction's self-attention maps over
+    the first ``F`` of the steps, as prompt-to-prompt injects them; how often each raises the
+    geometry above sampling without FCC."""
+    rows, n = comparison["means"], comparison["pairs"]
+    scores = [k for k in STUDY_SCORES if k in rows[0]]
+    wins = comparison["geometry_wins"]
+    share = f"{comparison['fraction']:.0%}"
+    return "\n".join([
+        f"An extension, not the paper's method: FCC plus the reconstruction's self-attention maps over "
+        f"the first {share} of the steps (the stylization's queries and keys replaced by the "
+        f"reconstruction's, its values its own), at the profile's strength, on the full variant's "
+        f"runs of {n} pairs (mean over pairs):", "",
+        markdown_table(rows, ["control", *scores], decimals=2), "",
+        *(f"- {name} raises the geometry above sampling without FCC in {k} of {n} pairs"
+          for name, k in wins.items()),
+    ])
+
+
 def markdown_table(
     rows: Sequence[dict[str, Any]],
     columns: Sequence[str],
