@@ -78,6 +78,10 @@ def test_notebook_committed_without_outputs(path):
         if cell["cell_type"] == "code":
             assert not cell.get("outputs"), f"{path} cell {i} has outputs: clear them before committing"
             assert cell.get("execution_count") is None, f"{path} cell {i} has an execution count"
+    if (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5):  # cell ids: nbformat will require them
+        ids = [cell.get("id") for cell in nb["cells"]]
+        assert None not in ids, f"{path} cell {ids.index(None)} has no id: give it a unique one"
+        assert len(set(ids)) == len(ids), f"{path} has duplicate cell ids"
 
 
 @pytest.mark.parametrize("path", toc_notebooks())
