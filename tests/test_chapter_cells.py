@@ -385,3 +385,17 @@ def test_show_run_on_the_committed_smoke_run(shown):
     assert shown[0].startswith(f"`{runs[0]['file']}`")
     assert any("| profile |" in text for text in shown)
     assert any("| target |" in text for text in shown)
+
+
+def test_study_names_what_the_full_method_made_of_each_pair():
+    per_pair = [{"pair": "a", "joint": 0.75, "style": 0.9, "content": 0.9, "geometry": 0.9},
+                {"pair": "b", "joint": 0.25, "style": 0.3, "content": 0.9, "geometry": 0.9},
+                {"pair": "c", "joint": 0.0, "style": 1.0, "content": 0.1, "geometry": 0.5},
+                {"pair": "d", "joint": 0.0, "style": 0.5, "content": 0.8, "geometry": 0.9}]
+    assert R.pair_outcomes(per_pair) == {R.RECOMBINED: ["a"], R.UNSTYLED: ["b"], R.FACE_LOST: ["c", "d"]}
+    targets = {"means": {"joint": 0.25}, "targets": {"joint": 0.6}, "met": {
+        "joint": False, "geometry above no FCC on most pairs": False}, "fcc_geometry_wins": 1,
+        "per_pair": [{**r, "geometry without FCC": 0.8} for r in per_pair]}
+    text = R.study_targets_markdown(targets)
+    assert "- recombined (1 of 4): a\n" in text and "- styled without the source's face (2 of 4): c, d" in text
+    assert "Pair by pair" not in R.study_targets_markdown(targets, per_pair=False)

@@ -64,6 +64,21 @@ def ablation_means_markdown(means: Sequence[dict[str, Any]]) -> str:
                           decimals=3)
 
 
+RECOMBINED, UNSTYLED, FACE_LOST = "recombined", "left unstyled", "styled without the source's face"
+
+
+def pair_outcomes(per_pair: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """What the full method made of each pair, by outcome: ``recombined`` (joint score ≥ 0.5: most
+    pictures carry the target style and the source's face), ``left unstyled`` (the target style read
+    in fewer than half), else ``styled without the source's face`` (the target drawn whole, or the
+    face or its place lost). The way a pair fails says which half of IDL's split gave way."""
+    out: dict[str, list[str]] = {RECOMBINED: [], UNSTYLED: [], FACE_LOST: []}
+    for row in per_pair:
+        kind = RECOMBINED if row["joint"] >= 0.5 else UNSTYLED if row["style"] < 0.5 else FACE_LOST
+        out[kind].append(row["pair"])
+    return out
+
+
 def study_targets_markdown(targets: dict[str, Any], per_pair: bool = True) -> str:
     """An ablation study's targets for the full method with FCC: each mean against its target,
     whether FCC raised the geometry on most pairs, and (``per_pair``) the pair-by-pair table."""
@@ -75,7 +90,9 @@ def study_targets_markdown(targets: dict[str, Any], per_pair: bool = True) -> st
                  f"**{'met' if met['geometry above no FCC on most pairs'] else 'not met'}**")
     if per_pair:
         lines += ["", "Pair by pair:", "",
-                  markdown_table(targets["per_pair"], ["pair", *lows, "geometry without FCC"], decimals=2)]
+                  markdown_table(targets["per_pair"], ["pair", *lows, "geometry without FCC"], decimals=2), ""]
+        lines += [f"- {kind} ({len(pairs)} of {n}): {', '.join(pairs) if pairs else 'none'}"
+                  for kind, pairs in pair_outcomes(targets["per_pair"]).items()]
     return "\n".join(lines)
 
 
