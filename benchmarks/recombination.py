@@ -174,21 +174,29 @@ def grounded_content_words(pipe, config, segmenter, source, target, weight: floa
     store = grounding.install(pipe.unet)
     plain_loss = idl.idl_loss
 
+    index: dict = {}  # built once per batch layout, not at every step
+
+    def grounding_index(batch: int, n_terms: int, device):
+        """(rows, tokens, regions, per-row coverage) of the grounded words for a batch of terms."""
+        key = (batch, n_terms, str(device))
+        if key not in index:
+            b = batch // n_terms
+            rows, toks = [], []
+            for term, idx in tokens.items():
+                for r in range(term * b, (term + 1) * b):
+                    rows += [r] * len(idx)
+                    toks += idx
+            per_row = torch.zeros(batch, *coverage.shape[1:])
+            per_row[:b], per_row[b:2 * b] = coverage[0], coverage[1]
+            as_long = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
+            index[key] = (as_long(rows), as_long(toks), as_long([head] * len(rows)), per_row.to(device))
+        return index[key]
+
     def loss_with_grounding(unet, scheduler, z0, t, noise, embeds, n_terms):
         store.clear()
         terms = plain_loss(unet, scheduler, z0, t, noise, embeds, n_terms)
-        b = z0.shape[0] // n_terms
-        rows, toks = [], []
-        for term, idx in tokens.items():
-            for r in range(term * b, (term + 1) * b):
-                rows += [r] * len(idx)
-                toks += idx
-        per_row = torch.zeros(z0.shape[0], *coverage.shape[1:])
-        per_row[:b], per_row[b:2 * b] = coverage[0], coverage[1]
-        as_long = lambda x: torch.tensor(x, dtype=torch.long, device=z0.device)  # noqa: E731
         maps = grounding.word_maps(store, side)
-        loss = grounding.grounding_loss(maps, as_long(rows), as_long(toks),
-                                        as_long([head] * len(rows)), per_row.to(z0.device))
+        loss = grounding.grounding_loss(maps, *grounding_index(z0.shape[0], n_terms, z0.device))
         store.clear()
         return terms + weight * loss / n_terms
 
