@@ -173,11 +173,11 @@ def compare_self_attention(rows: list[dict], shared: list[dict], fraction: float
     from styo.book import experiments as X
 
     full = [r for r in rows if r["variant"] == X.FULL_IDL]
-    settings = {"no FCC": [r for r in full if not r["fcc"]], "FCC": [r for r in full if r["fcc"]],
-                "FCC + self-attention": shared}
-    off = {r["pair"]: r["geometry"] for r in settings["no FCC"]}
+    off = [r for r in full if not r["fcc"]]
+    settings = {"no FCC": off, "FCC": [r for r in full if r["fcc"]], "FCC + self-attention": shared}
     means = [{"control": name, **m} for name, mine in settings.items() for m in X.mean_rows(mine, [], COLUMNS)]
-    wins = {name: sum(r["geometry"] > off[r["pair"]] for r in mine)
+    # the shared rows are full-variant rows with FCC on: check_targets counts their wins over no FCC
+    wins = {name: check_targets(off + mine)["fcc_geometry_wins"]
             for name, mine in settings.items() if name != "no FCC"}
     return {"fraction": fraction, "means": means, "geometry_wins": wins, "pairs": len(off),
             "per_pair": [{"pair": r["pair"], **{k: r[k] for k in COLUMNS}} for r in shared]}

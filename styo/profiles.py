@@ -5,13 +5,14 @@ The miniature model was trained from scratch and barely moves at SD's fine-tunin
 DDIM 25 / guidance 5. It stylizes (and draws its auxiliary portraits) at guidance 10: over 12
 photo sources of the shipped model, with FCC, the target style is read in 0.71 of the pictures at
 guidance 10 against 0.28 at 5, and the joint score is 0.29 against 0.04
-(benchmarks/results/ablations-photo-sources.md and ablations-guidance5.md). Its IDL trains the text encoder too: the identifiers never occur in the
-world's captions, so its from-scratch text encoder gives them untrained embeddings, and with the
-UNet alone the held-out style is not learned at all (benchmarks/results/idl-tuning.md). Its
-source is diffused to strength 0.7, not 0.8 and not the paper's 1.0 (both branches from the same
-noise): over 12 pairs of the shipped model (sources in every pretraining style), with FCC, 0.7
-keeps more of the source's content and head where 1.0 mostly draws the target whole, and its mean
-joint score is the higher, 0.21 against 0.06 (benchmarks/results/ablations.md, `--paper-strength`). Any other model gets the paper's Stable
+(benchmarks/results/ablations-photo-sources.md and ablations-guidance5.md). Its IDL trains the
+text encoder too: the identifiers never occur in the world's captions, so its from-scratch text
+encoder gives them untrained embeddings, and with the UNet alone the held-out style is not learned
+at all (benchmarks/results/idl-tuning.md). Its source is diffused to strength 0.7, not 0.8 and not
+the paper's 1.0 (both branches from the same noise): over 12 pairs of the shipped model (sources
+in every pretraining style), with FCC, 0.7 keeps more of the source's content and head where 1.0
+mostly draws the target whole, and its mean joint score is the higher, 0.21 against 0.06
+(benchmarks/results/ablations.md, `--paper-strength`). Any other model gets the paper's Stable
 Diffusion settings.
 
 ``sd-t4`` is the paper's method on a 15 GB GPU (a free Colab T4): the paper's lr and steps, but

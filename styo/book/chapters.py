@@ -25,10 +25,12 @@ from ..idl import IDLConfig, IDLResult, run_fingerprint, train
 from ..memory import choose_sd_profile, profile_config
 from ..pipeline import image_size, load_pipeline
 from ..profiles import DEFAULT_MODEL, PROFILES
+from ..prompts import styo_prompt
 from ..runtime import estimate_t4
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BACKENDS = ("mini", "sd15", "sd15-shaped", "tiny")
+WORLD_BACKENDS = ("mini", "tiny")  # the backends whose pairs come from the miniature world
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -176,8 +178,8 @@ def auxiliary_set(pipe, settings: Backend, n: int | None = None, seed: int = 0,
     """
     if style is None:
         prompt = settings.aux_prompt
-    elif settings.name in ("mini", "tiny"):
-        prompt = f"a drawing with {style} style of portrait"
+    elif settings.name in WORLD_BACKENDS:
+        prompt = styo_prompt(style, "")  # the world's caption with a style and no content
     else:
         raise ValueError(f"style= draws the auxiliary set in a style of the miniature world; the "
                          f"{settings.name} backend has one auxiliary prompt: leave style unset")
@@ -311,7 +313,7 @@ def example_pair(
     """
     backend_settings(backend)  # an unknown backend is refused here
     size = image_size(pipe) if pipe is not None else _PAIR_SIZE.get(backend, 512)
-    if backend in ("mini", "tiny"):
+    if backend in WORLD_BACKENDS:
         from ..world.render import render
 
         src = dict(source_attributes or MINI_SOURCE)

@@ -763,11 +763,12 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
 
 
 __all__ = [
-    "ABLATION_CLAIMS", "FULL_IDL", "SHARED_SELF_ATTENTION", "IDL_VARIANTS", "METRICS", "ablation_pairs", "ablation_rows", "pair_aux",
-    "ablation_seeds", "augmentation_markdown",
+    "ABLATION_CLAIMS", "FULL_IDL", "IDL_VARIANTS", "METRICS", "SHARED_SELF_ATTENTION", "ablation_pairs",
+    "ablation_rows", "ablation_seeds", "augmentation_markdown",
     "base_weights", "change", "check_ablation_claims", "check_claim", "claims_markdown",
     "contrasting_attributes", "depth_verdict",
-    "diversity", "first_images", "follow_markdown", "format_table", "head_follow", "mean_rows", "pair_grid",
+    "diversity", "first_images", "follow_markdown", "format_table", "head_follow", "mean_rows", "pair_aux",
+    "pair_grid",
     "plain_prompt_verdict", "plot_bars", "plot_by_strength", "recorded_study_markdown",
     "repetition_claims", "restore_weights", "score", "score_pair", "sharpness_markdown",
     "snapshot_weights", "stylize_rows", "trend", "window_verdict",
