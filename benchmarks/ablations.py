@@ -11,8 +11,10 @@ means and the verdict on each of the paper's claims. The chapter shows the resul
 
 Scores include the joint score and the head geometry (the segmentation judge), which the paper's
 disentanglement and FCC claims are read from, and `--grid-pairs` adds the augmented prompt's
-n_s × n_c grid (1..3 each) on the full variant's runs of the first pairs. The study is judged
-against the targets below, pair by pair.
+n_s × n_c grid (1..3 each) on the full variant's runs of the first pairs. `--crossing` draws
+every run with its style and content identifiers crossed (`styo.book.crossing`), to read which
+identifier carries the style and which the face. The study is judged against the targets below,
+pair by pair.
 
 Every IDL run goes through the book's cache (`--cache`, default `runs/ablation-cache`), so a
 killed study resumes where it stopped, and a run the book already made is loaded. Writes
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--self-attention", type=float, metavar="FRACTION",
                     help="also sample every full-variant run with FCC plus the reconstruction's self-attention "
                          "maps over the first FRACTION of the steps (an extension, not the paper's method)")
+    ap.add_argument("--crossing", action="store_true",
+                    help="also cross the style and content identifiers of every run (which carries what)")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "ablation-cache"), help="STYO_CACHE for the runs")
     ap.add_argument("--note", default="")
     ap.add_argument("--name", default="ablations", help="file stem of the results (NAME.json, NAME.md)")
@@ -102,6 +106,16 @@ def main(argv: list[str] | None = None) -> None:
                                    [{"fcc": True, "share_self_attention": True,
                                      "self_attention_steps": (0.0, args.self_attention)}],
                                    judges, segmenter, sample)
+    crossing = {}
+    if args.crossing:
+        from styo.book.crossing import identifier_crossings
+
+        crossings = identifier_crossings(pipe, pairs, aux, config, variants=X.IDL_VARIANTS,
+                                         judges=judges, progress=False, num_images=2 * args.n_images,
+                                         num_inference_steps=settings.sample_steps,
+                                         guidance_scale=guidance)
+        crossing = {variant: {label: c.effects for label, c in by_pair.items()}
+                    for variant, by_pair in crossings.items()}
     for r in rows + grid + depth + shared:
         for key in ("images", "reconstruction", "reconstructions"):
             r.pop(key, None)
@@ -125,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         "grid_means": X.mean_rows(grid, ["n_s", "n_c"], COLUMNS) if grid else [],
         "strengths": compare_strengths(rows, depth, settings.strength) if depth else None,
         "self_attention": compare_self_attention(rows, shared, args.self_attention) if shared else None,
+        "crossing": crossing or None,
     }
     write_results(record, Path(args.out_dir), args.name)
     print(X.claims_markdown(record["claims"]))
@@ -237,6 +252,10 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
         from styo.book.results import self_attention_markdown
 
         lines += ["", self_attention_markdown(record["self_attention"])]
+    if record.get("crossing"):
+        from styo.book.results import crossing_study_markdown
+
+        lines += ["", crossing_study_markdown(record)]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 

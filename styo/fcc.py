@@ -38,14 +38,13 @@ from .attention import AttentionController, AttentionRecorder, attention_control
 from .pipeline import image_size
 from .profiles import PAPER_SD
 from .prompts import (
+    DEFAULT_IDS,
     Identifiers,
     check_length,
     content_index_map,
     source_prompt,
     stylization_prompt,
 )
-
-DEFAULT_IDS = Identifiers()  # the paper's ak47 / aug / sks / m4a1
 
 
 @dataclass

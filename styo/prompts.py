@@ -30,6 +30,9 @@ class Identifiers:
             raise ValueError(f"the four identifiers must differ, got {words}")
 
 
+DEFAULT_IDS = Identifiers()  # the paper's ak47 / aug / sks / m4a1
+
+
 def _phrase(first: str, second: str, negative: bool) -> str:
     return f"{first} not {second}" if negative else first
 
@@ -92,6 +95,21 @@ def stylization_prompt(
     return styo_prompt(
         _phrase(ids.s_tgt, ids.s_src, negative), _phrase(ids.c_src, ids.c_tgt, negative), n_s, n_c
     )
+
+
+def crossed_prompt(
+    ids: Identifiers = Identifiers(), style: str = "target", content: str = "source",
+    negative: bool = True,
+) -> str:
+    """The template with one image's style identifiers and one image's content identifiers
+    (``"source"`` or ``"target"`` each): the two training prompts when they agree, the stylization
+    prompt (target style, source content) and its mirror when they cross."""
+    roles = ("source", "target")
+    if style not in roles or content not in roles:
+        raise ValueError(f"style and content must each be 'source' or 'target', got {style!r}, {content!r}")
+    s = (ids.s_src, ids.s_tgt) if style == "source" else (ids.s_tgt, ids.s_src)
+    c = (ids.c_src, ids.c_tgt) if content == "source" else (ids.c_tgt, ids.c_src)
+    return styo_prompt(_phrase(*s, negative), _phrase(*c, negative))
 
 
 # --- Token spans and the FCC content map ---------------------------------------------------------

@@ -207,7 +207,7 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     assert record["idl"]["aux_styles"] == ["photo", "sketch"]
     assert len(list((tmp_path / "cache" / "aux").glob("aux-*"))) == 2
 
-    again = subprocess.run([*cmd, "--paper-strength", "--self-attention", "0.5", "--out-dir", str(tmp_path / "b")],
+    again = subprocess.run([*cmd, "--paper-strength", "--self-attention", "0.5", "--crossing", "--out-dir", str(tmp_path / "b")],
                            capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-2000:]
     rerun = json.loads((tmp_path / "b" / "ablations.json").read_text())
@@ -234,6 +234,15 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
         sum(r["geometry"] for r in shared["per_pair"]) / 2)
     assert shared["geometry_wins"]["FCC"] == targets["fcc_geometry_wins"]
     assert "An extension, not the paper's method" in (tmp_path / "b" / "ablations.md").read_text()
+    # every run crossed (loaded from the cache, not trained again): the four effects per pair
+    from styo.book.crossing import EFFECTS
+
+    assert record["crossing"] is None  # only when asked for
+    crossing = rerun["crossing"]
+    assert list(crossing) == ["positive-only", "contrastive", "contrastive + aux"]
+    assert all(list(by_pair) == rerun["pairs"] and all(set(e) == set(EFFECTS) for e in by_pair.values())
+               for by_pair in crossing.values())
+    assert "Which identifier carries what" in (tmp_path / "b" / "ablations.md").read_text()
 
 
 def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_path):

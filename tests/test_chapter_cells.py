@@ -278,6 +278,14 @@ def test_recorded_study_applies_only_to_this_model_strength_and_guidance():
     assert "- strength 1.0: with FCC, joint 0.00 and geometry 0.60; FCC raises the geometry in 2 of 2 pairs" in text
     assert "**the profile's strength 0.7 measures better than the paper's 1.0**" in text
     assert "| 1.00 | on | 0.60 | 0.00 |" in text  # geometry, then joint
+    assert "Which identifier carries what" not in text  # a study without --crossing
+    clean = {"style_by_style_ids": 1.0, "face_by_content_ids": 0.9, "style_by_content_ids": 0.0,
+             "face_by_style_ids": 0.1}
+    study["crossing"] = {"contrastive + aux": {"a": clean, "b": {**clean, "face_by_content_ids": 0.2}}}
+    text = X.recorded_study_markdown(study, "f", 0.7)
+    assert "Which identifier carries what" in text and "(8 pictures per prompt" in text
+    assert "| contrastive + aux | +1.00 | +0.55 | +0.00 | +0.10 | 2 |" in text
+    assert "carried by the content identifiers in 1 of 2 pairs, by the style identifiers in 0, by neither in 1" in text
 
 
 def test_pair_grid_titles_the_first_row_only():

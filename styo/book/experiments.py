@@ -734,6 +734,7 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
     would then say nothing about what the page just measured)."""
     from .results import (
         ablation_means_markdown,
+        crossing_study_markdown,
         self_attention_markdown,
         strengths_markdown,
         study_targets_markdown,
@@ -757,9 +758,10 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
     targets = f"\n\n{study_targets_markdown(study['targets'])}" if study.get("targets") else ""
     depth = f"\n\n{strengths_markdown(study['strengths'])}" if study.get("strengths") else ""
     shared = f"\n\n{self_attention_markdown(study['self_attention'])}" if study.get("self_attention") else ""
+    crossing = f"\n\n{crossing_study_markdown(study)}" if study.get("crossing") else ""
     return (f"{len(study['pairs'])} pairs, IDL {study['idl']['steps']} steps, {study['n_images']} images "
             f"per setting, measured {study['date']} in {study['seconds'] / 60:.0f} min:\n\n{table}\n\n"
-            + claims_markdown(study["claims"]) + targets + depth + shared)
+            + claims_markdown(study["claims"]) + targets + depth + shared + crossing)
 
 
 __all__ = [

@@ -172,6 +172,25 @@ def self_attention_markdown(comparison: dict[str, Any]) -> str:
     ])
 
 
+def crossing_study_markdown(record: dict[str, Any]) -> str:
+    """An ablation study's identifier crossing (``benchmarks/ablations.py --crossing``): for each
+    variant, how much the style and the content identifiers each move the style and the face, and
+    which carries the face in how many pairs (:mod:`styo.book.crossing`)."""
+    from .crossing import crossing_markdown
+
+    images = 2 * record["n_images"]
+    return "\n".join([
+        f"Which identifier carries what: every run drawn from pure noise with its style and content "
+        f"identifiers crossed ({images} pictures per prompt, the same noise for all four, no FCC). "
+        f"*Style by X ids* is the target style's probability with the target's X identifiers minus "
+        f"with the source's; *face by X ids* the share of the source's attributes with the source's "
+        f"X identifiers minus with the target's (each averaged over the other identifiers, then over "
+        f"the pairs). The split IDL means gives +1.00 in the first two columns and 0 in the last "
+        f"two:", "",
+        crossing_markdown(record["crossing"]),
+    ])
+
+
 def markdown_table(
     rows: Sequence[dict[str, Any]],
     columns: Sequence[str],
