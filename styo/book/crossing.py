@@ -162,7 +162,7 @@ def identifier_crossings(
     return out
 
 
-def crossing_grid(crossing: Crossing, size: float = 1.6):
+def crossing_grid(crossing: Crossing, size: float = 2.4):
     """The first picture of each crossed prompt, as a 2 × 2 figure: rows by style identifiers,
     columns by content identifiers, each titled with its judged target style and source face."""
     from .viz import show_grid
