@@ -106,16 +106,19 @@ def main(argv: list[str] | None = None) -> None:
                                    [{"fcc": True, "share_self_attention": True,
                                      "self_attention_steps": (0.0, args.self_attention)}],
                                    judges, segmenter, sample)
-    crossing = {}
+    crossing = None
     if args.crossing:
         from styo.book.crossing import identifier_crossings
 
+        # an effect is a difference of two scores, so a crossing takes twice the pictures
+        images = 2 * args.n_images
         crossings = identifier_crossings(pipe, pairs, aux, config, variants=X.IDL_VARIANTS,
-                                         judges=judges, progress=False, num_images=2 * args.n_images,
+                                         judges=judges, progress=False, num_images=images,
                                          num_inference_steps=settings.sample_steps,
                                          guidance_scale=guidance)
-        crossing = {variant: {label: c.effects for label, c in by_pair.items()}
-                    for variant, by_pair in crossings.items()}
+        crossing = {"images": images,
+                    "effects": {variant: {label: c.effects for label, c in by_pair.items()}
+                                for variant, by_pair in crossings.items()}}
     for r in rows + grid + depth + shared:
         for key in ("images", "reconstruction", "reconstructions"):
             r.pop(key, None)
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         "grid_means": X.mean_rows(grid, ["n_s", "n_c"], COLUMNS) if grid else [],
         "strengths": compare_strengths(rows, depth, settings.strength) if depth else None,
         "self_attention": compare_self_attention(rows, shared, args.self_attention) if shared else None,
-        "crossing": crossing or None,
+        "crossing": crossing,
     }
     write_results(record, Path(args.out_dir), args.name)
     print(X.claims_markdown(record["claims"]))
@@ -223,11 +226,12 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    aux_styles = " in each source's style" if record["idl"].get("aux_styles") else ""
     lines = [
         "# Ablations over many pairs", "",
         f"`benchmarks/ablations.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
         f"{len(record['pairs'])} pairs, IDL {record['idl']['steps']} steps at lr {record['idl']['lr']:g} "
-        f"with {record['idl']['aux']} auxiliary portraits in each source's style, "
+        f"with {record['idl']['aux']} auxiliary portraits{aux_styles}, "
         f"{record['n_images']} images per setting, "
         f"guidance {record['stylization'].get('guidance', 'of the profile')}, "
         f"{record['seconds'] / 60:.0f} min.", "",

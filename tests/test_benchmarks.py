@@ -238,7 +238,8 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     from styo.book.crossing import EFFECTS
 
     assert record["crossing"] is None  # only when asked for
-    crossing = rerun["crossing"]
+    assert rerun["crossing"]["images"] == 2 * 2  # twice --n-images
+    crossing = rerun["crossing"]["effects"]
     assert list(crossing) == ["positive-only", "contrastive", "contrastive + aux"]
     assert all(list(by_pair) == rerun["pairs"] and all(set(e) == set(EFFECTS) for e in by_pair.values())
                for by_pair in crossing.values())
@@ -502,3 +503,13 @@ def test_content_identifier_maps_share_the_heat_between_head_and_the_rest():
     assert 0 <= found["c_src_on_head"] <= 1 and 0 < found["head_area"] < 1
     assert recombination.content_identifier_maps(tiny_pipeline(), config, load_segmenter(), steps=2,
                                                  guidance=5.0) == {}
+
+
+@pytest.mark.parametrize("name", ["ablations", "ablations-photo-sources", "ablations-guidance5"])
+def test_a_committed_study_is_what_its_script_writes_of_its_record(tmp_path, name):
+    """Each committed study's Markdown is benchmarks/ablations.py's rendering of its JSON record,
+    so no figure in it was typed or left behind by an older rendering."""
+    results = ROOT / "benchmarks" / "results"
+    record = json.loads((results / f"{name}.json").read_text())
+    _benchmark("ablations").write_results(record, tmp_path, name)
+    assert (tmp_path / f"{name}.md").read_text() == (results / f"{name}.md").read_text()

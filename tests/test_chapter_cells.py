@@ -281,7 +281,8 @@ def test_recorded_study_applies_only_to_this_model_strength_and_guidance():
     assert "Which identifier carries what" not in text  # a study without --crossing
     clean = {"style_by_style_ids": 1.0, "face_by_content_ids": 0.9, "style_by_content_ids": 0.0,
              "face_by_style_ids": 0.1}
-    study["crossing"] = {"contrastive + aux": {"a": clean, "b": {**clean, "face_by_content_ids": 0.2}}}
+    study["crossing"] = {"images": 8, "effects": {
+        "contrastive + aux": {"a": clean, "b": {**clean, "face_by_content_ids": 0.2}}}}
     text = X.recorded_study_markdown(study, "f", 0.7)
     assert "Which identifier carries what" in text and "(8 pictures per prompt" in text
     assert "| contrastive + aux | +1.00 | +0.55 | +0.00 | +0.10 | 2 |" in text

@@ -49,8 +49,8 @@ def crossed_prompts(ids: Identifiers = DEFAULT_IDS, negative: bool = True,
 
 def same_words(tokenizer: Any, ids: Identifiers = DEFAULT_IDS, negative: bool = True) -> bool:
     """Whether the source's and the target's training prompts hold the same tokens, in another
-    order. With the negatives they do: ``[S_src] not [S_tgt]`` and ``[S_tgt] not [S_src]`` differ only
-    in order, so only the positions tell the two training images apart."""
+    order. With the negatives they do: ``[S_src] not [S_tgt]`` and ``[S_tgt] not [S_src]`` differ
+    only in order, so only the positions tell the two training images apart."""
     prompts = crossed_prompts(ids, negative)
     source, target = (prompts[(r, r)] for r in ROLES)
     return sorted(tokenizer.tokenize(source)) == sorted(tokenizer.tokenize(target))

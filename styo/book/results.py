@@ -178,16 +178,16 @@ def crossing_study_markdown(record: dict[str, Any]) -> str:
     which carries the face in how many pairs (:mod:`styo.book.crossing`)."""
     from .crossing import crossing_markdown
 
-    images = 2 * record["n_images"]
+    crossing = record["crossing"]
     return "\n".join([
         f"Which identifier carries what: every run drawn from pure noise with its style and content "
-        f"identifiers crossed ({images} pictures per prompt, the same noise for all four, no FCC). "
+        f"identifiers crossed ({crossing['images']} pictures per prompt, the same noise for all four, no FCC). "
         f"*Style by X ids* is the target style's probability with the target's X identifiers minus "
         f"with the source's; *face by X ids* the share of the source's attributes with the source's "
         f"X identifiers minus with the target's (each averaged over the other identifiers, then over "
         f"the pairs). The split IDL means gives +1.00 in the first two columns and 0 in the last "
         f"two:", "",
-        crossing_markdown(record["crossing"]),
+        crossing_markdown(crossing["effects"]),
     ])
 
 
