@@ -17,7 +17,9 @@ source's attributes):
 - ``style_by_content_ids`` and ``face_by_style_ids``: how much each moves the *other* factor
   (the split wants 0).
 
-Nothing here is part of StyO itself; :mod:`styo.book.experiments` holds the other scores.
+How a crossing is read (:func:`carriers`) and tabulated lives in :mod:`styo.book.results`, beside
+the other studies' readings, so that a committed study renders without torch. Nothing here is
+part of StyO itself; :mod:`styo.book.experiments` holds the other scores.
 """
 
 from __future__ import annotations
@@ -30,11 +32,9 @@ from PIL import Image
 
 from ..profiles import PAPER_SD
 from ..prompts import DEFAULT_IDS, Identifiers, crossed_prompt
+from .results import CARRIES, EFFECTS, carriers, crossing_markdown, crossing_summary
 
 ROLES = ("source", "target")
-EFFECTS = ("style_by_style_ids", "face_by_content_ids", "style_by_content_ids", "face_by_style_ids")
-# An identifier pair "carries" a factor when swapping it moves that factor's score by this much.
-CARRIES = 0.5
 
 
 def crossed_prompts(ids: Identifiers = DEFAULT_IDS, negative: bool = True,
@@ -83,20 +83,6 @@ def crossing_effects(scores: Mapping[tuple[str, str], Mapping[str, float]]) -> d
         "style_by_content_ids": mean([style(s, "target") - style(s, "source") for s in ROLES]),
         "face_by_style_ids": mean([face("source", c) - face("target", c) for c in ROLES]),
     }
-
-
-def carriers(effects: Mapping[str, float]) -> dict[str, str]:
-    """Which identifiers carry the style and which the face: ``style identifiers``, ``content
-    identifiers`` (the one whose swap moves that factor more, by at least :data:`CARRIES`), or
-    ``neither``. The split IDL wants is the style by the style identifiers, the face by the content
-    identifiers."""
-    out = {}
-    for factor in ("style", "face"):
-        by = {"style identifiers": effects[f"{factor}_by_style_ids"],
-              "content identifiers": effects[f"{factor}_by_content_ids"]}
-        best = max(by, key=by.get)
-        out[factor] = best if by[best] >= CARRIES else "neither"
-    return out
 
 
 def cross_identifiers(
@@ -178,38 +164,6 @@ def crossing_grid(crossing: Crossing, size: float = 2.4):
                      row_labels=[f"style ids: {s}" for s in ROLES])
 
 
-def crossing_summary(effects: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, Any]:
-    """Per variant: the mean of each effect over the pairs, and how many pairs have each carrier
-    of the style and of the face. ``effects`` is ``{variant: {pair: effects}}``."""
-    out = {}
-    for variant, by_pair in effects.items():
-        n = len(by_pair)
-        means = {k: sum(e[k] for e in by_pair.values()) / n for k in EFFECTS}
-        counts: dict[str, dict[str, int]] = {"style": {}, "face": {}}
-        for e in by_pair.values():
-            for factor, who in carriers(e).items():
-                counts[factor][who] = counts[factor].get(who, 0) + 1
-        out[variant] = {"pairs": n, "means": means, "carriers": counts}
-    return out
-
-
-def crossing_markdown(effects: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """A table of the mean effects per variant and a sentence per variant saying, in how many
-    pairs, which identifiers carry the face (computed, like every verdict in the book)."""
-    summary = crossing_summary(effects)
-    lines = ["| variant | style by style ids | face by content ids | style by content ids "
-             "| face by style ids | pairs |", "|---|---|---|---|---|---|"]
-    for variant, s in summary.items():
-        m = s["means"]
-        lines.append(f"| {variant} | " + " | ".join(f"{m[k]:+.2f}" for k in EFFECTS)
-                     + f" | {s['pairs']} |")
-    lines.append("")
-    for variant, s in summary.items():
-        face, style = s["carriers"]["face"], s["carriers"]["style"]
-        lines.append(
-            f"- {variant}: the face is carried by the content identifiers in "
-            f"{face.get('content identifiers', 0)} of {s['pairs']} pairs, by the style identifiers "
-            f"in {face.get('style identifiers', 0)}, by neither in {face.get('neither', 0)}; the "
-            f"style by the style identifiers in {style.get('style identifiers', 0)}."
-        )
-    return "\n".join(lines)
+__all__ = ["CARRIES", "EFFECTS", "ROLES", "Crossing", "carriers", "cross_identifiers", "crossed_prompts",
+           "crossing_effects", "crossing_grid", "crossing_markdown", "crossing_summary",
+           "identifier_crossings", "same_words"]

@@ -8,7 +8,7 @@ book traces back to a committed file and the command that made it. Kept free of 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,12 +172,67 @@ def self_attention_markdown(comparison: dict[str, Any]) -> str:
     ])
 
 
+# Crossing the identifiers (styo.book.crossing): the four effects of one run, and how they read.
+EFFECTS = ("style_by_style_ids", "face_by_content_ids", "style_by_content_ids", "face_by_style_ids")
+# An identifier pair "carries" a factor when swapping it moves that factor's score by this much.
+CARRIES = 0.5
+
+
+def carriers(effects: Mapping[str, float]) -> dict[str, str]:
+    """Which identifiers carry the style and which the face: ``style identifiers``, ``content
+    identifiers`` (the one whose swap moves that factor more, by at least :data:`CARRIES`), or
+    ``neither``. The split IDL wants is the style by the style identifiers, the face by the content
+    identifiers."""
+    out = {}
+    for factor in ("style", "face"):
+        by = {"style identifiers": effects[f"{factor}_by_style_ids"],
+              "content identifiers": effects[f"{factor}_by_content_ids"]}
+        best = max(by, key=by.get)
+        out[factor] = best if by[best] >= CARRIES else "neither"
+    return out
+
+
+def crossing_summary(effects: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, Any]:
+    """Per variant: the mean of each effect over the pairs, and how many pairs have each carrier
+    of the style and of the face. ``effects`` is ``{variant: {pair: effects}}``."""
+    out = {}
+    for variant, by_pair in effects.items():
+        n = len(by_pair)
+        means = {k: sum(e[k] for e in by_pair.values()) / n for k in EFFECTS}
+        counts: dict[str, dict[str, int]] = {"style": {}, "face": {}}
+        for e in by_pair.values():
+            for factor, who in carriers(e).items():
+                counts[factor][who] = counts[factor].get(who, 0) + 1
+        out[variant] = {"pairs": n, "means": means, "carriers": counts}
+    return out
+
+
+def crossing_markdown(effects: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """A table of the mean effects per variant and a sentence per variant saying, in how many
+    pairs, which identifiers carry the face (computed, like every verdict in the book)."""
+    summary = crossing_summary(effects)
+    lines = ["| variant | style by style ids | face by content ids | style by content ids "
+             "| face by style ids | pairs |", "|---|---|---|---|---|---|"]
+    for variant, s in summary.items():
+        m = s["means"]
+        lines.append(f"| {variant} | " + " | ".join(f"{m[k]:+.2f}" for k in EFFECTS)
+                     + f" | {s['pairs']} |")
+    lines.append("")
+    for variant, s in summary.items():
+        face, style = s["carriers"]["face"], s["carriers"]["style"]
+        lines.append(
+            f"- {variant}: the face is carried by the content identifiers in "
+            f"{face.get('content identifiers', 0)} of {s['pairs']} pairs, by the style identifiers "
+            f"in {face.get('style identifiers', 0)}, by neither in {face.get('neither', 0)}; the "
+            f"style by the style identifiers in {style.get('style identifiers', 0)}."
+        )
+    return "\n".join(lines)
+
+
 def crossing_study_markdown(record: dict[str, Any]) -> str:
     """An ablation study's identifier crossing (``benchmarks/ablations.py --crossing``): for each
     variant, how much the style and the content identifiers each move the style and the face, and
     which carries the face in how many pairs (:mod:`styo.book.crossing`)."""
-    from .crossing import crossing_markdown
-
     crossing = record["crossing"]
     return "\n".join([
         f"Which identifier carries what: every run drawn from pure noise with its style and content "
