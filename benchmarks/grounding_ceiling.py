@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from styo.world.evaluate import GROUNDING_THRESHOLD as THRESHOLD
 from styo.world.evaluate import heat_iou, perfect_daam_heat
+from styo.world.grounding import GROUNDING_THRESHOLD as THRESHOLD
 from styo.world.grounding import WORD_TARGETS as TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent

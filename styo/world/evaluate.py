@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ..data import image_to_tensor
 from .attributes import ATTRIBUTES, HELD_OUT_STYLES, PRETRAIN_STYLES, STYLES, sample_attributes
 from .captions import plain_caption
+from .grounding import GROUNDING_THRESHOLD, grounded_words
 from .judges import FRESH_SEED_BASE, Judges, attribute_agreement
 from .render import render_seed
 
@@ -176,7 +177,6 @@ def codec_report(vae: Any, judges: Judges, per_style: int = 40, seed: int = FRES
 
 # ----------------------------------------------------------------------------- grounded words
 
-GROUNDING_THRESHOLD = 0.4  # DAAM's tau: a normalised heat map's pixels above it are the word's
 
 
 def heat_iou(heat: np.ndarray, mask: np.ndarray, threshold: float = GROUNDING_THRESHOLD) -> float:
@@ -320,7 +320,6 @@ def evaluate_grounding(
     measurements used.
     """
     from ..generate import generate_with_attention
-    from .grounding import grounded_words
     from .render import region_masks
 
     protocols = ("daam", "all_layers")

@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import MapsProcessor, install_processors
-from .evaluate import GROUNDING_THRESHOLD
 from .render import HEAD_REGIONS, REGIONS
+
+GROUNDING_THRESHOLD = 0.4  # DAAM's tau: a normalised heat map's pixels above it are the word's
 
 # Region targets: the renderer's regions, then the head (their union of HEAD_REGIONS).
 TARGETS: tuple[str, ...] = (*REGIONS, "head")
