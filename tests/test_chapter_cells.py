@@ -18,8 +18,9 @@ from styo.book import Chapter, auxiliary_set, backend_settings, settings_table, 
 from styo.book import experiments as X
 from styo.book import results as R
 from styo.book.colab import install_cell
+from styo.book.crossing import crossed_prompts
 from styo.data import model_fingerprint
-from styo.prompts import Identifiers, source_prompt, stylization_prompt, target_prompt
+from styo.prompts import Identifiers
 from styo.testing import tiny_pipeline
 
 matplotlib.use("Agg")
@@ -311,15 +312,6 @@ def test_pixel_spread():
     assert math.isnan(showcase.pixel_spread([black]))
 
 
-def test_identifier_prompts_hold_the_templates_of_idl_and_fcc():
-    ids = Identifiers()
-    prompts = showcase.identifier_prompts(ids)
-    assert prompts[("S_src", "C_src")] == source_prompt(ids)
-    assert prompts[("S_tgt", "C_tgt")] == target_prompt(ids)
-    assert prompts[("S_tgt", "C_src")] == stylization_prompt(ids)  # the recombination FCC samples
-    assert len(set(prompts.values())) == 4
-
-
 def test_identifier_grid_draws_every_prompt_with_the_same_seeds():
     calls = []
 
@@ -329,7 +321,7 @@ def test_identifier_grid_draws_every_prompt_with_the_same_seeds():
 
     fig = showcase.identifier_grid(generate, Identifiers(), [0, 1], "t")
     assert [c[1] for c in calls] == [[0, 1]] * 4
-    assert [c[0] for c in calls] == list(showcase.identifier_prompts(Identifiers()).values())
+    assert [c[0] for c in calls] == list(crossed_prompts(Identifiers()).values())
     assert len(fig.axes) == 2 * 4 and fig._suptitle.get_text() == "t"
 
 

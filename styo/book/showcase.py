@@ -15,8 +15,8 @@
 * :func:`grounding_figure`, :func:`grounding_summary`, :func:`training_runs` — the miniature
   world's chapter: one picture with each region word's heat map by DAAM's protocol over the region
   the segmentation judge finds; the base model's recorded word-map figures; its training runs.
-* :func:`identifier_prompts`, :func:`identifier_grid`, :func:`plot_idl_losses` — the IDL chapter's
-  view of what the four identifiers mean before and after training.
+* :func:`identifier_grid`, :func:`plot_idl_losses` — the IDL chapter's view of what the four
+  identifiers mean before and after training (chapter 9 measures it: :mod:`styo.book.crossing`).
 """
 
 from __future__ import annotations
@@ -253,25 +253,16 @@ def plot_noise_schedule(alphas_cumprod: torch.Tensor, marks: Sequence[int]) -> p
     return fig
 
 
-def identifier_prompts(ids: Any) -> dict[tuple[str, str], str]:
-    """Every (style word, content word) combination in the contrastive template, each word negated
-    by its partner: the 2 × 2 table that shows whether IDL separated style from content."""
-    from ..prompts import styo_prompt
-
-    word = {"S_src": ids.s_src, "S_tgt": ids.s_tgt, "C_src": ids.c_src, "C_tgt": ids.c_tgt}
-    negated = {"S_src": ids.s_tgt, "S_tgt": ids.s_src, "C_src": ids.c_tgt, "C_tgt": ids.c_src}
-    return {(s, c): styo_prompt(f"{word[s]} not {negated[s]}", f"{word[c]} not {negated[c]}")
-            for s in ("S_src", "S_tgt") for c in ("C_src", "C_tgt")}
-
-
 def identifier_grid(generate: Any, ids: Any, seeds: Sequence[int], title: str) -> plt.Figure:
-    """Rows: style word; columns: content word × seed, drawn by ``generate(prompt, seeds)`` (e.g.
+    """The crossed prompts (:func:`styo.book.crossing.crossed_prompts`) as a picture grid. Rows:
+    style word; columns: content word × seed, drawn by ``generate(prompt, seeds)`` (e.g.
     ``Chapter.generate``) from the same seeds every time, so a grid before and after IDL differs
     only by what the model learned."""
+    from .crossing import crossed_prompts
     from .viz import show_grid
 
     word = {"S_src": ids.s_src, "S_tgt": ids.s_tgt, "C_src": ids.c_src, "C_tgt": ids.c_tgt}
-    images = [im for prompt in identifier_prompts(ids).values() for im in generate(prompt, list(seeds))]
+    images = [im for prompt in crossed_prompts(ids).values() for im in generate(prompt, list(seeds))]
     titles = [f"{c} ({word[c]})\nseed {k}" for c in ("C_src", "C_tgt") for k in seeds]
     fig = show_grid(images, cols=2 * len(seeds), titles=titles + [""] * len(titles),
                     row_labels=[f"S_src ({word['S_src']})", f"S_tgt ({word['S_tgt']})"], size=1.5)
