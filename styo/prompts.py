@@ -62,6 +62,24 @@ def styo_prompt(style: str, content: str, n_s: int = 1, n_c: int = 1) -> str:
     return " ".join(parts)
 
 
+ROLES = ("source", "target")  # whose identifiers fill a phrase
+
+
+def crossed_prompt(
+    ids: Identifiers = Identifiers(), style: str = "target", content: str = "source",
+    negative: bool = True, n_s: int = 1, n_c: int = 1,
+) -> str:
+    """The template with one image's style identifiers and one image's content identifiers
+    (``"source"`` or ``"target"`` each, each phrase negated by the other image's identifier): the
+    two training prompts when they agree, the stylization prompt (target style, source content)
+    and its mirror when they cross. The functions below name the three that StyO uses."""
+    if style not in ROLES or content not in ROLES:
+        raise ValueError(f"style and content must each be 'source' or 'target', got {style!r}, {content!r}")
+    s = (ids.s_src, ids.s_tgt) if style == "source" else (ids.s_tgt, ids.s_src)
+    c = (ids.c_src, ids.c_tgt) if content == "source" else (ids.c_tgt, ids.c_src)
+    return styo_prompt(_phrase(*s, negative), _phrase(*c, negative), n_s, n_c)
+
+
 def source_prompt(
     ids: Identifiers = Identifiers(), negative: bool = True, n_s: int = 1, n_c: int = 1
 ) -> str:
@@ -69,18 +87,14 @@ def source_prompt(
 
     ``n_s``/``n_c`` > 1 only for training-time augmentation, where IDL trains it repeated.
     """
-    return styo_prompt(
-        _phrase(ids.s_src, ids.s_tgt, negative), _phrase(ids.c_src, ids.c_tgt, negative), n_s, n_c
-    )
+    return crossed_prompt(ids, "source", "source", negative, n_s, n_c)
 
 
 def target_prompt(
     ids: Identifiers = Identifiers(), negative: bool = True, n_s: int = 1, n_c: int = 1
 ) -> str:
     """Prompt bound to the target style image (repeated like :func:`source_prompt`)."""
-    return styo_prompt(
-        _phrase(ids.s_tgt, ids.s_src, negative), _phrase(ids.c_tgt, ids.c_src, negative), n_s, n_c
-    )
+    return crossed_prompt(ids, "target", "target", negative, n_s, n_c)
 
 
 def aux_prompt(ids: Identifiers = Identifiers(), negative: bool = True) -> str:
@@ -92,24 +106,7 @@ def stylization_prompt(
     ids: Identifiers = Identifiers(), n_s: int = 1, n_c: int = 1, negative: bool = True
 ) -> str:
     """Target style with source content, the style phrase repeated n_s and the content n_c times."""
-    return styo_prompt(
-        _phrase(ids.s_tgt, ids.s_src, negative), _phrase(ids.c_src, ids.c_tgt, negative), n_s, n_c
-    )
-
-
-def crossed_prompt(
-    ids: Identifiers = Identifiers(), style: str = "target", content: str = "source",
-    negative: bool = True,
-) -> str:
-    """The template with one image's style identifiers and one image's content identifiers
-    (``"source"`` or ``"target"`` each): the two training prompts when they agree, the stylization
-    prompt (target style, source content) and its mirror when they cross."""
-    roles = ("source", "target")
-    if style not in roles or content not in roles:
-        raise ValueError(f"style and content must each be 'source' or 'target', got {style!r}, {content!r}")
-    s = (ids.s_src, ids.s_tgt) if style == "source" else (ids.s_tgt, ids.s_src)
-    c = (ids.c_src, ids.c_tgt) if content == "source" else (ids.c_tgt, ids.c_src)
-    return styo_prompt(_phrase(*s, negative), _phrase(*c, negative))
+    return crossed_prompt(ids, "target", "source", negative, n_s, n_c)
 
 
 # --- Token spans and the FCC content map ---------------------------------------------------------

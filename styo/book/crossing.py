@@ -31,10 +31,8 @@ from typing import Any
 from PIL import Image
 
 from ..profiles import PAPER_SD
-from ..prompts import DEFAULT_IDS, Identifiers, crossed_prompt
+from ..prompts import DEFAULT_IDS, ROLES, Identifiers, crossed_prompt
 from .results import CARRIES, EFFECTS, carriers, crossing_markdown, crossing_summary
-
-ROLES = ("source", "target")
 
 
 def crossed_prompts(ids: Identifiers = DEFAULT_IDS, negative: bool = True,

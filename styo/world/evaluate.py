@@ -178,7 +178,6 @@ def codec_report(vae: Any, judges: Judges, per_style: int = 40, seed: int = FRES
 # ----------------------------------------------------------------------------- grounded words
 
 
-
 def heat_iou(heat: np.ndarray, mask: np.ndarray, threshold: float = GROUNDING_THRESHOLD) -> float:
     """IoU of a heat map scaled to [0, 1], thresholded at ``threshold``, with a boolean mask."""
     on = heat >= threshold
