@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import styo_in_process
 from PIL import Image
 
@@ -110,6 +111,16 @@ def test_pretrain_with_a_folder_that_is_no_vae_is_a_usage_error(tmp_path):
                "--vae", str(tmp_path))
     assert res.returncode == 2 and "save_pretrained" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--people", "33", "--people must be 0 to 32"), ("--people-share", "1", "--people-share must be"),
+    ("--people-images", "0", "--people-images must be positive"), ("--name-lr", "0", "--name-lr must be positive")])
+def test_pretrain_with_a_cast_it_cannot_draw_is_a_usage_error(tmp_path, flag, value, says):
+    res = styo_in_process("world", "pretrain", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
+                          flag, value)
+    assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
 
 
 def test_evaluate_writes_metrics_with_per_image_records_and_a_sample_grid(tmp_path):

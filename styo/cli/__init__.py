@@ -237,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "--seed); give a new one to continue over the same data with new batches")
     p.add_argument("--init-from", metavar="DIR",
                    help="continue from this pipeline's UNet and text encoder (e.g. models/styo-mini)")
+    p.add_argument("--people", type=int,
+                   help="named people whose captions name them instead of listing their face "
+                        "(styo.world.people; default 0: attribute captions only)")
+    p.add_argument("--people-images", type=int, help="pictures of each person (default 64)")
+    p.add_argument("--people-share", type=float,
+                   help="share of each batch drawn from the people's pictures (default 0.25)")
+    p.add_argument("--name-lr", type=float,
+                   help="learning rate of the names' token embeddings alone, the rest of the "
+                        "table then held (default: the names learn at --unet-lr with the rest)")
     p.set_defaults(func=cmd_world_pretrain)
 
     p = wsub.add_parser("snapshot", help="a pipeline from a pretraining run's newest checkpoint")

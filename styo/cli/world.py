@@ -169,6 +169,7 @@ def cmd_world_grounding(args: argparse.Namespace) -> int:
 
 
 def cmd_world_pretrain(args: argparse.Namespace) -> int:
+    from ..world.people import NAMES
     from ..world.pretrain import PretrainConfig, adopt_vae, pretrain
 
     cfg = PretrainConfig(seed=args.seed)
@@ -197,6 +198,22 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
             setattr(cfg, name, value)
     if args.warmup is not None:
         cfg.warmup = args.warmup
+    if args.people is not None:
+        if not 0 <= args.people <= len(NAMES):
+            raise UsageError(f"--people must be 0 to {len(NAMES)} (the names of the cast), got {args.people}")
+        cfg.people = args.people
+    if args.people_images is not None:
+        if args.people_images < 1:
+            raise UsageError(f"--people-images must be positive, got {args.people_images}")
+        cfg.people_images = args.people_images
+    if args.people_share is not None:
+        if not 0 <= args.people_share < 1:
+            raise UsageError(f"--people-share must be at least 0 and below 1, got {args.people_share}")
+        cfg.people_share = args.people_share
+    if args.name_lr is not None:
+        if not args.name_lr > 0:
+            raise UsageError(f"--name-lr must be positive, got {args.name_lr}")
+        cfg.name_lr = args.name_lr
     cfg.draw_seed = args.draw_seed
     cfg.layout = args.layout
     if args.init_from is not None:

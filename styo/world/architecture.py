@@ -24,9 +24,10 @@ _SCHEDULE = dict(
 )
 
 
-def build_tokenizer() -> CLIPTokenizer:
-    """CLIP BPE over the caption vocabulary plus the identifiers, 77 positions like SD."""
-    return build_clip_tokenizer([*vocabulary(), *IDENTIFIER_WORDS])
+def build_tokenizer(names: tuple[str, ...] = ()) -> CLIPTokenizer:
+    """CLIP BPE over the caption vocabulary plus the identifiers, 77 positions like SD; ``names``
+    (a cast of people, :mod:`styo.world.people`) join the vocabulary when the captions use them."""
+    return build_clip_tokenizer([*vocabulary(), *names, *IDENTIFIER_WORDS])
 
 
 def build_vae() -> AutoencoderKL:

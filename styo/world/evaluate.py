@@ -381,3 +381,34 @@ def evaluate_grounding(
         "per_image": records,
         "images": images,
     }
+
+
+def name_fidelity(pipe: Any, judges: Judges, count: int, num_images: int = 4, seed: int = 0,
+                  num_inference_steps: int = 20, guidance_scale: float = 7.5) -> dict[str, Any]:
+    """Whether a model pretrained with a cast (:mod:`styo.world.people`) draws each person by name.
+
+    Person ``k`` is drawn with ``a drawing with <style> style of <name> portrait``, the style
+    cycling through the pretraining styles, ``num_images`` pictures from a generator seeded
+    ``seed + k``. ``kept`` is the mean share of the person's face attributes the judges read in
+    them; ``another`` scores the same pictures against the next person's face, which is what any
+    face scores by chance; ``style`` is the captioned style's mean probability.
+    """
+    from .judges import content_fidelity, style_fidelity
+    from .people import FACE_ATTRIBUTES, faces, names
+
+    cast, looks = names(count), faces(count)
+    per_person = []
+    for k, name in enumerate(cast):
+        style = PRETRAIN_STYLES[k % len(PRETRAIN_STYLES)]
+        images = pipe(f"a drawing with {style} style of {name} portrait", num_images_per_prompt=num_images,
+                      generator=torch.Generator("cpu").manual_seed(seed + k),
+                      num_inference_steps=num_inference_steps, guidance_scale=guidance_scale).images
+        per_person.append({
+            "name": name, "style": style,
+            "kept": content_fidelity(judges, images, looks[k], list(FACE_ATTRIBUTES)),
+            "another": content_fidelity(judges, images, looks[(k + 1) % count], list(FACE_ATTRIBUTES)),
+            "style_probability": style_fidelity(judges, images, style),
+        })
+    mean = lambda key: float(np.mean([p[key] for p in per_person]))  # noqa: E731
+    return {"kept": mean("kept"), "another": mean("another"), "style": mean("style_probability"),
+            "people": per_person, "images_per_person": num_images}

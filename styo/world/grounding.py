@@ -23,7 +23,7 @@ denoising loss:
 Maps are averaged over heads and over the cross-attention layers at the two finest resolutions
 (the coarser one upsampled), as DAAM aggregates them. Which words are grounded to which region is
 read off the caption (:func:`grounded_words`): attribute values and their nouns (``red hair`` →
-hair), ``glasses`` → glasses, ``left tilt`` and ``portrait`` → the whole head. Words after
+hair), ``glasses`` → glasses, ``left tilt``, ``portrait`` and a person's name → the whole head. Words after
 ``not`` name what is absent and are left free, as are the style words, which act everywhere.
 """
 
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import MapsProcessor, install_processors
+from .people import NAMES
 from .render import HEAD_REGIONS, REGIONS
 
 GROUNDING_THRESHOLD = 0.4  # DAAM's tau: a normalised heat map's pixels above it are the word's
@@ -46,6 +47,7 @@ TARGETS: tuple[str, ...] = (*REGIONS, "head")
 WORD_TARGETS: tuple[str, ...] = ("hair", "eyes", "mouth", "glasses", "face", "background", "head")
 _NOUN_REGION = {"hair": "hair", "haircut": "hair", "eyes": "eyes", "mouth": "mouth",
                 "face": "face", "skin": "face", "background": "background", "tilt": "head"}
+_PEOPLE = frozenset(NAMES)  # a person's name stands for the whole head, as ``portrait`` does
 
 
 def grounded_words(caption: str) -> list[tuple[int, str]]:
@@ -71,6 +73,10 @@ def grounded_words(caption: str) -> list[tuple[int, str]]:
             i += 1
         elif word == "no":
             negated, i = False, i + 2  # "no glasses": nothing to point at
+        elif word in _PEOPLE:
+            if not negated:
+                out.append((i, "head"))
+            negated, i = False, i + 1
         elif word == "glasses":
             if not negated:
                 out.append((i, "glasses"))

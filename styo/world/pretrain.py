@@ -30,10 +30,10 @@ from ..checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from ..pipeline import assemble_pipeline
 from ..profiles import PROFILE_FILE
 from . import architecture as arch
-from . import grounding
+from . import grounding, people
 from .attributes import ATTRIBUTES, PRETRAIN_STYLES, STYLES
 from .captions import caption
-from .render import LAYOUTS, REGIONS, render_batch
+from .render import LAYOUTS, REGIONS, render_batch, render_regions
 
 
 @dataclass
@@ -69,10 +69,18 @@ class PretrainConfig:
     draw_seed: int | None = None  # the UNet steps' random draws (default: seed); a continuation
     # over the same dataset takes a new one so that it sees new batches
     init_from: str | None = None  # a pipeline folder whose UNet and text encoder stage 4 continues
+    people: int = 0  # named people (styo.world.people) in the captions; 0 = attribute captions only
+    people_images: int = 64  # pictures of each person
+    people_share: float = 0.25  # share of each UNet batch drawn from the people's pictures
+    name_lr: float | None = None  # rate of the names' token embeddings alone (the other rows of
+    # the table then stay as they are); None: the names learn with everything else at unet_lr
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+        people.names(self.people)  # a clear error for a cast larger than the names
+        if not 0 <= self.people_share < 1:
+            raise ValueError(f"people_share must be in [0, 1), got {self.people_share}")
 
     @property
     def grounded(self) -> bool:
@@ -159,6 +167,64 @@ def build_dataset(work_dir: Path, cfg: PretrainConfig, workers: int = 1) -> dict
     base = cfg.seed * 10_000_000
     return _render_set(work_dir / "dataset.npz", range(base, base + cfg.n_images),
                        PRETRAIN_STYLES, "render dataset", workers, layout=cfg.layout)
+
+
+def _render_people_chunk(args: tuple[range, int, list[dict[str, str]], int, str]
+                         ) -> tuple[np.ndarray, list[int], list[list[int]], np.ndarray, list[int]]:
+    pictures, base, cast, per_person, layout = args
+    images, chosen, attrs, maps, who = [], [], [], [], []
+    for i in pictures:
+        person, seed = i // per_person, base + i
+        style, a = people.draw_picture(cast[person], seed)
+        image, labels = render_regions(a, style, seed, layout=layout)
+        images.append(np.asarray(image))
+        chosen.append(STYLES.index(style))
+        attrs.append([ATTRIBUTES[k].index(a[k]) for k in ATTRIBUTES])
+        maps.append(labels)
+        who.append(person)
+    return np.stack(images), chosen, attrs, np.stack(maps), who
+
+
+def build_people_dataset(work_dir: Path, cfg: PretrainConfig, workers: int = 1) -> dict[str, np.ndarray]:
+    """Pictures of the named people (``cfg.people_images`` each, pretraining styles, the run's
+    layout), with their region maps and ``person`` (index into :func:`people.names`)."""
+    path = work_dir / "people.npz"
+    n = cfg.people * cfg.people_images
+    if path.exists():
+        data = dict(np.load(path))
+        if len(data["images"]) == n:
+            return data
+    base = cfg.seed * 10_000_000 + people.SEED_OFFSET
+    cast = people.faces(cfg.people)
+    if n > people.SEED_STRIDE:
+        raise ValueError(f"at most {people.SEED_STRIDE} pictures of the cast, not {n}")
+    chunks = [(range(i, min(i + 500, n)), base, cast, cfg.people_images, cfg.layout) for i in range(0, n, 500)]
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(tqdm(pool.map(_render_people_chunk, chunks), total=len(chunks), desc="render people"))
+    else:
+        parts = [_render_people_chunk(c) for c in tqdm(chunks, desc="render people")]
+    data = {
+        "images": np.concatenate([p[0] for p in parts]),
+        "styles": np.asarray([s for p in parts for s in p[1]], np.int64),
+        "attributes": np.asarray([a for p in parts for a in p[2]], np.int64),
+        "regions": np.concatenate([p[3] for p in parts]),
+        "person": np.asarray([w for p in parts for w in p[4]], np.int64),
+    }
+    np.savez(path, **data)
+    return data
+
+
+def with_people(data: dict, latents: dict, cast: dict, cast_latents: dict) -> tuple[dict, dict]:
+    """The caption data and its latents with the people's pictures appended (``person`` is -1 for
+    the attribute-captioned pictures); the latent scale stays the main dataset's."""
+    joined = {k: np.concatenate([data[k], cast[k]]) for k in ("styles", "attributes", "regions")}
+    joined["person"] = np.concatenate([np.full(len(data["styles"]), -1, np.int64), cast["person"]])
+    joined["n_main"] = len(data["styles"])
+    lat = {k: torch.cat([latents[k], cast_latents[k]]) for k in ("mean", "std")}
+    return joined, lat | {"scaling_factor": latents["scaling_factor"]}
 
 
 def build_vae_dataset(work_dir: Path, cfg: PretrainConfig, workers: int = 1) -> dict[str, np.ndarray]:
@@ -385,9 +451,10 @@ def train_decoder_texture(vae, data: dict, work_dir: Path, cfg: PretrainConfig, 
 
 
 @torch.no_grad()
-def encode_dataset(vae, data: dict, work_dir: Path, device: str) -> dict[str, torch.Tensor]:
+def encode_dataset(vae, data: dict, work_dir: Path, device: str, name: str = "latents"
+                   ) -> dict[str, torch.Tensor]:
     """Stage 3: posterior mean/std of every image, once, and SD's latent scaling factor."""
-    path = work_dir / "latents.safetensors"
+    path = work_dir / f"{name}.safetensors"
     if path.exists():
         return load_file(path)
     vae.eval()
@@ -413,7 +480,12 @@ def _captions(data: dict, idx: np.ndarray, rng: np.random.Generator, cfg: Pretra
             out.append("")
             continue
         attrs = {k: ATTRIBUTES[k][v] for k, v in zip(names, data["attributes"][i], strict=True)}
-        out.append(caption(STYLES[data["styles"][i]], attrs, rng, drop_p=cfg.phrase_drop_p))
+        style = STYLES[data["styles"][i]]
+        person = int(data["person"][i]) if "person" in data else -1
+        if person >= 0:
+            out.append(people.person_caption(style, person, attrs, cfg.people, rng, drop_p=cfg.phrase_drop_p))
+        else:
+            out.append(caption(style, attrs, rng, drop_p=cfg.phrase_drop_p))
     return out
 
 
@@ -427,8 +499,9 @@ class _UNetBatches(torch.utils.data.Dataset):
 
     def __init__(self, data: dict, n_latents: int, latent_shape: tuple[int, ...], tokenizer,
                  cfg: PretrainConfig, num_train_timesteps: int):
-        self.labels = {"styles": data["styles"], "attributes": data["attributes"]}
+        self.labels = {k: data[k] for k in ("styles", "attributes", "person") if k in data}
         self.n, self.shape, self.tokenizer, self.cfg = n_latents, latent_shape, tokenizer, cfg
+        self.n_main = int(data.get("n_main", n_latents))
         self.timesteps = num_train_timesteps
 
     def __len__(self) -> int:
@@ -439,7 +512,12 @@ class _UNetBatches(torch.utils.data.Dataset):
         seed = cfg.seed if cfg.draw_seed is None else cfg.draw_seed
         g = _generator(seed, 4, step)
         rng = np.random.default_rng(seed * 1_000_003 + step)
-        idx = torch.randint(0, self.n, (b,), generator=g)
+        if self.n_main < self.n:  # a share of every batch from the people's pictures
+            named = round(b * cfg.people_share)
+            idx = torch.cat([torch.randint(0, self.n_main, (b - named,), generator=g),
+                             torch.randint(self.n_main, self.n, (named,), generator=g)])
+        else:
+            idx = torch.randint(0, self.n, (b,), generator=g)
         eps_z = torch.randn((b, *self.shape), generator=g)
         noise = torch.randn((b, *self.shape), generator=g)
         t = torch.randint(0, self.timesteps, (b,), generator=g)
@@ -454,32 +532,74 @@ class _UNetBatches(torch.utils.data.Dataset):
         return batch
 
 
-def _init_weights(unet, te, folder: str) -> None:
-    """Start stage 4 from a finished pipeline's UNet and text encoder (safetensors only)."""
+_TOKEN_EMBEDDING = "embeddings.token_embedding.weight"
+
+
+def _carry_embeddings(state: dict[str, torch.Tensor], te, tokenizer, old_tokenizer) -> None:
+    """Fit an earlier text encoder's weights to a larger vocabulary: each token the two
+    tokenizers share keeps its learned row, a new token (a person's name) keeps its fresh one."""
+    old = state[_TOKEN_EMBEDDING]
+    rows = te.get_input_embeddings().weight.detach().clone()
+    old_vocab = old_tokenizer.get_vocab()
+    for token, i in tokenizer.get_vocab().items():
+        if token in old_vocab:
+            rows[i] = old[old_vocab[token]]
+    state[_TOKEN_EMBEDDING] = rows
+
+
+def _init_weights(unet, te, folder: str, tokenizer=None) -> None:
+    """Start stage 4 from a finished pipeline's UNet and text encoder (safetensors only).
+
+    With ``tokenizer`` larger than the pipeline's own (a cast of people added), the shared
+    tokens keep their embeddings (:func:`_carry_embeddings`)."""
     root = Path(folder)
     for module, path in ((unet, root / "unet" / "diffusion_pytorch_model.safetensors"),
                          (te, root / "text_encoder" / "model.safetensors")):
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: init_from must be a pipeline folder "
                                     "written by `styo world pretrain` (e.g. models/styo-mini)")
-        module.load_state_dict(load_file(path))
+        state = load_file(path)
+        if module is te and state[_TOKEN_EMBEDDING].shape != te.get_input_embeddings().weight.shape:
+            from transformers import CLIPTokenizer
+
+            _carry_embeddings(state, te, tokenizer, CLIPTokenizer.from_pretrained(root / "tokenizer"))
+        module.load_state_dict(state)
+
+
+def _param_groups(params: list[torch.nn.Parameter], te, tokenizer, cfg: PretrainConfig) -> list[dict]:
+    """The optimiser's groups: everything at ``unet_lr``; with ``cfg.name_lr``, the token
+    embeddings in a group of their own where only the names' rows learn.
+
+    A name has to travel from its random start to a face, as textual inversion's embeddings do
+    (at rates near 5e-3), while the rest of the model only adjusts (1e-4). Adam's step does not
+    scale with the gradient, so the names get their own rate; the other rows' gradients are
+    zeroed, so the words the model already knows stay where they are.
+    """
+    if not cfg.people or cfg.name_lr is None:
+        return [{"params": params, "base_lr": cfg.unet_lr}]
+    table = te.get_input_embeddings().weight
+    rows = torch.zeros(table.shape[0], 1)
+    rows[tokenizer.convert_tokens_to_ids([f"{n}</w>" for n in people.names(cfg.people)])] = 1.0
+    table.register_hook(lambda grad: grad * rows.to(grad.device))
+    return [{"params": [p for p in params if p is not table], "base_lr": cfg.unet_lr},
+            {"params": [table], "base_lr": cfg.name_lr, "weight_decay": 0.0}]
 
 
 def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, device: str,
                loader_workers: int = 0):
     """Stage 4: UNet + text encoder (from scratch or ``cfg.init_from``), AdamW, EMA weights kept
     for sampling; with ``cfg.grounded``, the grounding and padding losses beside the denoising one."""
-    tokenizer = arch.build_tokenizer()
+    tokenizer = arch.build_tokenizer(people.names(cfg.people))
     torch.manual_seed(cfg.seed)
     unet, te = arch.build_unet().to(device), arch.build_text_encoder(tokenizer).to(device)
     if cfg.init_from:
-        _init_weights(unet, te, cfg.init_from)
+        _init_weights(unet, te, cfg.init_from, tokenizer)
     processors = dict(unet.attn_processors)
     store = grounding.install(unet) if cfg.grounded else None
     regions = torch.from_numpy(data["regions"]) if cfg.grounded or cfg.detail_weight > 0 else None
     params = [*unet.parameters(), *te.parameters()]
     ema = {f"p{i}": p.detach().clone() for i, p in enumerate(params)}
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(_param_groups(params, te, tokenizer, cfg), lr=cfg.unet_lr, weight_decay=0.01)
     sched = arch.train_scheduler()
     alphas = sched.alphas_cumprod.to(device)
     modules = {"unet": unet, "text_encoder": te, "ema": ema}
@@ -497,7 +617,7 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
     t0, times = time.time(), []
     for step, batch in enumerate(bar, start):
         for group in opt.param_groups:
-            group["lr"] = cfg.unet_lr * _lr_factor(step, cfg.unet_steps, cfg.warmup)
+            group["lr"] = group["base_lr"] * _lr_factor(step, cfg.unet_steps, cfg.warmup)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         idx = batch["idx"]
         z0 = (mean[idx] + std[idx] * batch["eps_z"]) * scale
@@ -569,7 +689,9 @@ def snapshot(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> int:
     found = list_checkpoints(work_dir / "unet-checkpoints")
     if not found or not (work_dir / "vae.safetensors").exists():
         raise FileNotFoundError(f"{work_dir} holds no finished VAE and UNet checkpoint yet")
-    tokenizer = arch.build_tokenizer()
+    config = work_dir / "config.json"
+    cast = json.loads(config.read_text()).get("people", 0) if config.is_file() else 0
+    tokenizer = arch.build_tokenizer(people.names(cast))
     unet, te = arch.build_unet(), arch.build_text_encoder(tokenizer)
     params = [*unet.parameters(), *te.parameters()]
     ema = {f"p{i}": p.detach().clone() for i, p in enumerate(params)}
@@ -607,6 +729,9 @@ def pretrain(out_dir: str | os.PathLike, work_dir: str | os.PathLike, cfg: Pretr
         vae = train_decoder_texture(train_vae(vae_data, work_dir, cfg, device), vae_data, work_dir, cfg, device)
     data = build_dataset(work_dir, cfg, workers)
     latents = encode_dataset(vae, data, work_dir, device)
+    if cfg.people:
+        cast = build_people_dataset(work_dir, cfg, workers)
+        data, latents = with_people(data, latents, cast, encode_dataset(vae, cast, work_dir, device, "people-latents"))
     loader_workers = min(8, workers - 1) if device.startswith("cuda") else 0
     unet, te, tokenizer, sec_per_step = train_unet(data, latents, work_dir, cfg, device, loader_workers)
     _save_pipeline(vae, te, tokenizer, unet, latents["scaling_factor"].item(), out_dir)
