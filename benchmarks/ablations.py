@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--self-attention", type=float, metavar="FRACTION",
                     help="also sample every full-variant run with FCC plus the reconstruction's self-attention "
                          "maps over the first FRACTION of the steps (an extension, not the paper's method)")
+    ap.add_argument("--variant", action="append", metavar="NAME",
+                    help="train and sample only this IDL variant (repeatable; default: all three, "
+                         "'positive-only', 'contrastive', 'contrastive + aux'); a candidate base model "
+                         "can be judged on the full method alone in a third of the time")
     ap.add_argument("--crossing", action="store_true",
                     help="also cross the style and content identifiers of every run (which carries what)")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "ablation-cache"), help="STYO_CACHE for the runs")
@@ -83,6 +87,14 @@ def main(argv: list[str] | None = None) -> None:
     backend = settings.name
     fingerprint = model_fingerprint(pipe)
     config = settings.idl if args.idl_steps is None else with_steps(settings.idl, args.idl_steps)
+    unknown = sorted(set(args.variant or ()) - set(X.IDL_VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown --variant {', '.join(map(repr, unknown))}; the variants are "
+                         f"{', '.join(map(repr, X.IDL_VARIANTS))}")
+    variants = {v: f for v, f in X.IDL_VARIANTS.items() if not args.variant or v in args.variant}
+    if (args.grid_pairs or args.paper_strength or args.self_attention) and X.FULL_IDL not in variants:
+        raise SystemExit(f"--grid-pairs, --paper-strength and --self-attention sample the {X.FULL_IDL!r} "
+                         "variant's runs: keep it among the --variant choices")
     pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
     aux = auxiliary_sets(pipe, settings, pairs.values())  # each pair's in its source's style
     start = time.perf_counter()
@@ -90,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     guidance = settings.guidance if args.guidance is None else args.guidance
     sample = dict(strength=settings.strength, seed=0, num_images=args.n_images,
                   num_inference_steps=settings.sample_steps, guidance_scale=guidance)
-    rows = X.ablation_rows(pipe, pairs, aux, config, judges=judges, segmenter=segmenter, n_s=3, n_c=1,
-                           **sample)
+    rows = X.ablation_rows(pipe, pairs, aux, config, variants=variants, judges=judges, segmenter=segmenter,
+                           n_s=3, n_c=1, **sample)
     grid_settings = [{"n_s": a, "n_c": b} for a in GRID for b in GRID]
     grid = full_variant_rows(pipe, dict(list(pairs.items())[:args.grid_pairs]), aux, config, grid_settings,
                              judges, segmenter, sample)
@@ -112,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
 
         # an effect is a difference of two scores, so a crossing takes twice the pictures
         images = 2 * args.n_images
-        crossings = identifier_crossings(pipe, pairs, aux, config, variants=X.IDL_VARIANTS,
+        crossings = identifier_crossings(pipe, pairs, aux, config, variants=variants,
                                          judges=judges, progress=False, num_images=images,
                                          num_inference_steps=settings.sample_steps,
                                          guidance_scale=guidance)
@@ -137,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
         "means": X.mean_rows(rows, ["variant", "fcc"], COLUMNS),
         "claims": X.check_ablation_claims(rows),
-        "targets": check_targets(rows),
+        "targets": check_targets(rows) if X.FULL_IDL in variants else None,
         "grid": grid,
         "grid_means": X.mean_rows(grid, ["n_s", "n_c"], COLUMNS) if grid else [],
         "strengths": compare_strengths(rows, depth, settings.strength) if depth else None,
@@ -238,8 +250,9 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
         *([record["note"], ""] if record.get("note") else []),
         ablation_means_markdown(record["means"]),
         "", claims_markdown(record["claims"]),
-        "", study_targets_markdown(record["targets"]),
     ]
+    if record.get("targets"):
+        lines += ["", study_targets_markdown(record["targets"])]
     if record.get("grid_means"):
         from styo.book.experiments import repetition_claims
         from styo.book.results import markdown_table

@@ -245,6 +245,22 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
                for by_pair in crossing.values())
     assert "Which identifier carries what" in (tmp_path / "b" / "ablations.md").read_text()
 
+    # a candidate base model judged on the full method alone: that variant's rows, claims and crossing
+    alone = subprocess.run([*cmd[:-4], "--variant", "contrastive + aux", "--crossing", "--out-dir",
+                            str(tmp_path / "c"), "--cache", str(tmp_path / "cache")],
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    only = json.loads((tmp_path / "c" / "ablations.json").read_text())
+    assert only["rows"] == [r for r in record["rows"] if r["variant"] == "contrastive + aux"]
+    assert only["targets"] == targets and list(only["crossing"]["effects"]) == ["contrastive + aux"]
+    assert only["crossing"]["effects"]["contrastive + aux"] == crossing["contrastive + aux"]
+    assert {c["text"] for c in only["claims"]} < {c["text"] for c in record["claims"]}  # FCC's claims only
+    assert sorted(p.name for p in (tmp_path / "cache" / "idl").iterdir()) == runs  # nothing trained
+    wrong = subprocess.run([*cmd, "--variant", "contrastive+aux", "--out-dir", str(tmp_path / "d")],
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert wrong.returncode != 0 and "unknown --variant 'contrastive+aux'" in wrong.stderr
+    assert not (tmp_path / "d").exists()
+
 
 def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_path):
     """benchmarks/fcc_probe.py on the tiny pipeline: the three controls at each strength, and the
