@@ -103,7 +103,7 @@ def test_pretraining_with_a_cast_continues_a_model_without_one(tmp_path):
     tiny = dict(n_images=24, vae_images=24, vae_steps=2, vae_polish_steps=0, vae_texture_steps=2, vae_batch=4,
                 unet_steps=2, unet_batch=4, checkpoint_every=1, warmup=1)
     pt.pretrain(tmp_path / "base", tmp_path / "work-base", pt.PretrainConfig(**tiny), device="cpu")
-    cfg = pt.PretrainConfig(**tiny, people=2, people_images=3, init_from=str(tmp_path / "base"))
+    cfg = pt.PretrainConfig(**tiny, people=2, people_images=3, name_lr=5e-3, init_from=str(tmp_path / "base"))
     pt.pretrain(tmp_path / "cast", tmp_path / "work-cast", cfg, device="cpu",
                 vae_dir=tmp_path / "base")
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "cast")
@@ -113,6 +113,15 @@ def test_pretraining_with_a_cast_continues_a_model_without_one(tmp_path):
     assert pt.snapshot(tmp_path / "work-cast", tmp_path / "snap") == 1  # the snapshot knows the cast too
     snap = StableDiffusionPipeline.from_pretrained(tmp_path / "snap")
     assert len(snap.tokenizer) == len(pipe.tokenizer)
+    # with --name-lr only the names' rows learn: every word the base knew keeps its row exactly
+    base = StableDiffusionPipeline.from_pretrained(tmp_path / "base")
+    rows, base_rows = (p.text_encoder.get_input_embeddings().weight for p in (pipe, base))
+    base_vocab = base.tokenizer.get_vocab()
+    for token, i in pipe.tokenizer.get_vocab().items():
+        if token in base_vocab:
+            assert torch.equal(rows[i], base_rows[base_vocab[token]]), token
+    names = pipe.tokenizer.convert_tokens_to_ids(["arlo</w>", "bree</w>"])
+    assert not torch.equal(rows[names], snap.text_encoder.get_input_embeddings().weight[names])
 
 
 class _DrawsByName:

@@ -599,7 +599,9 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
     regions = torch.from_numpy(data["regions"]) if cfg.grounded or cfg.detail_weight > 0 else None
     params = [*unet.parameters(), *te.parameters()]
     ema = {f"p{i}": p.detach().clone() for i, p in enumerate(params)}
-    opt = torch.optim.AdamW(_param_groups(params, te, tokenizer, cfg), lr=cfg.unet_lr, weight_decay=0.01)
+    groups = _param_groups(params, te, tokenizer, cfg)
+    base_lrs = [g.pop("base_lr") for g in groups]  # kept here: a resumed optimiser takes its saved groups
+    opt = torch.optim.AdamW(groups, lr=cfg.unet_lr, weight_decay=0.01)
     sched = arch.train_scheduler()
     alphas = sched.alphas_cumprod.to(device)
     modules = {"unet": unet, "text_encoder": te, "ema": ema}
@@ -616,8 +618,8 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
     bar = tqdm(loader, initial=start, total=cfg.unet_steps, desc="UNet")
     t0, times = time.time(), []
     for step, batch in enumerate(bar, start):
-        for group in opt.param_groups:
-            group["lr"] = group["base_lr"] * _lr_factor(step, cfg.unet_steps, cfg.warmup)
+        for group, base_lr in zip(opt.param_groups, base_lrs, strict=True):
+            group["lr"] = base_lr * _lr_factor(step, cfg.unet_steps, cfg.warmup)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         idx = batch["idx"]
         z0 = (mean[idx] + std[idx] * batch["eps_z"]) * scale
