@@ -68,7 +68,7 @@ def test_a_share_of_each_batch_is_drawn_from_the_people_and_captioned_by_name():
     n_main, n_cast = 20, 6
     data = {"styles": np.zeros(n_main + n_cast, np.int64),
             "attributes": np.zeros((n_main + n_cast, len(ATTRIBUTES)), np.int64),
-            "person": np.array([-1] * n_main + [0, 0, 1, 1, 2, 2]), "n_main": n_main}
+            "person": np.array([-1] * n_main + [0, 0, 1, 1, 2, 2])}
     tokenizer = arch.build_tokenizer(people.names(count))
     batches = pt._UNetBatches(data, n_main + n_cast, (4, 2, 2), tokenizer, cfg, 1000)
     step = batches[0]

@@ -122,12 +122,44 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
 
-def _render_chunk(args: tuple[range, tuple[str, ...], str]
-                  ) -> tuple[np.ndarray, list[int], list[list[int]], np.ndarray]:
+def _labelled(images: np.ndarray, styles: list[str], attributes: list[dict[str, str]],
+              regions: np.ndarray, **extra: list[int]) -> dict[str, np.ndarray]:
+    """Rendered pictures as the arrays a dataset keeps: style and attribute values as indices."""
+    return {
+        "images": images,
+        "styles": np.asarray([STYLES.index(s) for s in styles], np.int64),  # index into STYLES
+        "attributes": np.asarray([[ATTRIBUTES[k].index(a[k]) for k in ATTRIBUTES] for a in attributes], np.int64),
+        "regions": regions,  # index into render.REGIONS
+        **{k: np.asarray(v, np.int64) for k, v in extra.items()},
+    }
+
+
+def _render_chunk(args: tuple[range, tuple[str, ...], str]) -> dict[str, np.ndarray]:
     seeds, styles, layout = args
-    arr, st, at, regions = render_batch(seeds, styles=styles, layout=layout, regions=True)
-    return (arr, [STYLES.index(s) for s in st],
-            [[ATTRIBUTES[k].index(a[k]) for k in ATTRIBUTES] for a in at], regions)
+    return _labelled(*render_batch(seeds, styles=styles, layout=layout, regions=True))
+
+
+def _render_cached(path: Path, n: int, render_chunk, chunks: list, desc: str, workers: int
+                   ) -> dict[str, np.ndarray]:
+    """Load ``path`` if it holds ``n`` labelled pictures with region maps; else render ``chunks``
+    (``workers`` processes when more than one), join the parts key by key and save them there.
+
+    Each picture depends on its own seed alone, so the worker count does not change the arrays.
+    """
+    if path.exists():
+        data = dict(np.load(path))
+        if len(data["images"]) == n and "regions" in data:
+            return data
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(tqdm(pool.map(render_chunk, chunks), total=len(chunks), desc=desc))
+    else:
+        parts = [render_chunk(c) for c in tqdm(chunks, desc=desc)]
+    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    np.savez(path, **data)
+    return data
 
 
 def _render_set(path: Path, seeds: range, styles: tuple[str, ...], desc: str,
@@ -137,29 +169,8 @@ def _render_set(path: Path, seeds: range, styles: tuple[str, ...], desc: str,
 
     Each image depends on its seed alone, so ``workers`` processes give the same array as one.
     """
-    if path.exists():
-        data = dict(np.load(path))
-        if len(data["images"]) == len(seeds) and "regions" in data:
-            return data
     chunks = [(seeds[i : i + chunk], styles, layout) for i in range(0, len(seeds), chunk)]
-    if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers) as pool:
-            parts = list(tqdm(pool.map(_render_chunk, chunks), total=len(chunks), desc=desc))
-    else:
-        parts = [_render_chunk(c) for c in tqdm(chunks, desc=desc)]
-    images = [p[0] for p in parts]
-    chosen = [s for p in parts for s in p[1]]
-    attrs = [a for p in parts for a in p[2]]
-    data = {
-        "images": np.concatenate(images),
-        "styles": np.asarray(chosen, np.int64),  # index into STYLES
-        "attributes": np.asarray(attrs, np.int64),
-        "regions": np.concatenate([p[3] for p in parts]),  # index into render.REGIONS
-    }
-    np.savez(path, **data)
-    return data
+    return _render_cached(path, len(seeds), _render_chunk, chunks, desc, workers)
 
 
 def build_dataset(work_dir: Path, cfg: PretrainConfig, workers: int = 1) -> dict[str, np.ndarray]:
@@ -169,52 +180,25 @@ def build_dataset(work_dir: Path, cfg: PretrainConfig, workers: int = 1) -> dict
                        PRETRAIN_STYLES, "render dataset", workers, layout=cfg.layout)
 
 
-def _render_people_chunk(args: tuple[range, int, list[dict[str, str]], int, str]
-                         ) -> tuple[np.ndarray, list[int], list[list[int]], np.ndarray, list[int]]:
+def _render_people_chunk(args: tuple[range, int, list[dict[str, str]], int, str]) -> dict[str, np.ndarray]:
     pictures, base, cast, per_person, layout = args
-    images, chosen, attrs, maps, who = [], [], [], [], []
-    for i in pictures:
-        person, seed = i // per_person, base + i
-        style, a = people.draw_picture(cast[person], seed)
-        image, labels = render_regions(a, style, seed, layout=layout)
-        images.append(np.asarray(image))
-        chosen.append(STYLES.index(style))
-        attrs.append([ATTRIBUTES[k].index(a[k]) for k in ATTRIBUTES])
-        maps.append(labels)
-        who.append(person)
-    return np.stack(images), chosen, attrs, np.stack(maps), who
+    who = [i // per_person for i in pictures]
+    drawn = [people.draw_picture(cast[person], base + i) for person, i in zip(who, pictures, strict=True)]
+    rendered = [render_regions(a, style, base + i, layout=layout) for (style, a), i in zip(drawn, pictures, strict=True)]
+    return _labelled(np.stack([np.asarray(image) for image, _ in rendered]), [s for s, _ in drawn],
+                     [a for _, a in drawn], np.stack([labels for _, labels in rendered]), person=who)
 
 
 def build_people_dataset(work_dir: Path, cfg: PretrainConfig, workers: int = 1) -> dict[str, np.ndarray]:
     """Pictures of the named people (``cfg.people_images`` each, pretraining styles, the run's
     layout), with their region maps and ``person`` (index into :func:`people.names`)."""
-    path = work_dir / "people.npz"
     n = cfg.people * cfg.people_images
-    if path.exists():
-        data = dict(np.load(path))
-        if len(data["images"]) == n:
-            return data
-    base = cfg.seed * 10_000_000 + people.SEED_OFFSET
-    cast = people.faces(cfg.people)
     if n > people.SEED_STRIDE:
         raise ValueError(f"at most {people.SEED_STRIDE} pictures of the cast, not {n}")
+    base = cfg.seed * 10_000_000 + people.SEED_OFFSET
+    cast = people.faces(cfg.people)
     chunks = [(range(i, min(i + 500, n)), base, cast, cfg.people_images, cfg.layout) for i in range(0, n, 500)]
-    if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers) as pool:
-            parts = list(tqdm(pool.map(_render_people_chunk, chunks), total=len(chunks), desc="render people"))
-    else:
-        parts = [_render_people_chunk(c) for c in tqdm(chunks, desc="render people")]
-    data = {
-        "images": np.concatenate([p[0] for p in parts]),
-        "styles": np.asarray([s for p in parts for s in p[1]], np.int64),
-        "attributes": np.asarray([a for p in parts for a in p[2]], np.int64),
-        "regions": np.concatenate([p[3] for p in parts]),
-        "person": np.asarray([w for p in parts for w in p[4]], np.int64),
-    }
-    np.savez(path, **data)
-    return data
+    return _render_cached(work_dir / "people.npz", n, _render_people_chunk, chunks, "render people", workers)
 
 
 def with_people(data: dict, latents: dict, cast: dict, cast_latents: dict) -> tuple[dict, dict]:
@@ -222,7 +206,6 @@ def with_people(data: dict, latents: dict, cast: dict, cast_latents: dict) -> tu
     the attribute-captioned pictures); the latent scale stays the main dataset's."""
     joined = {k: np.concatenate([data[k], cast[k]]) for k in ("styles", "attributes", "regions")}
     joined["person"] = np.concatenate([np.full(len(data["styles"]), -1, np.int64), cast["person"]])
-    joined["n_main"] = len(data["styles"])
     lat = {k: torch.cat([latents[k], cast_latents[k]]) for k in ("mean", "std")}
     return joined, lat | {"scaling_factor": latents["scaling_factor"]}
 
@@ -501,7 +484,8 @@ class _UNetBatches(torch.utils.data.Dataset):
                  cfg: PretrainConfig, num_train_timesteps: int):
         self.labels = {k: data[k] for k in ("styles", "attributes", "person") if k in data}
         self.n, self.shape, self.tokenizer, self.cfg = n_latents, latent_shape, tokenizer, cfg
-        self.n_main = int(data.get("n_main", n_latents))
+        # the attribute-captioned pictures come first (with_people), the people's after them
+        self.n_main = int((data["person"] < 0).sum()) if "person" in data else n_latents
         self.timesteps = num_train_timesteps
 
     def __len__(self) -> int:
@@ -576,13 +560,13 @@ def _param_groups(params: list[torch.nn.Parameter], te, tokenizer, cfg: Pretrain
     zeroed, so the words the model already knows stay where they are.
     """
     if not cfg.people or cfg.name_lr is None:
-        return [{"params": params, "base_lr": cfg.unet_lr}]
+        return [{"params": params, "lr": cfg.unet_lr}]
     table = te.get_input_embeddings().weight
     rows = torch.zeros(table.shape[0], 1)
     rows[tokenizer.convert_tokens_to_ids([f"{n}</w>" for n in people.names(cfg.people)])] = 1.0
     table.register_hook(lambda grad: grad * rows.to(grad.device))
-    return [{"params": [p for p in params if p is not table], "base_lr": cfg.unet_lr},
-            {"params": [table], "base_lr": cfg.name_lr, "weight_decay": 0.0}]
+    return [{"params": [p for p in params if p is not table], "lr": cfg.unet_lr},
+            {"params": [table], "lr": cfg.name_lr, "weight_decay": 0.0}]
 
 
 def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, device: str,
@@ -600,7 +584,7 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
     params = [*unet.parameters(), *te.parameters()]
     ema = {f"p{i}": p.detach().clone() for i, p in enumerate(params)}
     groups = _param_groups(params, te, tokenizer, cfg)
-    base_lrs = [g.pop("base_lr") for g in groups]  # kept here: a resumed optimiser takes its saved groups
+    base_lrs = [g["lr"] for g in groups]  # kept here: a resumed optimiser takes its saved groups' rates
     opt = torch.optim.AdamW(groups, lr=cfg.unet_lr, weight_decay=0.01)
     sched = arch.train_scheduler()
     alphas = sched.alphas_cumprod.to(device)
