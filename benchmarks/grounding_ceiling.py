@@ -14,10 +14,14 @@ renderer's own label map) this script reports two bounds:
   measurement's own function);
 - ``best``: the best on/off pattern of cells found by a search per picture and region (start from
   the covered cells at several cut-offs, then flip single cells in every layer's grid while the
-  IoU rises). A search, not a proof: the true optimum may be a little higher (cells need not be
-  on or off, and DAAM's clamp of each layer's bicubic undershoot is left out here), so a region
-  whose ``best`` sits well below a target is out of reach on this architecture, one near it is
-  not shown to be.
+  IoU rises);
+- ``graded``: the same with cells free to take any value in [0, 1], found by gradient ascent on a
+  soft IoU from the on/off pattern (a value between on and off moves the thresholded edge by less
+  than a cell).
+
+Searches, not proofs: the true optimum may be a little higher still (DAAM's clamp of each layer's
+bicubic undershoot is left out here), so a region whose ``graded`` sits well below a target is
+out of reach on this architecture, one near it is not shown to be.
 
     .venv/bin/python benchmarks/grounding_ceiling.py --n 120
 
@@ -36,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from styo.world.evaluate import heat_iou, perfect_daam_heat
+from styo.world.evaluate import daam_heat, heat_iou, perfect_daam_heat
 from styo.world.grounding import GROUNDING_THRESHOLD as THRESHOLD
 from styo.world.grounding import WORD_TARGETS as TARGETS
 
@@ -91,8 +95,8 @@ def coverage_of(mask: np.ndarray, labels: list[tuple[int, int]]) -> np.ndarray:
 
 
 def best_pattern(mask: np.ndarray, bases: np.ndarray, labels: list[tuple[int, int]],
-                 sides: list[int], passes: int = 4) -> tuple[float, float]:
-    """(coverage bound, searched on/off bound) of one region on one picture."""
+                 sides: list[int], passes: int = 4) -> tuple[float, float, np.ndarray]:
+    """(coverage bound, searched on/off bound, the searched pattern) of one region on one picture."""
     flat = mask.reshape(-1)
     cover = coverage_of(mask, labels)
     coverage_iou = heat_iou(perfect_daam_heat(mask, sides), mask)
@@ -105,7 +109,7 @@ def best_pattern(mask: np.ndarray, bases: np.ndarray, labels: list[tuple[int, in
         if score > best:
             best, best_on = score, on.copy()
     if best_on is None:
-        return coverage_iou, coverage_iou
+        return coverage_iou, coverage_iou, cover
     heat = best_on.astype(np.float32) @ bases
     # Flip cells near the region only: a cell whose upsampled footprint misses the region can
     # only add false positives when switched on.
@@ -119,7 +123,45 @@ def best_pattern(mask: np.ndarray, bases: np.ndarray, labels: list[tuple[int, in
                 best, heat, best_on[c], improved = score, trial, not best_on[c], True
         if not improved:
             break
-    return coverage_iou, max(best, coverage_iou)
+    if coverage_iou > best:
+        return coverage_iou, coverage_iou, cover
+    return coverage_iou, best, best_on.astype(np.float32)
+
+
+def protocol_iou(pattern: np.ndarray, labels: list[tuple[int, int]], sides: list[int], mask: np.ndarray) -> float:
+    """The IoU of a cell pattern scored by the measurement's own function: every layer of side
+    ``s`` holds the pattern's ``s``² cells, aggregated by :func:`styo.world.evaluate.daam_heat`
+    (with DAAM's clamp, which the linear ``bases`` leave out)."""
+    cells = {s: torch.from_numpy(pattern[[i for i, (side, _) in enumerate(labels) if side == s]]).view(s, s)
+             for s in set(sides)}
+    return heat_iou(daam_heat([cells[s] for s in sides], max(sides), mask.shape), mask)
+
+
+def graded_pattern(mask: np.ndarray, bases: np.ndarray, start: np.ndarray, steps: int = 150) -> np.ndarray:
+    """The best pattern found when cells may hold any value in [0, 1], not just on or off:
+    gradient ascent on a soft IoU (the 0.4 threshold replaced by a sigmoid that sharpens as it
+    goes) from the ``start`` pattern, every iterate scored with the hard threshold. A value
+    between on and off moves where the upsampled map crosses the threshold by less than a cell,
+    which an on/off pattern cannot do."""
+    flat = torch.from_numpy(mask.reshape(-1).astype(np.float32))
+    basis = torch.from_numpy(bases)
+    logits = torch.logit(torch.from_numpy(start).float().clamp(0.05, 0.95)).requires_grad_(True)
+    optimiser = torch.optim.Adam([logits], lr=0.1)
+    best_pattern = start.astype(np.float32)
+    best = iou(best_pattern @ bases, flat.numpy())
+    for step in range(steps):
+        heat = torch.sigmoid(logits) @ basis
+        scaled = (heat - heat.min()) / (heat.max() - heat.min() + 1e-8)
+        sharpness = 0.05 * (0.1 ** (step / steps))  # 0.05 down to 0.005 of the range
+        soft = torch.sigmoid((scaled - THRESHOLD) / sharpness)
+        loss = -(soft * flat).sum() / (soft + flat - soft * flat).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        score = iou(heat.detach().numpy(), flat.numpy())
+        if score > best:
+            best, best_pattern = score, torch.sigmoid(logits).detach().numpy().copy()
+        optimiser.step()
+    return best_pattern
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,17 +189,20 @@ def main(argv: list[str] | None = None) -> None:
     _, regions = render_labelled(eval_seeds(args.seed, args.n), progress=False)
     size = regions.shape[-1]
     bases, labels = cell_bases(sides, size)
-    scores: dict[str, dict[str, list[float]]] = {t: {"coverage": [], "best": []} for t in TARGETS}
+    bounds = ("coverage", "best", "graded")
+    scores: dict[str, dict[str, list[float]]] = {t: {k: [] for k in bounds} for t in TARGETS}
     for region_map in tqdm(regions.numpy(), desc="regions", mininterval=5.0):
         masks = region_masks(region_map)
         for target in TARGETS:
             if masks[target].any():
-                cov, best = best_pattern(masks[target], bases, labels, sides)
+                cov, best, pattern = best_pattern(masks[target], bases, labels, sides)
                 scores[target]["coverage"].append(cov)
                 scores[target]["best"].append(best)
+                graded = graded_pattern(masks[target], bases, pattern)
+                scores[target]["graded"].append(protocol_iou(graded, labels, sides, masks[target]))
     per_target = {t: {k: float(np.mean(v)) for k, v in s.items()} | {"n": len(s["best"])}
                   for t, s in scores.items()}
-    means = {k: float(np.mean([per_target[t][k] for t in TARGETS])) for k in ("coverage", "best")}
+    means = {k: float(np.mean([per_target[t][k] for t in TARGETS])) for k in bounds}
     record = {"date": time.strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, torch {torch.__version__}",
               "model": args.model, "layer_sides": sides, "n": args.n, "seed": args.seed,
@@ -166,21 +211,23 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
-    rows = [{"region": t, "pictures": per_target[t]["n"], "coverage": per_target[t]["coverage"],
-             "best": per_target[t]["best"],
-             "reaches 0.40": "yes" if per_target[t]["best"] >= REGION_TARGET else "no"} for t in TARGETS]
-    rows.append({"region": "mean", "pictures": "", "coverage": means["coverage"], "best": means["best"],
+    rows = [{"region": t, "pictures": per_target[t]["n"], **{k: per_target[t][k] for k in bounds},
+             "reaches 0.40": "yes" if per_target[t]["graded"] >= REGION_TARGET else "no"} for t in TARGETS]
+    rows.append({"region": "mean", "pictures": "", **means,
                  "reaches 0.40": f"mean target {MIOU_TARGET:.2f}: "
-                                 + ("reachable" if means["best"] >= MIOU_TARGET else "out of reach")})
+                                 + ("reachable" if means["graded"] >= MIOU_TARGET else "out of reach")})
     lines = ["# The highest mIoU a word's heat map can reach on this UNet", "",
              f"`benchmarks/grounding_ceiling.py --n {args.n}`, {record['date']}, model `{args.model}` "
              f"(the cross-attention layers DAAM aggregates, at latent sides {sides}), {args.n} rendered portraits (varied layout, every "
              f"style), the renderer's own regions, DAAM's aggregation and threshold {THRESHOLD}.", "",
              "`coverage`: every layer's cells at the share of the cell the region covers. `best`: the best "
              "on/off pattern of cells a per-picture search found (several cut-offs, then single-cell "
-             "flips while the IoU rises): what a perfectly grounded word could score at best, to within "
-             "the search's reach.", "",
-             markdown_table(rows, ["region", "pictures", "coverage", "best", "reaches 0.40"], decimals=3)]
+             "flips while the IoU rises). `graded`: the best found when the cells may take any value in "
+             "[0, 1] (gradient ascent on a soft IoU from the on/off pattern, each step scored with the "
+             "hard threshold; the best pattern then scored by the measurement's own aggregation, "
+             "DAAM's clamp included): what a perfectly grounded word could score at best, to within the "
+             "searches' reach.", "",
+             markdown_table(rows, ["region", "pictures", *bounds, "reaches 0.40"], decimals=3)]
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-1:]))
     print(f"wrote {out / args.name}.json and .md")

@@ -314,3 +314,54 @@ def test_threshold_weighted_pretraining_changes_the_weights_and_zero_leaves_them
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
     assert any(not torch.equal(a, b) for a, b in
                zip(grounded.state_dict().values(), shaped.state_dict().values(), strict=True))
+
+
+def test_the_threshold_loss_at_picture_resolution_traces_a_small_region_finer_than_its_cells():
+    """Scored at the picture's resolution (the map upsampled bicubically, as DAAM scores it), the
+    loss leads a 16² map to trace a region a few pixels wide better than the cells' own coverage,
+    the best a map scored on the cells can aim for."""
+    import torch.nn.functional as F
+
+    side, size = 16, 64
+    region = torch.zeros(size, size)
+    region[29:32, 18:25] = 1.0  # an eye: 3 x 7 pixels, not aligned with the 4-pixel cells
+    fine = torch.zeros(1, len(grounding.TARGETS), size, size)
+    fine[0, 1] = region
+    cells = F.adaptive_avg_pool2d(region[None, None], side)[0, 0]
+    rows, tokens, targets = torch.tensor([0]), torch.tensor([0]), torch.tensor([1])
+
+    def hard_iou(cell_map):
+        heat = F.interpolate(cell_map.view(1, 1, side, side), size=(size, size), mode="bicubic",
+                             align_corners=False)[0, 0]
+        return heat_iou(((heat - heat.min()) / (heat.max() - heat.min())).numpy(), region.numpy() > 0)
+
+    def trained(coverage):
+        logits = torch.logit(cells.clamp(0.02, 0.98)).flatten().requires_grad_(True)
+        optimiser = torch.optim.Adam([logits], lr=0.1)
+        losses = []
+        for _ in range(200):
+            loss = grounding.threshold_loss(torch.sigmoid(logits)[None, :, None], rows, tokens, targets,
+                                            coverage, temperature=0.05)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss))
+        return torch.sigmoid(logits).detach(), losses
+
+    traced, losses = trained(fine)
+    assert losses[-1] < losses[0] - 0.1
+    assert hard_iou(traced) > hard_iou(cells) + 0.1
+    # scored on the cells instead, the same descent cannot do better than the cells' coverage
+    on_cells, _ = trained(cells[None, None].expand(1, len(grounding.TARGETS), side, side))
+    assert hard_iou(on_cells) <= hard_iou(cells) + 1e-9 < hard_iou(traced)
+
+
+@pytest.mark.slow
+def test_the_threshold_loss_at_picture_resolution_changes_pretraining(tmp_path):
+    tiny, data, latents = _tiny_unet_run(tmp_path, unet_steps=2)
+    base = dict(layout="varied", grounding_weight=0.1, threshold_weight=1.0, **tiny)
+    cells = pt.train_unet(data, latents, tmp_path / "c", pt.PretrainConfig(**base), "cpu")[0]
+    picture = pt.train_unet(data, latents, tmp_path / "p",
+                            pt.PretrainConfig(threshold_at_picture=True, **base), "cpu")[0]
+    assert any(not torch.equal(a, b) for a, b in
+               zip(cells.state_dict().values(), picture.state_dict().values(), strict=True))

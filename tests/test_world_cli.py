@@ -123,6 +123,16 @@ def test_pretrain_with_a_cast_it_cannot_draw_is_a_usage_error(tmp_path, flag, va
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--threshold-at-picture"], "--threshold-at-picture scores the threshold loss: give --threshold-weight too"),
+    (["--threshold-weight", "1", "--threshold-temperature", "0"], "--threshold-temperature must be positive")])
+def test_pretrain_with_a_threshold_loss_it_cannot_score_is_a_usage_error(tmp_path, flags, says):
+    res = styo_in_process("world", "pretrain", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
+                          *flags)
+    assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
 def test_evaluate_writes_metrics_with_per_image_records_and_a_sample_grid(tmp_path):
     from styo.testing import tiny_pipeline
 

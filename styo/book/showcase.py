@@ -364,7 +364,9 @@ def training_runs(training: Mapping[str, Any]) -> str:
         c = run["config"]
         lines.append(f"then {c['unet_steps']:5,} steps, batch {c['unet_batch']}, lr {c['unet_lr']:g}, "
                      f"{c.get('layout', 'centred')} layout; grounding {c.get('grounding_weight', 0.0):g}, "
-                     f"threshold {c.get('threshold_weight', 0.0):g}, padding {c.get('padding_weight', 0.0):g} "
+                     f"threshold {c.get('threshold_weight', 0.0):g}"
+                     f"{' at the picture' if c.get('threshold_at_picture') else ''}, "
+                     f"padding {c.get('padding_weight', 0.0):g} "
                      f"beyond {c.get('padding_allowance', 0.0):g}, detail {c.get('detail_weight', 0.0):g}: {h:.1f} h")
     lines.append(f"in all {sum(r['config']['unet_steps'] for r in runs):,} UNet steps, about {sum(hours):.1f} h "
                  f"on {training['device']} (torch {training['torch']}; median seconds per step of each run)")

@@ -224,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold-weight", type=float,
                    help="weight of a loss on each grounded word's map as DAAM scores it (soft IoU "
                         "of the map thresholded at 0.4 of its range with its region; default 0)")
+    p.add_argument("--threshold-at-picture", action="store_true",
+                   help="score --threshold-weight's loss at the picture's resolution, the maps "
+                        "upsampled bicubically as DAAM scores them (default: on the latent cells)")
+    p.add_argument("--threshold-temperature", type=float,
+                   help="width of that loss's soft step, in units of the map's range (default 0.1; "
+                        "at the picture's resolution 0.05, or the background's leak swamps a small region)")
     p.add_argument("--padding-weight", type=float,
                    help="weight of the attention mass on padding after the end token (default 0)")
     p.add_argument("--padding-allowance", type=float,

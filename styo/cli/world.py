@@ -198,6 +198,14 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
             setattr(cfg, name, value)
     if args.warmup is not None:
         cfg.warmup = args.warmup
+    if args.threshold_at_picture:
+        if not cfg.threshold_weight:
+            raise UsageError("--threshold-at-picture scores the threshold loss: give --threshold-weight too")
+        cfg.threshold_at_picture = True
+    if args.threshold_temperature is not None:
+        if not args.threshold_temperature > 0:
+            raise UsageError(f"--threshold-temperature must be positive, got {args.threshold_temperature}")
+        cfg.threshold_temperature = args.threshold_temperature
     if args.people is not None:
         if not 0 <= args.people <= len(NAMES):
             raise UsageError(f"--people must be 0 to {len(NAMES)} (the names of the cast), got {args.people}")

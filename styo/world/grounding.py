@@ -173,10 +173,19 @@ def threshold_loss(maps: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
 
     Arguments as :func:`grounding_loss`. The soft step keeps a gradient on the cells near the
     threshold, which are the ones that decide whether a region's border is in the word's map.
+
+    ``coverage`` finer than the maps (the picture's own masks) scores the maps as DAAM does,
+    upsampled bicubically to the picture: there a small region (the eyes) is a sharp shape that a
+    map of graded cells can trace to within a pixel, where at the cells' own side it is a few
+    partly covered cells whose best map is their coverage.
     """
     if len(rows) == 0:
         return maps.sum() * 0.0
     word = maps[rows, :, tokens]  # (K, pixels)
+    side, size = int(round(word.shape[1] ** 0.5)), coverage.shape[-1]
+    if size != side:
+        word = F.interpolate(word.view(-1, 1, side, side), size=(size, size), mode="bicubic",
+                             align_corners=False).flatten(1)
     region = coverage[rows, targets].flatten(1)
     low, high = word.amin(1, keepdim=True), word.amax(1, keepdim=True)
     on = torch.sigmoid(((word - low) / (high - low).clamp_min(1e-8) - GROUNDING_THRESHOLD) / temperature)

@@ -63,6 +63,10 @@ class PretrainConfig:
     layout: str = "centred"  # the renderer's head placement (render.LAYOUTS) of the caption data
     grounding_weight: float = 0.0  # token + pixel loss of the grounded words' maps
     threshold_weight: float = 0.0  # soft IoU of the grounded words' maps as DAAM thresholds them
+    threshold_at_picture: bool = False  # ... scored at the picture's resolution (the maps upsampled
+    # bicubically, as DAAM scores them), not on the latent cells
+    threshold_temperature: float = 0.1  # the soft step's width, in units of the map's range: the
+    # picture's thousands of background pixels each leak sigmoid(-0.4 / width) into the union
     padding_weight: float = 0.0  # attention mass on the positions after the end token ...
     padding_allowance: float = 0.0  # ... beyond this share per caption (a hinge; 0 = all of it)
     detail_weight: float = 0.0  # extra denoising weight on latent cells covered by DETAIL_REGIONS
@@ -624,8 +628,10 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
             store.clear()
             loss = loss + cfg.grounding_weight * ground + cfg.padding_weight * pad
             if cfg.threshold_weight > 0:  # skipped at 0, so earlier recipes stay bit-identical
+                picture = (grounding.target_coverage(regions[idx.cpu()], regions.shape[-1]).to(device)
+                           if cfg.threshold_at_picture else coverage)
                 shape = grounding.threshold_loss(maps, batch["g_rows"], batch["g_tokens"],
-                                                 batch["g_targets"], coverage)
+                                                 batch["g_targets"], picture, cfg.threshold_temperature)
                 loss = loss + cfg.threshold_weight * shape
         opt.zero_grad(set_to_none=True)
         loss.backward()
