@@ -7,13 +7,14 @@ FCC, scored by the judges) over many pairs, with the book's settings, and record
 means and the verdict on each of the paper's claims. The chapter shows the result beside its own.
 
     .venv/bin/python benchmarks/ablations.py                  # 8 pairs, the book's settings
-    .venv/bin/python benchmarks/ablations.py --pairs 12 --grid-pairs 4 --cache runs/ablation-cache
+    .venv/bin/python benchmarks/ablations.py --pairs 12 --grid-pairs 12 --cache runs/ablation-cache
 
 Scores include the joint score and the head geometry (the segmentation judge), which the paper's
 disentanglement and FCC claims are read from, and `--grid-pairs` adds the augmented prompt's
 n_s × n_c grid (1..3 each) on the full variant's runs of the first pairs. `--crossing` draws
 every run with its style and content identifiers crossed (`styo.book.crossing`), to read which
-identifier carries the style and which the face. The study is judged against the targets below,
+identifier carries the style and which the face, and `--strength-sweep` samples the full variant's
+runs from other depths of the diffused source. The study is judged against the targets below,
 pair by pair.
 
 Every IDL run goes through the book's cache (`--cache`, default `runs/ablation-cache`), so a
@@ -31,6 +32,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from styo.prompts import MAX_REPEAT, MIN_REPEAT
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("content", "leak", "style", "geometry", "joint", "diversity")
@@ -50,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--idl-steps", type=int, help="IDL steps (default: the book's)")
     ap.add_argument("--n-images", type=int, default=4, help="images per (pair, variant, FCC)")
     ap.add_argument("--guidance", type=float, help="guidance scale of the stylizations (default: the profile's)")
+    ap.add_argument("--n-s", type=int, default=3, help="style phrase repeats of the stylization prompt (default: the paper's 3)")
+    ap.add_argument("--n-c", type=int, default=1, help="content phrase repeats of the stylization prompt (default: the paper's 1)")
     ap.add_argument("--grid-pairs", type=int, default=0,
                     help="pairs whose full-variant run also samples the n_s × n_c grid (0: none)")
     ap.add_argument("--paper-strength", action="store_true",
@@ -58,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--self-attention", type=float, metavar="FRACTION",
                     help="also sample every full-variant run with FCC plus the reconstruction's self-attention "
                          "maps over the first FRACTION of the steps (an extension, not the paper's method)")
+    ap.add_argument("--strength-sweep", metavar="S1,S2,...",
+                    help="also sample every full-variant run with and without FCC from each of these strengths, "
+                         "beside the profile's (does any sampling depth lift the joint score?)")
     ap.add_argument("--variant", action="append", metavar="NAME",
                     help="train and sample only this IDL variant (repeatable; default: all three, "
                          "'positive-only', 'contrastive', 'contrastive + aux'); a candidate base model "
@@ -71,8 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.pairs < 2 or args.n_images < 2:
         raise SystemExit("--pairs and --n-images must be at least 2 (diversity needs two images)")
+    for flag, value in (("--n-s", args.n_s), ("--n-c", args.n_c)):
+        if not MIN_REPEAT <= value <= MAX_REPEAT:
+            raise SystemExit(f"{flag} must be a whole number from {MIN_REPEAT} to {MAX_REPEAT}, got {value}")
     if args.self_attention is not None and not 0 < args.self_attention <= 1:
         raise SystemExit(f"--self-attention must be a fraction of the steps in (0, 1], got {args.self_attention}")
+    sweep = parse_strengths(args.strength_sweep) if args.strength_sweep else []
     os.environ["STYO_CACHE"] = args.cache  # read by styo.book.cache_root at each call
 
     from styo.book import auxiliary_sets, bench_pipeline, with_steps
@@ -92,18 +104,19 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown --variant {', '.join(map(repr, unknown))}; the variants are "
                          f"{', '.join(map(repr, X.IDL_VARIANTS))}")
     variants = {v: f for v, f in X.IDL_VARIANTS.items() if not args.variant or v in args.variant}
-    if (args.grid_pairs or args.paper_strength or args.self_attention) and X.FULL_IDL not in variants:
-        raise SystemExit(f"--grid-pairs, --paper-strength and --self-attention sample the {X.FULL_IDL!r} "
+    if (args.grid_pairs or args.paper_strength or args.self_attention or sweep) and X.FULL_IDL not in variants:
+        raise SystemExit(f"--grid-pairs, --paper-strength, --self-attention and --strength-sweep sample the {X.FULL_IDL!r} "
                          "variant's runs: keep it among the --variant choices")
     pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
     aux = auxiliary_sets(pipe, settings, pairs.values())  # each pair's in its source's style
     start = time.perf_counter()
     judges, segmenter = load_judges(), load_segmenter()
     guidance = settings.guidance if args.guidance is None else args.guidance
+    repeats = {"n_s": args.n_s, "n_c": args.n_c}
     sample = dict(strength=settings.strength, seed=0, num_images=args.n_images,
-                  num_inference_steps=settings.sample_steps, guidance_scale=guidance)
+                  num_inference_steps=settings.sample_steps, guidance_scale=guidance, **repeats)
     rows = X.ablation_rows(pipe, pairs, aux, config, variants=variants, judges=judges, segmenter=segmenter,
-                           n_s=3, n_c=1, **sample)
+                           **sample)
     grid_settings = [{"n_s": a, "n_c": b} for a in GRID for b in GRID]
     grid = full_variant_rows(pipe, dict(list(pairs.items())[:args.grid_pairs]), aux, config, grid_settings,
                              judges, segmenter, sample)
@@ -118,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
                                    [{"fcc": True, "share_self_attention": True,
                                      "self_attention_steps": (0.0, args.self_attention)}],
                                    judges, segmenter, sample)
+    swept = full_variant_rows(pipe, pairs, aux, config,
+                              [{"fcc": f, "strength": st} for st in sweep if st != settings.strength
+                               for f in (False, True)], judges, segmenter, sample) if sweep else []
     crossing = None
     if args.crossing:
         from styo.book.crossing import identifier_crossings
@@ -131,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         crossing = {"images": images,
                     "effects": {variant: {label: c.effects for label, c in by_pair.items()}
                                 for variant, by_pair in crossings.items()}}
-    for r in rows + grid + depth + shared:
+    for r in rows + grid + depth + shared + swept:
         for key in ("images", "reconstruction", "reconstructions"):
             r.pop(key, None)
     record = {
@@ -142,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         "idl": {"steps": config.steps, "lr": config.lr, "aux": len(next(iter(aux.values()))),
                 "aux_styles": [s for s in aux if s is not None]},
         "n_images": args.n_images,
-        "stylization": {"n_s": 3, "n_c": 1, "strength": settings.strength, "guidance": guidance},
+        "stylization": {**repeats, "strength": settings.strength, "guidance": guidance},
         "pairs": list(pairs),
         "seconds": round(time.perf_counter() - start, 1),
         "note": args.note,
@@ -154,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         "grid_means": X.mean_rows(grid, ["n_s", "n_c"], COLUMNS) if grid else [],
         "strengths": compare_strengths(rows, depth, settings.strength) if depth else None,
         "self_attention": compare_self_attention(rows, shared, args.self_attention) if shared else None,
+        "strength_sweep": sweep_strengths(rows, swept, settings.strength) if sweep else None,
         "crossing": crossing,
     }
     write_results(record, Path(args.out_dir), args.name)
@@ -194,6 +211,29 @@ def compare_strengths(rows: list[dict], depth: list[dict], profile_strength: flo
     return {"profile": profile_strength, "paper": PAPER_STRENGTH, "means": means,
             "fcc_geometry_wins": wins, "pairs": len({r["pair"] for r in depth}),
             "better": float(better)}
+
+
+def parse_strengths(text: str) -> list[float]:
+    """``"0.5,0.6"`` as sorted strengths in (0, 1]; anything else is a one-line usage error."""
+    try:
+        strengths = sorted({float(s) for s in text.split(",")})
+    except ValueError:
+        raise SystemExit(f"--strength-sweep: {text!r} is not a comma-separated list of numbers") from None
+    if not all(0 < s <= 1 for s in strengths):
+        raise SystemExit(f"--strength-sweep: every strength must be in (0, 1], got {text!r}")
+    return strengths
+
+
+def sweep_strengths(rows: list[dict], swept: list[dict], profile_strength: float) -> dict:
+    """The full method with and without FCC from every swept strength and the profile's (its own
+    rows), mean over pairs, ordered by strength: whether any depth of the diffused source lifts
+    the joint score, or the outcome is fixed before sampling."""
+    from styo.book import experiments as X
+
+    full = [{**r, "strength": profile_strength} for r in rows if r["variant"] == X.FULL_IDL]
+    means = X.mean_rows(full + swept, ["strength", "fcc"], COLUMNS)
+    return {"profile": profile_strength, "pairs": len({r["pair"] for r in full}),
+            "means": sorted(means, key=lambda m: (m["strength"], m["fcc"]))}
 
 
 def compare_self_attention(rows: list[dict], shared: list[dict], fraction: float) -> dict:
@@ -254,13 +294,13 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
     if record.get("targets"):
         lines += ["", study_targets_markdown(record["targets"])]
     if record.get("grid_means"):
-        from styo.book.experiments import repetition_claims
-        from styo.book.results import markdown_table
+        from styo.book.experiments import grid_study_markdown
 
-        lines += ["", f"The augmented prompt's n_s × n_c grid on the full variant's runs of "
-                  f"{len({r['pair'] for r in record['grid']})} pairs (mean over pairs):", "",
-                  markdown_table(record["grid_means"], ["n_s", "n_c", *COLUMNS], decimals=2), "",
-                  repetition_claims(record["grid_means"], GRID, GRID)]
+        lines += ["", grid_study_markdown(record)]
+    if record.get("strength_sweep"):
+        from styo.book.results import strength_sweep_markdown
+
+        lines += ["", strength_sweep_markdown(record["strength_sweep"])]
     if record.get("strengths"):
         from styo.book.results import strengths_markdown
 

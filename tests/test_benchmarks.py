@@ -202,12 +202,14 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     assert len(runs) == 2 * 3  # one IDL run per (pair, variant); FCC on/off sample the same run
 
     assert record["strengths"] is None  # the paper's strength only when asked for
+    assert (record["stylization"]["n_s"], record["stylization"]["n_c"]) == (3, 1)  # the paper's
 
     # each pair trained with an auxiliary set in its source's style
     assert record["idl"]["aux_styles"] == ["photo", "sketch"]
     assert len(list((tmp_path / "cache" / "aux").glob("aux-*"))) == 2
 
-    again = subprocess.run([*cmd, "--paper-strength", "--self-attention", "0.5", "--crossing", "--out-dir", str(tmp_path / "b")],
+    again = subprocess.run([*cmd, "--paper-strength", "--self-attention", "0.5", "--crossing", "--strength-sweep", "0.5",
+                            "--out-dir", str(tmp_path / "b")],
                            capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-2000:]
     rerun = json.loads((tmp_path / "b" / "ablations.json").read_text())
@@ -224,6 +226,14 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     joints = {m["strength"]: m["joint"] for m in compared["means"] if m["fcc"]}
     assert joints[compared["better"]] == max(joints.values())
     assert "measures better" in (tmp_path / "b" / "ablations.md").read_text()
+    # the sweep: the full method from strength 0.5 beside the profile's own rows, with and without FCC
+    sweep = rerun["strength_sweep"]
+    assert record["strength_sweep"] is None and (sweep["profile"], sweep["pairs"]) == (profile, 2)
+    assert [(m["strength"], m["fcc"]) for m in sweep["means"]] == [
+        (s, f) for s in sorted({0.5, profile}) for f in (False, True)]
+    swept_profile = next(m for m in sweep["means"] if m["strength"] == profile and m["fcc"])
+    assert swept_profile["joint"] == pytest.approx(targets["means"]["joint"])  # the study's own rows
+    assert "from several depths of the diffused source" in (tmp_path / "b" / "ablations.md").read_text()
     # the extension: FCC plus the reconstruction's self-attention over the first half of the steps
     shared = rerun["self_attention"]
     assert shared["fraction"] == 0.5 and [r["pair"] for r in shared["per_pair"]] == rerun["pairs"]
@@ -259,6 +269,13 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     wrong = subprocess.run([*cmd, "--variant", "contrastive+aux", "--out-dir", str(tmp_path / "d")],
                            capture_output=True, text=True, timeout=600, check=False)
     assert wrong.returncode != 0 and "unknown --variant 'contrastive+aux'" in wrong.stderr
+    for bad, message in (("0.5,x", "is not a comma-separated list"), ("0,0.5", "must be in (0, 1]")):
+        swept_bad = subprocess.run([*cmd, "--strength-sweep", bad, "--out-dir", str(tmp_path / "d")],
+                                   capture_output=True, text=True, timeout=600, check=False)
+        assert swept_bad.returncode != 0 and message in swept_bad.stderr.splitlines()[-1]
+    repeats = subprocess.run([*cmd, "--n-c", "6", "--out-dir", str(tmp_path / "d")],
+                             capture_output=True, text=True, timeout=600, check=False)
+    assert repeats.returncode != 0 and "--n-c must be a whole number from 1 to 5, got 6" in repeats.stderr
     assert not (tmp_path / "d").exists()
 
 
@@ -469,12 +486,18 @@ def test_grounding_ceiling_bounds_each_region(tmp_path):
     big, small = (ceiling.best_pattern(m, bases, labels, [16, 8, 8, 8, 16, 16]) for m in (half, dot))
     assert big[1] >= big[0] and small[1] >= small[0]
     assert big[1] > 0.9 and small[1] < 0.5
+    # cells between on and off trace the dot's edge finer than any on/off pattern, scored by the
+    # measurement's own aggregation
+    graded = ceiling.graded_pattern(dot, bases, small[2])
+    assert graded.min() >= 0 and graded.max() <= 1
+    assert ceiling.protocol_iou(graded, labels, [16, 8, 8, 8, 16, 16], dot) > small[1] + 0.03
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grounding_ceiling.py"), "--n", "4",
                           "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     record = json.loads((tmp_path / "grounding-ceiling.json").read_text())
     assert set(record["per_target"]) == set(ceiling.TARGETS)
     assert all(v["best"] >= v["coverage"] - 1e-9 for v in record["per_target"].values() if v["n"])
+    assert "graded" in record["mean"] and "| graded |" in (tmp_path / "grounding-ceiling.md").read_text()
     assert "| eyes |" in (tmp_path / "grounding-ceiling.md").read_text()
 
 

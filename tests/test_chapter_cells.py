@@ -288,6 +288,22 @@ def test_recorded_study_applies_only_to_this_model_strength_and_guidance():
     assert "Which identifier carries what" in text and "(8 pictures per prompt" in text
     assert "| contrastive + aux | +1.00 | +0.55 | +0.00 | +0.10 | 2 |" in text
     assert "carried by the content identifiers in 1 of 2 pairs, by the style identifiers in 0, by neither in 1" in text
+    assert "n_s × n_c grid" not in text  # a study without --grid-pairs
+    assert "depths of the diffused source" not in text  # a study without --strength-sweep
+    study["strength_sweep"] = {"profile": 0.7, "pairs": 2, "means": [
+        {"strength": s, "fcc": f, "joint": j, "style": 0.5, "n": 2}
+        for s, f, j in ((0.5, False, 0.1), (0.5, True, 0.2), (0.7, False, 0.3), (0.7, True, 0.25))]}
+    text = X.recorded_study_markdown(study, "f", 0.7)
+    assert "| 0.50 | on | 0.50 | 0.20 |" in text  # style, then joint
+    assert "with FCC, the joint score by strength: 0.5: 0.20, 0.7: 0.25 (from 0.20 to 0.25)." in text
+    study["grid"] = [{"pair": p, "n_s": a, "n_c": b} for p in ("a", "b") for a in (1, 3) for b in (1, 3)]
+    study["grid_means"] = [{"n_s": a, "n_c": b, "style": 0.2 * a, "content": 0.5 - 0.05 * b, "joint": 0.1}
+                           for a in (1, 3) for b in (1, 3)]
+    text = X.recorded_study_markdown(study, "f", 0.7)
+    assert "n_s × n_c grid on the full variant's runs of 2 pairs" in text
+    assert "| 3 | 1 | 0.45 | 0.60 | 0.10 |" in text  # content, style, joint: the columns it holds
+    assert "*a larger n_s stylizes more*: **holds**" in text
+    assert "*a larger n_c keeps more of the source*: **does not hold** here. Mean content by n_c: 1: 0.45, 3: 0.35" in text
 
 
 def test_pair_grid_titles_the_first_row_only():

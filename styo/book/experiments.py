@@ -711,6 +711,23 @@ def repetition_claims(grid: Sequence[Mapping[str, Any]], n_s_values: Sequence[in
     return "\n".join(claims)
 
 
+def grid_study_markdown(record: Mapping[str, Any]) -> str:
+    """A larger study's n_s × n_c grid (``benchmarks/ablations.py --grid-pairs N``): its means over
+    the pairs and the augmented prompt's claims read from them, as :func:`repetition_claims` reads
+    one pair's grid in chapter 8."""
+    from .results import markdown_table
+
+    means = record["grid_means"]
+    n_s_values = sorted({m["n_s"] for m in means})
+    n_c_values = sorted({m["n_c"] for m in means})
+    scores = [k for k in ("content", "leak", "style", "geometry", "joint", "diversity") if k in means[0]]
+    return "\n".join([
+        f"The augmented prompt's n_s × n_c grid on the full variant's runs of "
+        f"{len({r['pair'] for r in record['grid']})} pairs (mean over pairs):", "",
+        markdown_table(means, ["n_s", "n_c", *scores], decimals=2), "",
+        repetition_claims(means, n_s_values, n_c_values)])
+
+
 def augmentation_markdown(inference: Sequence[Mapping[str, Any]],
                           training: Sequence[Mapping[str, Any]]) -> str:
     """For each (n_s, n_c): what training with the augmented prompts changed against only sampling
@@ -736,6 +753,7 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
         ablation_means_markdown,
         crossing_study_markdown,
         self_attention_markdown,
+        strength_sweep_markdown,
         strengths_markdown,
         study_targets_markdown,
     )
@@ -759,9 +777,11 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
     depth = f"\n\n{strengths_markdown(study['strengths'])}" if study.get("strengths") else ""
     shared = f"\n\n{self_attention_markdown(study['self_attention'])}" if study.get("self_attention") else ""
     crossing = f"\n\n{crossing_study_markdown(study)}" if study.get("crossing") else ""
+    grid = f"\n\n{grid_study_markdown(study)}" if study.get("grid_means") else ""
+    sweep = f"\n\n{strength_sweep_markdown(study['strength_sweep'])}" if study.get("strength_sweep") else ""
     return (f"{len(study['pairs'])} pairs, IDL {study['idl']['steps']} steps, {study['n_images']} images "
             f"per setting, measured {study['date']} in {study['seconds'] / 60:.0f} min:\n\n{table}\n\n"
-            + claims_markdown(study["claims"]) + targets + depth + shared + crossing)
+            + claims_markdown(study["claims"]) + targets + grid + sweep + depth + shared + crossing)
 
 
 __all__ = [
@@ -769,7 +789,7 @@ __all__ = [
     "ablation_rows", "ablation_seeds", "augmentation_markdown",
     "base_weights", "change", "check_ablation_claims", "check_claim", "claims_markdown",
     "contrasting_attributes", "depth_verdict",
-    "diversity", "first_images", "follow_markdown", "format_table", "head_follow", "mean_rows", "pair_aux",
+    "diversity", "first_images", "follow_markdown", "format_table", "grid_study_markdown", "head_follow", "mean_rows", "pair_aux",
     "pair_grid",
     "plain_prompt_verdict", "plot_bars", "plot_by_strength", "recorded_study_markdown",
     "repetition_claims", "restore_weights", "score", "score_pair", "sharpness_markdown",

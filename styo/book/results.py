@@ -152,6 +152,23 @@ def strengths_markdown(comparison: dict[str, Any]) -> str:
     ])
 
 
+def strength_sweep_markdown(sweep: dict[str, Any]) -> str:
+    """An ablation study's sweep of the source's diffusion depth (``benchmarks/ablations.py
+    --strength-sweep``): the full method's means with and without FCC at each strength, and the
+    range of the joint score with FCC across them."""
+    rows = [{**m, "fcc": "on" if m["fcc"] else "off"} for m in sweep["means"]]
+    scores = [k for k in STUDY_SCORES if k in rows[0]]
+    joint = {m["strength"]: m["joint"] for m in sweep["means"] if m["fcc"]}
+    return "\n".join([
+        f"The full method from several depths of the diffused source (strength {float(sweep['profile'])} "
+        f"is the profile's), on the full variant's runs of {sweep['pairs']} pairs (mean over pairs):", "",
+        markdown_table(rows, ["strength", "fcc", *scores], ["strength", "FCC", *scores], decimals=2), "",
+        "- with FCC, the joint score by strength: "
+        + ", ".join(f"{float(s)}: {joint[s]:.2f}" for s in sorted(joint))
+        + f" (from {min(joint.values()):.2f} to {max(joint.values()):.2f}).",
+    ])
+
+
 def self_attention_markdown(comparison: dict[str, Any]) -> str:
     """An ablation study's extension row (``benchmarks/ablations.py --self-attention F``): the full
     method without FCC, with FCC, and with FCC plus the reconstruction's self-attention maps over
