@@ -102,6 +102,7 @@ def main() -> None:
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in args.model)
     earlier, commands = [], []  # the commands that measured the earlier rows, oldest first
+    kept = {}  # the earlier models' detailed results, kept beside the new ones
     for path in args.previous:
         old = json.loads(Path(path).read_text())
         if [old[k] for k in ("n", "steps", "guidance", "seed")] != [args.n, args.steps, args.guidance, args.seed]:
@@ -110,6 +111,7 @@ def main() -> None:
             raise SystemExit(f"{path} was measured before DAAM's layer selection and normalisation; "
                              "measure its models again with --model")
         earlier += [r for r in old["rows"] if r["model"] not in models]
+        kept |= {k: v for k, v in old.get("results", {}).items() if k not in models}
         commands += [c for c in old.get("commands", []) if c not in commands]
     combos = heldout_combinations(args.n, training_combinations(args.n_train), seed=args.seed)
     results = {name: measure(path, combos, args.steps, args.guidance, args.seed)
@@ -120,9 +122,9 @@ def main() -> None:
               "guidance": args.guidance, "seed": args.seed, "machine": platform.machine(),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "rows": table, "previous": args.previous,
-              "results": {k: {**v, "grounding": {**v["grounding"], "per_image": v["grounding"]["per_image"][:20]},
-                              "quality": {k2: v2 for k2, v2 in v["quality"].items() if k2 != "per_image"}}
-                          for k, v in results.items()}}
+              "results": kept | {k: {**v, "grounding": {**v["grounding"], "per_image": v["grounding"]["per_image"][:20]},
+                                     "quality": {k2: v2 for k2, v2 in v["quality"].items() if k2 != "per_image"}}
+                                 for k, v in results.items()}}
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     command = "benchmarks/attention_grounding.py " + " ".join(
