@@ -552,3 +552,25 @@ def test_a_committed_study_is_what_its_script_writes_of_its_record(tmp_path, nam
     record = json.loads((results / f"{name}.json").read_text())
     _benchmark("ablations").write_results(record, tmp_path, name)
     assert (tmp_path / f"{name}.md").read_text() == (results / f"{name}.md").read_text()
+
+
+@pytest.mark.skipif(not (ROOT / "models" / "styo-mini" / "model_index.json").is_file(), reason="no base model")
+def test_attention_grounding_keeps_the_earlier_models_with_previous(tmp_path):
+    """benchmarks/attention_grounding.py measures a model, and a second call with --previous adds
+    another beside it: both rows, both commands, and both models' detailed results."""
+    model = ROOT / "models" / "styo-mini"  # the world's captions need its tokenizer
+    script = str(ROOT / "benchmarks" / "attention_grounding.py")
+    common = ["--n", "2", "--steps", "2", "--n-train", "50"]
+    first = subprocess.run([sys.executable, script, "--model", f"a={model}", *common, "--out-dir",
+                            str(tmp_path / "one")], capture_output=True, text=True, timeout=600, check=False)
+    assert first.returncode == 0, first.stderr[-2000:]
+    earlier = tmp_path / "one" / "attention-grounding.json"
+    second = subprocess.run([sys.executable, script, "--model", f"b={model}", *common, "--previous", str(earlier),
+                             "--out-dir", str(tmp_path / "two")], capture_output=True, text=True, timeout=600,
+                            check=False)
+    assert second.returncode == 0, second.stderr[-2000:]
+    report = json.loads((tmp_path / "two" / "attention-grounding.json").read_text())
+    assert [r["model"] for r in report["rows"]] == ["a", "b"]
+    assert list(report["results"]) == ["a", "b"]
+    assert report["results"]["a"] == json.loads(earlier.read_text())["results"]["a"]
+    assert len(report["commands"]) == 2 and "--model a=" in report["commands"][0]
