@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from styo.world.evaluate import daam_heat, heat_iou, perfect_daam_heat
 from styo.world.grounding import GROUNDING_THRESHOLD as THRESHOLD
 from styo.world.grounding import WORD_TARGETS as TARGETS
+from styo.world.grounding import threshold_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 MIOU_TARGET, REGION_TARGET = 0.60, 0.40
@@ -139,25 +140,26 @@ def protocol_iou(pattern: np.ndarray, labels: list[tuple[int, int]], sides: list
 
 def graded_pattern(mask: np.ndarray, bases: np.ndarray, start: np.ndarray, steps: int = 150) -> np.ndarray:
     """The best pattern found when cells may hold any value in [0, 1], not just on or off:
-    gradient ascent on a soft IoU (the 0.4 threshold replaced by a sigmoid that sharpens as it
-    goes) from the ``start`` pattern, every iterate scored with the hard threshold. A value
+    gradient descent on pretraining's threshold loss at the picture's resolution (the 0.4
+    threshold a sigmoid, here one that sharpens as it goes) from the ``start`` pattern, every
+    iterate scored with the hard threshold. A value
     between on and off moves where the upsampled map crosses the threshold by less than a cell,
     which an on/off pattern cannot do."""
-    flat = torch.from_numpy(mask.reshape(-1).astype(np.float32))
+    flat = mask.reshape(-1)
+    region = torch.from_numpy(mask.astype(np.float32))[None, None]  # one target, for threshold_loss
+    word = torch.tensor([0])  # row, token and target of the one map
     basis = torch.from_numpy(bases)
     logits = torch.logit(torch.from_numpy(start).float().clamp(0.05, 0.95)).requires_grad_(True)
     optimiser = torch.optim.Adam([logits], lr=0.1)
     best_pattern = start.astype(np.float32)
-    best = iou(best_pattern @ bases, flat.numpy())
+    best = iou(best_pattern @ bases, flat)
     for step in range(steps):
         heat = torch.sigmoid(logits) @ basis
-        scaled = (heat - heat.min()) / (heat.max() - heat.min() + 1e-8)
         sharpness = 0.05 * (0.1 ** (step / steps))  # 0.05 down to 0.005 of the range
-        soft = torch.sigmoid((scaled - THRESHOLD) / sharpness)
-        loss = -(soft * flat).sum() / (soft + flat - soft * flat).sum()
+        loss = threshold_loss(heat[None, :, None], word, word, word, region, temperature=sharpness)
         optimiser.zero_grad()
         loss.backward()
-        score = iou(heat.detach().numpy(), flat.numpy())
+        score = iou(heat.detach().numpy(), flat)
         if score > best:
             best, best_pattern = score, torch.sigmoid(logits).detach().numpy().copy()
         optimiser.step()

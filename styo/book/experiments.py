@@ -715,12 +715,12 @@ def grid_study_markdown(record: Mapping[str, Any]) -> str:
     """A larger study's n_s × n_c grid (``benchmarks/ablations.py --grid-pairs N``): its means over
     the pairs and the augmented prompt's claims read from them, as :func:`repetition_claims` reads
     one pair's grid in chapter 8."""
-    from .results import markdown_table
+    from .results import STUDY_SCORES, markdown_table
 
     means = record["grid_means"]
     n_s_values = sorted({m["n_s"] for m in means})
     n_c_values = sorted({m["n_c"] for m in means})
-    scores = [k for k in ("content", "leak", "style", "geometry", "joint", "diversity") if k in means[0]]
+    scores = [k for k in STUDY_SCORES if k in means[0]]
     return "\n".join([
         f"The augmented prompt's n_s × n_c grid on the full variant's runs of "
         f"{len({r['pair'] for r in record['grid']})} pairs (mean over pairs):", "",
