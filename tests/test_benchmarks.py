@@ -574,3 +574,27 @@ def test_attention_grounding_keeps_the_earlier_models_with_previous(tmp_path):
     assert list(report["results"]) == ["a", "b"]
     assert report["results"]["a"] == json.loads(earlier.read_text())["results"]["a"]
     assert len(report["commands"]) == 2 and "--model a=" in report["commands"][0]
+
+
+@pytest.mark.skipif(not (ROOT / "models" / "styo-mini" / "model_index.json").is_file(), reason="no base model")
+def test_word_maps_on_renders_scores_the_shipped_models_maps_on_renders_and_its_own_pictures(tmp_path):
+    """benchmarks/word_maps_on_renders.py: every region word scored on renders and on the model's
+    own pictures, the eyes split by shape; the grounded model's hair map lands on rendered hair."""
+    script = str(ROOT / "benchmarks" / "word_maps_on_renders.py")
+    bad = subprocess.run([sys.executable, script, "--model", "a=x", "--t", "1000"], capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert bad.returncode != 0 and "--t in 0..999" in bad.stderr
+    done = subprocess.run([sys.executable, script, "--model", f"v={ROOT / 'models' / 'styo-mini'}", "--n", "8",
+                           "--n-own", "3", "--out-dir", str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "word-maps-on-renders.json").read_text())
+    result = report["results"]["v"]
+    assert sum(result["own_eye_shapes"].values()) == 3
+    for where in ("renders", "own"):
+        scores = result[where]
+        shapes = [k for k in scores if k.startswith("eyes/")]
+        assert shapes and {k.split("/")[1] for k in shapes} <= {"round", "narrow", "closed"}
+        assert "eyes" in scores and all(0.0 <= v <= 1.0 for v in scores.values())
+    assert result["renders"]["hair"] > 0.5
+    assert report["command"] in (tmp_path / "word-maps-on-renders.md").read_text()

@@ -365,3 +365,40 @@ def test_the_threshold_loss_at_picture_resolution_changes_pretraining(tmp_path):
                             pt.PretrainConfig(threshold_at_picture=True, **base), "cpu")[0]
     assert any(not torch.equal(a, b) for a, b in
                zip(cells.state_dict().values(), picture.state_dict().values(), strict=True))
+
+
+def test_region_weights_scale_each_words_threshold_term_and_ones_change_nothing():
+    flat, coverage = _block_map(fill="flat")
+    peaked, _ = _block_map(fill="cone")
+    maps = torch.cat([flat, peaked])  # row 0 covers its region, row 1 peaks in it
+    coverage = torch.cat([coverage, coverage])
+    coverage[1, grounding.TARGETS.index("eyes")] = coverage[1, 0]
+    rows, tokens = torch.tensor([0, 1]), torch.tensor([1, 1])
+    targets = torch.tensor([0, grounding.TARGETS.index("eyes")])
+    plain = grounding.threshold_loss(maps, rows, tokens, targets, coverage)
+    assert grounding.target_weights({}) is None
+    ones = grounding.target_weights({"eyes": 1.0})
+    assert torch.equal(grounding.threshold_loss(maps, rows, tokens, targets, coverage, weights=ones[targets]),
+                       plain)
+    each = [float(grounding.threshold_loss(maps, rows[[k]], tokens[[k]], targets[[k]], coverage)) for k in (0, 1)]
+    heavy = grounding.target_weights({"eyes": 4.0})
+    assert heavy.tolist() == [4.0 if t == "eyes" else 1.0 for t in grounding.TARGETS]
+    weighted = grounding.threshold_loss(maps, rows, tokens, targets, coverage, weights=heavy[targets])
+    assert float(weighted) == pytest.approx((each[0] + 4 * each[1]) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="threshold_region_weights takes hair, eyes"):
+        pt.PretrainConfig(threshold_region_weights={"nose": 2.0})
+
+
+@pytest.mark.slow
+def test_region_weighted_threshold_pretraining_changes_the_weights(tmp_path):
+    tiny, data, latents = _tiny_unet_run(tmp_path, unet_steps=2)
+    base = dict(layout="varied", grounding_weight=0.1, threshold_weight=1.0, **tiny)
+    plain = pt.train_unet(data, latents, tmp_path / "p", pt.PretrainConfig(**base), "cpu")[0]
+    ones = pt.train_unet(data, latents, tmp_path / "o",
+                         pt.PretrainConfig(threshold_region_weights={"eyes": 1.0}, **base), "cpu")[0]
+    heavy = pt.train_unet(data, latents, tmp_path / "h",
+                          pt.PretrainConfig(threshold_region_weights={"hair": 4.0}, **base), "cpu")[0]
+    for (name, a), b in zip(plain.state_dict().items(), ones.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(a, b) for a, b in
+               zip(plain.state_dict().values(), heavy.state_dict().values(), strict=True))

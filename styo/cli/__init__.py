@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold-temperature", type=float,
                    help="width of that loss's soft step, in units of the map's range (default 0.1; "
                         "at the picture's resolution 0.05, or the background's leak swamps a small region)")
+    p.add_argument("--threshold-region-weight", action="append", metavar="REGION=W",
+                   help="weight that loss's terms for the words of one region by W (repeatable; "
+                        "regions: hair eyes mouth glasses face background head; default 1 each)")
     p.add_argument("--padding-weight", type=float,
                    help="weight of the attention mass on padding after the end token (default 0)")
     p.add_argument("--padding-allowance", type=float,

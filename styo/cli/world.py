@@ -168,6 +168,24 @@ def cmd_world_grounding(args: argparse.Namespace) -> int:
     return 0
 
 
+def _region_weights(items: list[str]) -> dict[str, float]:
+    """``["eyes=4", "mouth=2"]`` as ``{"eyes": 4.0, "mouth": 2.0}``, or a UsageError naming the fix."""
+    from ..world.grounding import WORD_TARGETS
+
+    out: dict[str, float] = {}
+    for item in items:
+        region, _, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if region not in WORD_TARGETS or not weight >= 0:
+            raise UsageError(f"--threshold-region-weight takes REGION=W with REGION one of "
+                             f"{' '.join(WORD_TARGETS)} and W >= 0, got {item!r}")
+        out[region] = weight
+    return out
+
+
 def cmd_world_pretrain(args: argparse.Namespace) -> int:
     from ..world.people import NAMES
     from ..world.pretrain import PretrainConfig, adopt_vae, pretrain
@@ -206,6 +224,10 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
         if not args.threshold_temperature > 0:
             raise UsageError(f"--threshold-temperature must be positive, got {args.threshold_temperature}")
         cfg.threshold_temperature = args.threshold_temperature
+    if args.threshold_region_weight:
+        if not cfg.threshold_weight:
+            raise UsageError("--threshold-region-weight weights the threshold loss: give --threshold-weight too")
+        cfg.threshold_region_weights = _region_weights(args.threshold_region_weight)
     if args.people is not None:
         if not 0 <= args.people <= len(NAMES):
             raise UsageError(f"--people must be 0 to {len(NAMES)} (the names of the cast), got {args.people}")

@@ -165,11 +165,20 @@ def grounding_loss(maps: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
     return (token + pixel).mean()
 
 
+def target_weights(weights: dict[str, float], device: str | torch.device = "cpu") -> torch.Tensor | None:
+    """A weight per index of :data:`TARGETS` (1 where ``weights`` names none), or None for no
+    weights at all, so that an unweighted loss is computed exactly as before."""
+    if not weights:
+        return None
+    return torch.tensor([float(weights.get(t, 1.0)) for t in TARGETS], device=device)
+
+
 def threshold_loss(maps: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
-                   targets: torch.Tensor, coverage: torch.Tensor, temperature: float = 0.1
-                   ) -> torch.Tensor:
+                   targets: torch.Tensor, coverage: torch.Tensor, temperature: float = 0.1,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
     """1 - soft IoU of each grounded word's min-max normalised map, thresholded at DAAM's 0.4 by a
-    sigmoid of ``temperature``, with its region's coverage; averaged over the words of a batch.
+    sigmoid of ``temperature``, with its region's coverage; averaged over the words of a batch,
+    each word's term times its entry of ``weights`` (K,) when given.
 
     Arguments as :func:`grounding_loss`. The soft step keeps a gradient on the cells near the
     threshold, which are the ones that decide whether a region's border is in the word's map.
@@ -191,7 +200,8 @@ def threshold_loss(maps: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
     on = torch.sigmoid(((word - low) / (high - low).clamp_min(1e-8) - GROUNDING_THRESHOLD) / temperature)
     inter = (on * region).sum(1)
     union = (on + region - on * region).sum(1).clamp_min(1e-8)
-    return (1.0 - inter / union).mean()
+    miss = 1.0 - inter / union
+    return (miss if weights is None else miss * weights).mean()
 
 
 def padding_mass(store: MapStore, eos: torch.Tensor, captioned: torch.Tensor,

@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,9 @@ class PretrainConfig:
     # bicubically, as DAAM scores them), not on the latent cells
     threshold_temperature: float = 0.1  # the soft step's width, in units of the map's range: the
     # picture's thousands of background pixels each leak sigmoid(-0.4 / width) into the union
+    threshold_region_weights: dict[str, float] = field(default_factory=dict)  # a word's term times
+    # its target's weight (grounding.WORD_TARGETS; 1 where not given): a few-pixel region's words
+    # are a small share of the mean over every grounded word, and its border is the hardest to trace
     padding_weight: float = 0.0  # attention mass on the positions after the end token ...
     padding_allowance: float = 0.0  # ... beyond this share per caption (a hinge; 0 = all of it)
     detail_weight: float = 0.0  # extra denoising weight on latent cells covered by DETAIL_REGIONS
@@ -85,6 +88,10 @@ class PretrainConfig:
         people.names(self.people)  # a clear error for a cast larger than the names
         if not 0 <= self.people_share < 1:
             raise ValueError(f"people_share must be in [0, 1), got {self.people_share}")
+        for region, weight in self.threshold_region_weights.items():
+            if region not in grounding.WORD_TARGETS or not weight >= 0:
+                raise ValueError(f"threshold_region_weights takes {', '.join(grounding.WORD_TARGETS)} "
+                                 f"with weights >= 0, got {region}={weight}")
 
     @property
     def grounded(self) -> bool:
@@ -584,6 +591,7 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
         _init_weights(unet, te, cfg.init_from, tokenizer)
     processors = dict(unet.attn_processors)
     store = grounding.install(unet) if cfg.grounded else None
+    region_weights = grounding.target_weights(cfg.threshold_region_weights, device)
     regions = torch.from_numpy(data["regions"]) if cfg.grounded or cfg.detail_weight > 0 else None
     params = [*unet.parameters(), *te.parameters()]
     ema = {f"p{i}": p.detach().clone() for i, p in enumerate(params)}
@@ -631,7 +639,9 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
                 picture = (grounding.target_coverage(regions[idx.cpu()], regions.shape[-1]).to(device)
                            if cfg.threshold_at_picture else coverage)
                 shape = grounding.threshold_loss(maps, batch["g_rows"], batch["g_tokens"],
-                                                 batch["g_targets"], picture, cfg.threshold_temperature)
+                                                 batch["g_targets"], picture, cfg.threshold_temperature,
+                                                 None if region_weights is None
+                                                 else region_weights[batch["g_targets"]])
                 loss = loss + cfg.threshold_weight * shape
         opt.zero_grad(set_to_none=True)
         loss.backward()
