@@ -52,7 +52,7 @@ EYE_SHAPES = ATTRIBUTES["eyes"]
 RENDER_SEEDS = FRESH_SEED_BASE + 500_000  # fresh renders, apart from the judges' own fresh range
 
 
-def _key(target: str, caption: str, position: int) -> str:
+def _key(target: str, caption: str) -> str:
     """The word's region, the eyes split by the shape their caption names."""
     if target != "eyes":
         return target
@@ -99,7 +99,7 @@ def on_renders(pipe, n: int, t: int, seed: int = 0) -> dict[str, float]:
                 continue
             layers = [m[b, :, position + 1].reshape(s, s) for m, s in kept]
             heat = daam_heat(layers, latent, mask.shape)
-            scores.setdefault(_key(target, caption, position), []).append(heat_iou(heat, mask))
+            scores.setdefault(_key(target, caption), []).append(heat_iou(heat, mask))
     return _means(scores)
 
 
@@ -109,9 +109,8 @@ def on_own_pictures(pipe, combos) -> tuple[dict[str, float], dict[str, int]]:
     result = evaluate_grounding(pipe, load_segmenter(), combos, progress=False)
     scores: dict[str, list[float]] = {}
     for record in result["per_image"]:
-        for key, word in record["words"].items():
-            position = int(key.split(":")[0])
-            scores.setdefault(_key(word["target"], record["prompt"], position), []).append(word["iou"])
+        for word in record["words"].values():
+            scores.setdefault(_key(word["target"], record["prompt"]), []).append(word["iou"])
     counts = {shape: sum(a["eyes"] == shape for _, a in combos) for shape in EYE_SHAPES}
     return _means(scores), counts
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,9 @@ def test_interrupted_pretraining_resumes_to_the_same_pipeline(tmp_path, monkeypa
     assert set(snap) == set(names) and snap_pipe.vae.config.scaling_factor == pipe.vae.config.scaling_factor
     assert not torch.equal(snap[params[0]], straight[params[0]])  # step 2 is not the final EMA
     assert profile_of(tmp_path / "snap") == "mini"
+    record = json.loads((tmp_path / "snap" / "training.json").read_text())  # the run's recipe comes along
+    assert record["snapshot_of_step"] == 2 and record["lineage"] == []
+    assert record["config"] == json.loads((tmp_path / "work-straight" / "config.json").read_text())
 
 
 def test_lr_schedule_warms_up_then_decays():

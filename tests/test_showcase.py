@@ -107,6 +107,13 @@ def test_training_runs_lists_each_run_of_a_continued_model_and_their_total():
     assert lines[3].startswith("then   900 steps") and "threshold 1" in lines[3] and lines[3].endswith("0.5 h")
     assert lines[-1].startswith("in all 4,900 UNet steps, about 6.5 h")
     assert len(training_runs(scratch).splitlines()) == 4  # a model trained in one run
+    # a snapshot counts the steps it took, says how many were scheduled, and names its region weights
+    stopped = {"snapshot_of_step": 1400, "config": {**continued["config"], "unet_steps": 3000,
+                                                    "threshold_region_weights": {"eyes": 8.0}},
+               "unet_sec_per_step_median": 0.18, "torch": "2", "lineage": [scratch, continued]}
+    lines = training_runs(stopped).splitlines()
+    assert lines[4].startswith("then 1,400 steps (of 3,000 scheduled)") and ", eyes x8," in lines[4]
+    assert lines[-1].startswith("in all 6,300 UNet steps") and "the machine of each run" in lines[-1]
 
 
 def test_grounding_summary_ranks_the_regions_and_names_the_lowest():

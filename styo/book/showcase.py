@@ -353,21 +353,26 @@ def training_runs(training: Mapping[str, Any]) -> str:
     """A base model's ``training.json`` as lines: the run from scratch, each continuation
     (``lineage``: a model continued from another is the sum of every run before it), the total."""
     runs = [*training.get("lineage", []), training]
-    hours = [r["unet_sec_per_step_median"] * r["config"]["unet_steps"] / 3600 for r in runs]
+    # a snapshot (styo world snapshot) is its run stopped at a checkpoint: count the steps it took
+    steps = [r.get("snapshot_of_step", r["config"]["unet_steps"]) for r in runs]
+    hours = [(r["unet_sec_per_step_median"] or 0.0) * n / 3600 for r, n in zip(runs, steps, strict=True)]
     c = runs[0]["config"]
-    lines = [f"from scratch: UNet + text encoder, {c['unet_steps']:,} steps, batch {c['unet_batch']}, AdamW "
+    lines = [f"from scratch: UNet + text encoder, {steps[0]:,} steps, batch {c['unet_batch']}, AdamW "
              f"{c['unet_lr']:g} ({c['warmup']} warm-up steps), EMA {c['ema_decay']} of the weights (what ships), "
              f"{c.get('layout', 'centred')} layout: {hours[0]:.1f} h",
              f"captions: empty with p = {c['empty_caption_p']}, each phrase dropped with p = {c['phrase_drop_p']}",
              f"data: {c['n_images']:,} text-to-image renders, {c['vae_images']:,} for the autoencoder"]
-    for run, h in zip(runs[1:], hours[1:], strict=True):
+    for run, n, h in zip(runs[1:], steps[1:], hours[1:], strict=True):
         c = run["config"]
-        lines.append(f"then {c['unet_steps']:5,} steps, batch {c['unet_batch']}, lr {c['unet_lr']:g}, "
+        stopped = f" (of {c['unet_steps']:,} scheduled)" if "snapshot_of_step" in run else ""
+        lines.append(f"then {n:5,} steps{stopped}, batch {c['unet_batch']}, lr {c['unet_lr']:g}, "
                      f"{c.get('layout', 'centred')} layout; grounding {c.get('grounding_weight', 0.0):g}, "
                      f"threshold {c.get('threshold_weight', 0.0):g}"
-                     f"{' at the picture' if c.get('threshold_at_picture') else ''}, "
+                     f"{' at the picture' if c.get('threshold_at_picture') else ''}"
+                     f"{''.join(f', {k} x{w:g}' for k, w in c.get('threshold_region_weights', {}).items())}, "
                      f"padding {c.get('padding_weight', 0.0):g} "
                      f"beyond {c.get('padding_allowance', 0.0):g}, detail {c.get('detail_weight', 0.0):g}: {h:.1f} h")
-    lines.append(f"in all {sum(r['config']['unet_steps'] for r in runs):,} UNet steps, about {sum(hours):.1f} h "
-                 f"on {training['device']} (torch {training['torch']}; median seconds per step of each run)")
+    lines.append(f"in all {sum(steps):,} UNet steps, about {sum(hours):.1f} h "
+                 f"on {training.get('device', 'the machine of each run')} (torch {training['torch']}; "
+                 "median seconds per step of each run)")
     return "\n".join(lines)

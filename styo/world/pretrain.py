@@ -697,12 +697,18 @@ def snapshot(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> int:
     unet, te = arch.build_unet(), arch.build_text_encoder(tokenizer)
     params = [*unet.parameters(), *te.parameters()]
     ema = {f"p{i}": p.detach().clone() for i, p in enumerate(params)}
-    step = load_checkpoint(found[-1], {"unet": unet, "text_encoder": te, "ema": ema})["step"]
+    state = load_checkpoint(found[-1], {"unet": unet, "text_encoder": te, "ema": ema})
+    step = state["step"]
     _use_ema(params, ema)
     vae = _load_vae(work_dir / "vae.safetensors", "cpu")
     scale = load_file(work_dir / "latents.safetensors")["scaling_factor"].item()
     _save_pipeline(vae, te, tokenizer, unet, scale, out_dir)
-    (out_dir / "training.json").write_text(json.dumps({"snapshot_of_step": step}, indent=1))
+    record: dict = {"snapshot_of_step": step}
+    if config.is_file():  # the run's recipe and what it stood on, as a finished run records them
+        recipe = json.loads(config.read_text())
+        record |= {"config": recipe, "unet_sec_per_step_median": state.get("sec_per_step"),
+                   "torch": torch.__version__, "lineage": lineage(recipe.get("init_from"))}
+    (out_dir / "training.json").write_text(json.dumps(record, indent=1))
     return step
 
 
