@@ -402,3 +402,39 @@ def test_region_weighted_threshold_pretraining_changes_the_weights(tmp_path):
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
     assert any(not torch.equal(a, b) for a, b in
                zip(plain.state_dict().values(), heavy.state_dict().values(), strict=True))
+
+
+def test_word_weights_pick_one_shape_of_a_region_and_its_noun():
+    caption = "a drawing with photo style of round face closed eyes smiling mouth glasses portrait"
+    words = caption.split()
+    weights = {"closed": 8.0, "glasses": 2.0}
+    got = {words[p]: grounding.word_weight(caption, p, weights) for p, _ in grounding.grounded_words(caption)}
+    assert got == {"round": 1.0, "face": 1.0, "closed": 8.0, "eyes": 8.0, "smiling": 1.0, "mouth": 1.0,
+                   "glasses": 2.0, "portrait": 1.0}
+    unet, te, tok, captions, ids, regions = _tiny_batch(3)
+    plain = grounding.batch_groundings(captions, ids, tok.eos_token_id)
+    weighted = grounding.batch_groundings(captions, ids, tok.eos_token_id, {"closed": 8.0})
+    assert "g_weights" not in plain and weighted["g_weights"].shape == weighted["g_rows"].shape
+    for k in ("g_rows", "g_tokens", "g_targets"):
+        assert torch.equal(plain[k], weighted[k])
+    expected = [grounding.word_weight(captions[r], int(t) - 1, {"closed": 8.0})
+                for r, t in zip(weighted["g_rows"], weighted["g_tokens"], strict=True)]
+    assert weighted["g_weights"].tolist() == expected
+    assert {"closed", "eyes", "portrait", "glasses", "haircut"} <= grounding.grounded_vocabulary()
+    with pytest.raises(ValueError, match="threshold_word_weights takes words a caption grounds"):
+        pt.PretrainConfig(threshold_word_weights={"photo": 2.0})  # a style word is never grounded
+
+
+@pytest.mark.slow
+def test_word_weighted_threshold_pretraining_changes_the_weights_and_ones_do_not(tmp_path):
+    tiny, data, latents = _tiny_unet_run(tmp_path, unet_steps=2)
+    base = dict(layout="varied", grounding_weight=0.1, threshold_weight=1.0, **tiny)
+    plain = pt.train_unet(data, latents, tmp_path / "p", pt.PretrainConfig(**base), "cpu")[0]
+    ones = pt.train_unet(data, latents, tmp_path / "o",
+                         pt.PretrainConfig(threshold_word_weights={"closed": 1.0}, **base), "cpu")[0]
+    heavy = pt.train_unet(data, latents, tmp_path / "h",
+                          pt.PretrainConfig(threshold_word_weights={"portrait": 4.0}, **base), "cpu")[0]
+    for (name, a), b in zip(plain.state_dict().items(), ones.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(a, b) for a, b in
+               zip(plain.state_dict().values(), heavy.state_dict().values(), strict=True))

@@ -129,7 +129,10 @@ def test_pretrain_with_a_cast_it_cannot_draw_is_a_usage_error(tmp_path, flag, va
     (["--threshold-region-weight", "eyes=4"], "--threshold-region-weight weights the threshold loss: give --threshold-weight too"),
     (["--threshold-weight", "1", "--threshold-region-weight", "nose=4"], "REGION one of hair eyes mouth"),
     (["--threshold-weight", "1", "--threshold-region-weight", "eyes=-1"], "and W >= 0, got 'eyes=-1'"),
-    (["--threshold-weight", "1", "--threshold-region-weight", "eyes"], "got 'eyes'")])
+    (["--threshold-weight", "1", "--threshold-region-weight", "eyes"], "got 'eyes'"),
+    (["--threshold-word-weight", "closed=8"], "--threshold-word-weight weights the threshold loss: give --threshold-weight too"),
+    (["--threshold-weight", "1", "--threshold-word-weight", "photo=8"], "WORD a word captions ground"),
+    (["--threshold-weight", "1", "--threshold-word-weight", "closed=x"], "and W >= 0, got 'closed=x'")])
 def test_pretrain_with_a_threshold_loss_it_cannot_score_is_a_usage_error(tmp_path, flags, says):
     res = styo_in_process("world", "pretrain", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
                           *flags)

@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold-region-weight", action="append", metavar="REGION=W",
                    help="weight that loss's terms for the words of one region by W (repeatable; "
                         "regions: hair eyes mouth glasses face background head; default 1 each)")
+    p.add_argument("--threshold-word-weight", action="append", metavar="WORD=W",
+                   help="weight that loss's term for one grounded word by W, a noun by its value's "
+                        "(repeatable; e.g. closed=8 weights 'closed eyes'; default 1 each)")
     p.add_argument("--padding-weight", type=float,
                    help="weight of the attention mass on padding after the end token (default 0)")
     p.add_argument("--padding-allowance", type=float,

@@ -186,6 +186,25 @@ def _region_weights(items: list[str]) -> dict[str, float]:
     return out
 
 
+def _word_weights(items: list[str]) -> dict[str, float]:
+    """``["closed=8"]`` as ``{"closed": 8.0}``, or a UsageError naming the words a caption grounds."""
+    from ..world.grounding import grounded_vocabulary
+
+    vocabulary = grounded_vocabulary()
+    out: dict[str, float] = {}
+    for item in items:
+        word, _, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if word not in vocabulary or not weight >= 0:
+            raise UsageError(f"--threshold-word-weight takes WORD=W with WORD a word captions ground "
+                             f"(an attribute value, its noun, glasses or portrait) and W >= 0, got {item!r}")
+        out[word] = weight
+    return out
+
+
 def cmd_world_pretrain(args: argparse.Namespace) -> int:
     from ..world.people import NAMES
     from ..world.pretrain import PretrainConfig, adopt_vae, pretrain
@@ -228,6 +247,10 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
         if not cfg.threshold_weight:
             raise UsageError("--threshold-region-weight weights the threshold loss: give --threshold-weight too")
         cfg.threshold_region_weights = _region_weights(args.threshold_region_weight)
+    if args.threshold_word_weight:
+        if not cfg.threshold_weight:
+            raise UsageError("--threshold-word-weight weights the threshold loss: give --threshold-weight too")
+        cfg.threshold_word_weights = _word_weights(args.threshold_word_weight)
     if args.people is not None:
         if not 0 <= args.people <= len(NAMES):
             raise UsageError(f"--people must be 0 to {len(NAMES)} (the names of the cast), got {args.people}")

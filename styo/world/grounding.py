@@ -223,15 +223,32 @@ def padding_mass(store: MapStore, eos: torch.Tensor, captioned: torch.Tensor,
     return (per_row - allowance).clamp_min(0.0).mean()
 
 
-def batch_groundings(captions: list[str], ids: torch.Tensor, eos_token_id: int
-                     ) -> dict[str, torch.Tensor]:
+def word_weight(caption: str, position: int, weights: dict[str, float]) -> float:
+    """The weight ``weights`` gives the grounded word at ``position``: its own, or for a noun its
+    value's (``closed eyes``: both words take ``closed``'s), else 1.
+
+    A region's words name shapes of different difficulty (a closed eye is a line one or two
+    pixels tall, a round one a disc), so a loss can weight a shape's words rather than the region.
+    """
+    words = caption.split()
+    word = words[position]
+    if word in weights:
+        return float(weights[word])
+    if word in _NOUN_REGION and position > 0 and words[position - 1] in weights:
+        return float(weights[words[position - 1]])
+    return 1.0
+
+
+def batch_groundings(captions: list[str], ids: torch.Tensor, eos_token_id: int,
+                     word_weights: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """The grounded words of tokenised captions as index tensors (rows, tokens, targets), the
-    end-token position of each row and which rows have a caption.
+    end-token position of each row and which rows have a caption; with ``word_weights``, each
+    grounded word's weight (:func:`word_weight`) as ``g_weights``.
 
     Every word of the world's vocabulary is one token, so word ``i`` is token ``i + 1`` (after
     the start token); a caption whose token count says otherwise is an error.
     """
-    rows, tokens, targets = [], [], []
+    rows, tokens, targets, weights = [], [], [], []
     eos = (ids == eos_token_id).int().argmax(1)
     for b, text in enumerate(captions):
         if int(eos[b]) != len(text.split()) + 1:
@@ -240,6 +257,19 @@ def batch_groundings(captions: list[str], ids: torch.Tensor, eos_token_id: int
             rows.append(b)
             tokens.append(position + 1)
             targets.append(TARGETS.index(target))
+            if word_weights:
+                weights.append(word_weight(text, position, word_weights))
     as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
-    return {"g_rows": as_long(rows), "g_tokens": as_long(tokens), "g_targets": as_long(targets),
-            "eos": eos.long(), "captioned": torch.tensor([bool(c) for c in captions])}
+    out = {"g_rows": as_long(rows), "g_tokens": as_long(tokens), "g_targets": as_long(targets),
+           "eos": eos.long(), "captioned": torch.tensor([bool(c) for c in captions])}
+    if word_weights:
+        out["g_weights"] = torch.tensor(weights, dtype=torch.float32)
+    return out
+
+
+def grounded_vocabulary() -> frozenset[str]:
+    """Every word a caption can ground: attribute values, their nouns, ``glasses``, ``portrait``."""
+    from .attributes import ATTRIBUTES
+
+    return frozenset({v for values in ATTRIBUTES.values() for v in values} | set(_NOUN_REGION)
+                     | {"glasses", "portrait"})

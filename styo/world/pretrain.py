@@ -70,6 +70,8 @@ class PretrainConfig:
     threshold_region_weights: dict[str, float] = field(default_factory=dict)  # a word's term times
     # its target's weight (grounding.WORD_TARGETS; 1 where not given): a few-pixel region's words
     # are a small share of the mean over every grounded word, and its border is the hardest to trace
+    threshold_word_weights: dict[str, float] = field(default_factory=dict)  # ... and times its word's
+    # weight (grounding.word_weight: a noun takes its value's), so one shape of a region can be weighted
     padding_weight: float = 0.0  # attention mass on the positions after the end token ...
     padding_allowance: float = 0.0  # ... beyond this share per caption (a hinge; 0 = all of it)
     detail_weight: float = 0.0  # extra denoising weight on latent cells covered by DETAIL_REGIONS
@@ -92,6 +94,11 @@ class PretrainConfig:
             if region not in grounding.WORD_TARGETS or not weight >= 0:
                 raise ValueError(f"threshold_region_weights takes {', '.join(grounding.WORD_TARGETS)} "
                                  f"with weights >= 0, got {region}={weight}")
+        vocabulary = grounding.grounded_vocabulary()
+        for word, weight in self.threshold_word_weights.items():
+            if word not in vocabulary or not weight >= 0:
+                raise ValueError("threshold_word_weights takes words a caption grounds (attribute values, "
+                                 f"their nouns, glasses, portrait) with weights >= 0, got {word}={weight}")
 
     @property
     def grounded(self) -> bool:
@@ -523,7 +530,8 @@ class _UNetBatches(torch.utils.data.Dataset):
         ).input_ids
         batch = {"idx": idx, "eps_z": eps_z, "noise": noise, "t": t, "ids": ids}
         if cfg.grounded:
-            batch |= grounding.batch_groundings(captions, ids, self.tokenizer.eos_token_id)
+            batch |= grounding.batch_groundings(captions, ids, self.tokenizer.eos_token_id,
+                                                cfg.threshold_word_weights)
         return batch
 
 
@@ -638,10 +646,12 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
             if cfg.threshold_weight > 0:  # skipped at 0, so earlier recipes stay bit-identical
                 picture = (grounding.target_coverage(regions[idx.cpu()], regions.shape[-1]).to(device)
                            if cfg.threshold_at_picture else coverage)
+                weights = None if region_weights is None else region_weights[batch["g_targets"]]
+                if "g_weights" in batch:
+                    weights = batch["g_weights"] if weights is None else weights * batch["g_weights"]
                 shape = grounding.threshold_loss(maps, batch["g_rows"], batch["g_tokens"],
                                                  batch["g_targets"], picture, cfg.threshold_temperature,
-                                                 None if region_weights is None
-                                                 else region_weights[batch["g_targets"]])
+                                                 weights)
                 loss = loss + cfg.threshold_weight * shape
         opt.zero_grad(set_to_none=True)
         loss.backward()
