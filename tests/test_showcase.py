@@ -109,10 +109,11 @@ def test_training_runs_lists_each_run_of_a_continued_model_and_their_total():
     assert len(training_runs(scratch).splitlines()) == 4  # a model trained in one run
     # a snapshot counts the steps it took, says how many were scheduled, and names its region weights
     stopped = {"snapshot_of_step": 1400, "config": {**continued["config"], "unet_steps": 3000,
-                                                    "threshold_region_weights": {"eyes": 8.0}},
+                                                    "threshold_region_weights": {"eyes": 8.0},
+                                                    "threshold_word_weights": {"closed": 2.0}},
                "unet_sec_per_step_median": 0.18, "torch": "2", "lineage": [scratch, continued]}
     lines = training_runs(stopped).splitlines()
-    assert lines[4].startswith("then 1,400 steps (of 3,000 scheduled)") and ", eyes x8," in lines[4]
+    assert lines[4].startswith("then 1,400 steps (of 3,000 scheduled)") and ", eyes x8, 'closed' x2," in lines[4]
     assert lines[-1].startswith("in all 6,300 UNet steps") and "the machine of each run" in lines[-1]
 
 

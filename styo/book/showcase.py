@@ -369,7 +369,8 @@ def training_runs(training: Mapping[str, Any]) -> str:
                      f"{c.get('layout', 'centred')} layout; grounding {c.get('grounding_weight', 0.0):g}, "
                      f"threshold {c.get('threshold_weight', 0.0):g}"
                      f"{' at the picture' if c.get('threshold_at_picture') else ''}"
-                     f"{''.join(f', {k} x{w:g}' for k, w in c.get('threshold_region_weights', {}).items())}, "
+                     f"{''.join(f', {k} x{w:g}' for k, w in c.get('threshold_region_weights', {}).items())}"
+                     f"{''.join(f', {k!r} x{w:g}' for k, w in c.get('threshold_word_weights', {}).items())}, "
                      f"padding {c.get('padding_weight', 0.0):g} "
                      f"beyond {c.get('padding_allowance', 0.0):g}, detail {c.get('detail_weight', 0.0):g}: {h:.1f} h")
     lines.append(f"in all {sum(steps):,} UNet steps, about {sum(hours):.1f} h "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from .errors import UsageError
@@ -168,44 +168,30 @@ def cmd_world_grounding(args: argparse.Namespace) -> int:
     return 0
 
 
-def _region_weights(items: list[str]) -> dict[str, float]:
-    """``["eyes=4", "mouth=2"]`` as ``{"eyes": 4.0, "mouth": 2.0}``, or a UsageError naming the fix."""
-    from ..world.grounding import WORD_TARGETS
-
+def _named_weights(items: list[str], option: str, names: Collection[str], what: str) -> dict[str, float]:
+    """``["eyes=4", "mouth=2"]`` as ``{"eyes": 4.0, "mouth": 2.0}``, each name one of ``names``
+    and each weight a number >= 0, or a UsageError naming the option, ``what`` it takes and the item."""
     out: dict[str, float] = {}
     for item in items:
-        region, _, value = item.partition("=")
+        name, _, value = item.partition("=")
         try:
             weight = float(value)
         except ValueError:
             weight = float("nan")
-        if region not in WORD_TARGETS or not weight >= 0:
-            raise UsageError(f"--threshold-region-weight takes REGION=W with REGION one of "
-                             f"{' '.join(WORD_TARGETS)} and W >= 0, got {item!r}")
-        out[region] = weight
+        if name not in names or not weight >= 0:
+            raise UsageError(f"{option} takes {what}=W with {what} {_NAMES_HELP[option]} and W >= 0, got {item!r}")
+        out[name] = weight
     return out
 
 
-def _word_weights(items: list[str]) -> dict[str, float]:
-    """``["closed=8"]`` as ``{"closed": 8.0}``, or a UsageError naming the words a caption grounds."""
-    from ..world.grounding import grounded_vocabulary
-
-    vocabulary = grounded_vocabulary()
-    out: dict[str, float] = {}
-    for item in items:
-        word, _, value = item.partition("=")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = float("nan")
-        if word not in vocabulary or not weight >= 0:
-            raise UsageError(f"--threshold-word-weight takes WORD=W with WORD a word captions ground "
-                             f"(an attribute value, its noun, glasses or portrait) and W >= 0, got {item!r}")
-        out[word] = weight
-    return out
+_NAMES_HELP = {
+    "--threshold-region-weight": "one of hair eyes mouth glasses face background head",
+    "--threshold-word-weight": "a word captions ground (an attribute value, its noun, glasses or portrait)",
+}
 
 
 def cmd_world_pretrain(args: argparse.Namespace) -> int:
+    from ..world.grounding import WORD_TARGETS, grounded_vocabulary
     from ..world.people import NAMES
     from ..world.pretrain import PretrainConfig, adopt_vae, pretrain
 
@@ -246,11 +232,13 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
     if args.threshold_region_weight:
         if not cfg.threshold_weight:
             raise UsageError("--threshold-region-weight weights the threshold loss: give --threshold-weight too")
-        cfg.threshold_region_weights = _region_weights(args.threshold_region_weight)
+        cfg.threshold_region_weights = _named_weights(args.threshold_region_weight, "--threshold-region-weight",
+                                                      WORD_TARGETS, "REGION")
     if args.threshold_word_weight:
         if not cfg.threshold_weight:
             raise UsageError("--threshold-word-weight weights the threshold loss: give --threshold-weight too")
-        cfg.threshold_word_weights = _word_weights(args.threshold_word_weight)
+        cfg.threshold_word_weights = _named_weights(args.threshold_word_weight, "--threshold-word-weight",
+                                                    grounded_vocabulary(), "WORD")
     if args.people is not None:
         if not 0 <= args.people <= len(NAMES):
             raise UsageError(f"--people must be 0 to {len(NAMES)} (the names of the cast), got {args.people}")
