@@ -716,7 +716,7 @@ def snapshot(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> int:
     record: dict = {"snapshot_of_step": step}
     if config.is_file():  # the run's recipe and what it stood on, as a finished run records them
         recipe = json.loads(config.read_text())
-        record |= {"config": recipe, "unet_sec_per_step_median": state.get("sec_per_step"),
+        record |= {"config": recipe, "unet_sec_per_step_median": state["extra"].get("sec_per_step"),
                    "torch": torch.__version__, "lineage": lineage(recipe.get("init_from"))}
     (out_dir / "training.json").write_text(json.dumps(record, indent=1))
     return step
