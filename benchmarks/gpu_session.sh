@@ -34,7 +34,8 @@ if [ -d .whl ]; then
     --target /tmp/site .whl/*.whl
   export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
-styo() { python3 -c 'import sys; from styo.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }
+STYO=(python3 -c 'import sys; from styo.cli import main; sys.exit(main(sys.argv[1:]))')  # `timeout` runs it too
+styo() { "${STYO[@]}" "$@"; }
 python3 -c 'import torch, diffusers; print("torch", torch.__version__, "diffusers", diffusers.__version__,
   "cuda", torch.cuda.is_available())'
 
@@ -84,7 +85,7 @@ eyes8:--unet-steps 3000 --threshold-region-weight eyes=8"}
       mkdir -p "$work/$name/work"
       for f in dataset.npz latents.safetensors vae.safetensors; do ln "$work/data/$f" "$work/$name/work/$f"; done
       # shellcheck disable=SC2086
-      OMP_NUM_THREADS=2 timeout "${TRAIN_SECONDS:-280}" python3 -c 'import sys; from styo.cli import main; sys.exit(main(sys.argv[1:]))' \
+      OMP_NUM_THREADS=2 timeout "${TRAIN_SECONDS:-280}" "${STYO[@]}" \
         world pretrain --out "$work/$name/out" --work-dir "$work/$name/work" $common $args --workers 3 \
         ${STYO_PRETRAIN_ARGS:-} > "$logs/$name.log" 2>&1 &
     done <<< "$VARIANTS"
@@ -97,11 +98,11 @@ eyes8:--unet-steps 3000 --threshold-region-weight eyes=8"}
       fi
       tr '\r' '\n' < "$logs/$name.log" | grep -E '^UNet' | tail -1 || true
       # shellcheck disable=SC2086
-      OMP_NUM_THREADS=2 timeout "${EVAL_SECONDS:-170}" python3 -c 'import sys; from styo.cli import main; sys.exit(main(sys.argv[1:]))' \
+      OMP_NUM_THREADS=2 timeout "${EVAL_SECONDS:-170}" "${STYO[@]}" \
         world grounding --model "$work/$name/out" --out "$work/eval/$name/grounding" --n 120 \
         ${STYO_EVAL_ARGS:-} > "$logs/$name.grounding.log" 2>&1 &
       # shellcheck disable=SC2086
-      OMP_NUM_THREADS=2 timeout "${EVAL_SECONDS:-170}" python3 -c 'import sys; from styo.cli import main; sys.exit(main(sys.argv[1:]))' \
+      OMP_NUM_THREADS=2 timeout "${EVAL_SECONDS:-170}" "${STYO[@]}" \
         world evaluate --model "$work/$name/out" --out "$work/eval/$name/quality" --n 120 \
         ${STYO_EVAL_ARGS:-} > "$logs/$name.quality.log" 2>&1 &
     done

@@ -389,21 +389,6 @@ def test_region_weights_scale_each_words_threshold_term_and_ones_change_nothing(
         pt.PretrainConfig(threshold_region_weights={"nose": 2.0})
 
 
-@pytest.mark.slow
-def test_region_weighted_threshold_pretraining_changes_the_weights(tmp_path):
-    tiny, data, latents = _tiny_unet_run(tmp_path, unet_steps=2)
-    base = dict(layout="varied", grounding_weight=0.1, threshold_weight=1.0, **tiny)
-    plain = pt.train_unet(data, latents, tmp_path / "p", pt.PretrainConfig(**base), "cpu")[0]
-    ones = pt.train_unet(data, latents, tmp_path / "o",
-                         pt.PretrainConfig(threshold_region_weights={"eyes": 1.0}, **base), "cpu")[0]
-    heavy = pt.train_unet(data, latents, tmp_path / "h",
-                          pt.PretrainConfig(threshold_region_weights={"hair": 4.0}, **base), "cpu")[0]
-    for (name, a), b in zip(plain.state_dict().items(), ones.state_dict().values(), strict=True):
-        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
-    assert any(not torch.equal(a, b) for a, b in
-               zip(plain.state_dict().values(), heavy.state_dict().values(), strict=True))
-
-
 def test_word_weights_pick_one_shape_of_a_region_and_its_noun():
     caption = "a drawing with photo style of round face closed eyes smiling mouth glasses portrait"
     words = caption.split()
@@ -426,15 +411,16 @@ def test_word_weights_pick_one_shape_of_a_region_and_its_noun():
 
 
 @pytest.mark.slow
-def test_word_weighted_threshold_pretraining_changes_the_weights_and_ones_do_not(tmp_path):
+@pytest.mark.parametrize("field, ones, heavy", [
+    ("threshold_region_weights", {"eyes": 1.0}, {"hair": 4.0}),
+    ("threshold_word_weights", {"closed": 1.0}, {"portrait": 4.0})])
+def test_weighted_threshold_pretraining_changes_the_weights_and_ones_do_not(tmp_path, field, ones, heavy):
     tiny, data, latents = _tiny_unet_run(tmp_path, unet_steps=2)
     base = dict(layout="varied", grounding_weight=0.1, threshold_weight=1.0, **tiny)
     plain = pt.train_unet(data, latents, tmp_path / "p", pt.PretrainConfig(**base), "cpu")[0]
-    ones = pt.train_unet(data, latents, tmp_path / "o",
-                         pt.PretrainConfig(threshold_word_weights={"closed": 1.0}, **base), "cpu")[0]
-    heavy = pt.train_unet(data, latents, tmp_path / "h",
-                          pt.PretrainConfig(threshold_word_weights={"portrait": 4.0}, **base), "cpu")[0]
-    for (name, a), b in zip(plain.state_dict().items(), ones.state_dict().values(), strict=True):
+    unit = pt.train_unet(data, latents, tmp_path / "o", pt.PretrainConfig(**{field: ones}, **base), "cpu")[0]
+    weighted = pt.train_unet(data, latents, tmp_path / "h", pt.PretrainConfig(**{field: heavy}, **base), "cpu")[0]
+    for (name, a), b in zip(plain.state_dict().items(), unit.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
     assert any(not torch.equal(a, b) for a, b in
-               zip(plain.state_dict().values(), heavy.state_dict().values(), strict=True))
+               zip(plain.state_dict().values(), weighted.state_dict().values(), strict=True))

@@ -702,7 +702,8 @@ def snapshot(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> int:
     if not found or not (work_dir / "vae.safetensors").exists():
         raise FileNotFoundError(f"{work_dir} holds no finished VAE and UNet checkpoint yet")
     config = work_dir / "config.json"
-    cast = json.loads(config.read_text()).get("people", 0) if config.is_file() else 0
+    recipe = json.loads(config.read_text()) if config.is_file() else None
+    cast = recipe.get("people", 0) if recipe else 0
     tokenizer = arch.build_tokenizer(people.names(cast))
     unet, te = arch.build_unet(), arch.build_text_encoder(tokenizer)
     params = [*unet.parameters(), *te.parameters()]
@@ -714,8 +715,7 @@ def snapshot(work_dir: str | os.PathLike, out_dir: str | os.PathLike) -> int:
     scale = load_file(work_dir / "latents.safetensors")["scaling_factor"].item()
     _save_pipeline(vae, te, tokenizer, unet, scale, out_dir)
     record: dict = {"snapshot_of_step": step}
-    if config.is_file():  # the run's recipe and what it stood on, as a finished run records them
-        recipe = json.loads(config.read_text())
+    if recipe is not None:  # the run's recipe and what it stood on, as a finished run records them
         record |= {"config": recipe, "unet_sec_per_step_median": state["extra"].get("sec_per_step"),
                    "torch": torch.__version__, "lineage": lineage(recipe.get("init_from"))}
     (out_dir / "training.json").write_text(json.dumps(record, indent=1))
