@@ -115,6 +115,12 @@ def test_training_runs_lists_each_run_of_a_continued_model_and_their_total():
     lines = training_runs(stopped).splitlines()
     assert lines[4].startswith("then 1,400 steps (of 3,000 scheduled)") and ", eyes x8, 'closed' x2," in lines[4]
     assert lines[-1].startswith("in all 6,300 UNet steps") and "the machine of each run" in lines[-1]
+    # a sharpened decoder (styo world sharpen-decoder) is one more line, and its time counts
+    sharpened = {**stopped, "decoder_detail": {"config": {"steps": 800, "batch": 32, "lr": 1e-4, "images": 6000,
+                                                          "part_weight": 30.0}, "wall_seconds": 1800}}
+    lines = training_runs(sharpened).splitlines()
+    assert lines[-2].startswith("then the decoder alone, 800 steps") and "x31: 0.5 h" in lines[-2]
+    assert lines[-1].startswith("in all 6,300 UNet steps") and lines[-1] != training_runs(stopped).splitlines()[-1]
 
 
 def test_grounding_summary_ranks_the_regions_and_names_the_lowest():

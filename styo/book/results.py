@@ -18,7 +18,8 @@ ABLATIONS = "ablations.json"
 # Results of the other scripts in benchmarks/ (not sd_scale.py reports), by file-name prefix
 # (fcc_probe.py --name fcc-probe-ns1 writes fcc-probe-ns1.json).
 OTHER_RESULTS = ("book-timing", "ablations", "idl-tuning", "fcc-probe", "attention-grounding",
-                 "grounding-ceiling", "recombination", "word-maps-on-renders", "gpu-candidates")
+                 "grounding-ceiling", "recombination", "word-maps-on-renders", "gpu-candidates",
+                 "decoder-detail")
 
 
 def benchmark_runs(results_dir: str | Path = RESULTS, kind: str | None = None) -> list[dict[str, Any]]:

@@ -373,6 +373,13 @@ def training_runs(training: Mapping[str, Any]) -> str:
                      f"{''.join(f', {k!r} x{w:g}' for k, w in c.get('threshold_word_weights', {}).items())}, "
                      f"padding {c.get('padding_weight', 0.0):g} "
                      f"beyond {c.get('padding_allowance', 0.0):g}, detail {c.get('detail_weight', 0.0):g}: {h:.1f} h")
+    if "decoder_detail" in training:  # styo world sharpen-decoder, after the UNet's runs
+        d = training["decoder_detail"]
+        c = d["config"]
+        hours.append(d["wall_seconds"] / 3600)
+        lines.append(f"then the decoder alone, {c['steps']:,} steps, batch {c['batch']}, lr {c['lr']:g}, on "
+                     f"{c['images']:,} renders of every style; eyes, mouth and glasses x{1 + c['part_weight']:g}: "
+                     f"{hours[-1]:.1f} h")
     lines.append(f"in all {sum(steps):,} UNet steps, about {sum(hours):.1f} h "
                  f"on {training.get('device', 'the machine of each run')} (torch {training['torch']}; "
                  "median seconds per step of each run)")

@@ -25,6 +25,7 @@ from .world import (
     cmd_world_judge,
     cmd_world_pretrain,
     cmd_world_render,
+    cmd_world_sharpen_decoder,
     cmd_world_snapshot,
     cmd_world_styles,
     cmd_world_train_judges,
@@ -264,6 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", required=True, help="the run's --work-dir")
     p.add_argument("--out", required=True, help="new folder for the diffusers pipeline")
     p.set_defaults(func=cmd_world_snapshot)
+
+    p = wsub.add_parser("sharpen-decoder",
+                        help="a model with its decoder fine-tuned on the face's small parts (stage 2c)")
+    p.add_argument("model", help="a finished pipeline folder (e.g. models/styo-mini); not modified")
+    p.add_argument("--out", required=True, help="new folder for the pipeline with the new decoder")
+    p.add_argument("--work-dir", required=True, help="data and checkpoints; rerun to resume")
+    p.add_argument("--steps", type=int, help="decoder steps (default 800)")
+    p.add_argument("--part-weight", type=float,
+                   help="extra loss weight of the pixels on and next to the eyes, mouth and glasses "
+                        "(default 30)")
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    p.set_defaults(func=cmd_world_sharpen_decoder)
 
     p = wsub.add_parser("train-judges", help="train the attribute and style judges")
     p.add_argument("--out", required=True)

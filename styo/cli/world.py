@@ -293,6 +293,28 @@ def cmd_world_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world_sharpen_decoder(args: argparse.Namespace) -> int:
+    out, model = Path(args.out), Path(args.model)
+    if out.exists():
+        raise UsageError(f"{out} already exists; choose a new --out folder")
+    if not (model / "vae").is_dir():
+        raise UsageError(f"{model} has no vae/ folder; give a pipeline folder such as models/styo-mini")
+    import torch
+
+    from ..world.decoder_detail import DecoderDetailConfig, sharpen_decoder
+
+    given = {"steps": args.steps, "part_weight": args.part_weight}
+    try:
+        cfg = DecoderDetailConfig(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as e:
+        raise UsageError(f"{e}; see styo world sharpen-decoder --help") from e
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    sharpen_decoder(model, out, args.work_dir, cfg, device)
+    print(f"saved {model} with its decoder sharpened ({cfg.steps} steps, part weight "
+          f"{cfg.part_weight:g}) to {out}")
+    return 0
+
+
 def cmd_world_train_judges(args: argparse.Namespace) -> int:
     from ..world.judges import train_judges
 
