@@ -68,6 +68,7 @@ def test_sharpened_model_keeps_its_encoder_and_resumes_to_the_same_decoder(tmp_p
     assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))
     assert (tmp_path / "out" / "unet" / "weights.txt").is_file()
     assert not (tmp_path / "out" / "metrics.json").exists()  # stale once the decoder changes
+    assert "_name_or_path" not in json.loads((tmp_path / "out" / "vae" / "config.json").read_text())
     record = json.loads((tmp_path / "out" / "training.json").read_text())
     assert record["config"] == {"unet_steps": 7} and record["decoder_detail"]["config"]["steps"] == 4
 
