@@ -12,7 +12,7 @@ on), encoded to the posterior mean and decoded:
 - ``codec``: `styo.world.evaluate.codec_report` (reconstruction MSE and judged style per style,
   attributes the attribute judge reads in the reconstructions).
 
-    .venv/bin/python benchmarks/decoder_detail.py --vae v3=models/styo-mini --vae v4=runs/v4
+    .venv/bin/python benchmarks/decoder_detail.py --vae stage2b=models/styo-mini-vae --vae w8d=runs/v4
 
 Writes benchmarks/results/decoder-detail.{json,md} (or --out-dir).
 """

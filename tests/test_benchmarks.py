@@ -544,7 +544,8 @@ def test_content_identifier_maps_share_the_heat_between_head_and_the_rest():
                                                  guidance=5.0) == {}
 
 
-@pytest.mark.parametrize("name", ["ablations", "ablations-photo-sources", "ablations-guidance5", "ablations-people"])
+@pytest.mark.parametrize("name", ["ablations", "ablations-photo-sources", "ablations-guidance5", "ablations-people",
+                                  "ablations-w8d"])
 def test_a_committed_study_is_what_its_script_writes_of_its_record(tmp_path, name):
     """Each committed study's Markdown is benchmarks/ablations.py's rendering of its JSON record,
     so no figure in it was typed or left behind by an older rendering."""
