@@ -88,6 +88,10 @@ def test_sharpened_model_keeps_its_encoder_and_resumes_to_the_same_decoder(tmp_p
     resumed = AutoencoderKL.from_pretrained(tmp_path / "resumed" / "vae").state_dict()
     for name, tensor in new.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
+    # a work dir resumes only the recipe it was started with
+    with pytest.raises(ValueError, match="another recipe"):
+        dd.sharpen_decoder(model, tmp_path / "other", tmp_path / "work2", dd.DecoderDetailConfig(**{**TINY, "steps": 6}))
+    assert not (tmp_path / "other").exists()
 
 
 def test_cli_refuses_a_folder_without_a_vae_and_an_existing_out(tmp_path):

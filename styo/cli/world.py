@@ -309,7 +309,10 @@ def cmd_world_sharpen_decoder(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(f"{e}; see styo world sharpen-decoder --help") from e
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    sharpen_decoder(model, out, args.work_dir, cfg, device)
+    try:
+        sharpen_decoder(model, out, args.work_dir, cfg, device)
+    except ValueError as e:
+        raise UsageError(str(e).replace("a new work dir", "a new --work-dir")) from e
     print(f"saved {model} with its decoder sharpened ({cfg.steps} steps, part weight "
           f"{cfg.part_weight:g}) to {out}")
     return 0

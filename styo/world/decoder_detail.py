@@ -93,6 +93,11 @@ def train_decoder_detail(vae: AutoencoderKL, work_dir: str | Path, cfg: DecoderD
     """Fine-tune ``vae``'s decoder in place (encoder frozen), resumably; returns it."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    recipe, recipe_file = asdict(cfg), work_dir / "decoder-detail.json"
+    if recipe_file.is_file() and json.loads(recipe_file.read_text()) != recipe:
+        raise ValueError(f"{work_dir} holds a decoder-detail run of another recipe; "
+                         "give a new work dir to start this one")
+    recipe_file.write_text(json.dumps(recipe, indent=1))
     data = _data(work_dir, cfg)
     images, regions = torch.from_numpy(data["images"]), torch.from_numpy(data["regions"])
     vae.to(device).requires_grad_(False)
