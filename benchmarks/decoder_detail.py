@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
+from PIL import Image
 
 from styo.book.results import markdown_table
 from styo.world.attributes import ATTRIBUTES, STYLES
-from styo.world.evaluate import codec_report
+from styo.world.evaluate import codec_report, reconstruct
 from styo.world.judges import FRESH_SEED_BASE, load_judges
-from styo.world.render import region_masks, render_batch
-from styo.world.segmenter import load_segmenter
+from styo.world.render import REGIONS, render_batch
+from styo.world.segmenter import iou_per_region, load_segmenter
 
 REGIONS_SCORED = ("face", "hair", "eyes", "mouth", "glasses")
 RENDER_SEEDS = FRESH_SEED_BASE + 600_000  # fresh renders, apart from word_maps_on_renders.py's
@@ -50,22 +51,18 @@ def _key(region: str, attributes: dict[str, str]) -> str:
 
 
 @torch.no_grad()
-def reconstruct(vae: AutoencoderKL, images: np.ndarray, chunk: int = 64) -> np.ndarray:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    rec = torch.cat([vae.decode(vae.encode(x[i:i + chunk]).latent_dist.mean).sample
-                     for i in range(0, len(x), chunk)])
-    return ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+def reconstructed(vae: AutoencoderKL, images: np.ndarray) -> np.ndarray:
+    return np.stack([np.asarray(im) for im in reconstruct(vae, [Image.fromarray(a) for a in images])])
 
 
 def judged_iou(images: np.ndarray, regions: np.ndarray, attrs: list[dict[str, str]]) -> dict[str, float]:
     """Mean IoU of the segmentation judge's regions on ``images`` with the renderer's ``regions``."""
     scores: dict[str, list[float]] = {}
-    for judged, truth, a in zip(load_segmenter().masks(images), regions, attrs, strict=True):
-        true = region_masks(truth)
+    for judged, truth, a in zip(load_segmenter().regions(images), regions, attrs, strict=True):
+        iou = iou_per_region(judged, truth)
         for region in REGIONS_SCORED:
-            if true[region].any():
-                union = (judged[region] | true[region]).sum()
-                scores.setdefault(_key(region, a), []).append(float((judged[region] & true[region]).sum() / union))
+            if (truth == REGIONS.index(region)).any():
+                scores.setdefault(_key(region, a), []).append(iou[region])
     out = {k: float(np.mean(v)) for k, v in scores.items()}
     out["eyes"] = float(np.mean([x for k, v in scores.items() if k.startswith("eyes/") for x in v]))
     return out
@@ -85,10 +82,9 @@ def main() -> None:
     results = {"renders": {"seg": judged_iou(images, regions, attrs)}}
     for name, path in (v.split("=", 1) for v in args.vae):
         vae = load_vae(path)
-        results[name] = {"vae": path, "seg": judged_iou(reconstruct(vae, images), regions, attrs),
+        results[name] = {"vae": path, "seg": judged_iou(reconstructed(vae, images), regions, attrs),
                          "codec": codec_report(vae, judges)}
-    keys = [*(k for k in ("face", "hair", "mouth", "glasses", "eyes")),
-            *(f"eyes/{s}" for s in ATTRIBUTES["eyes"])]
+    keys = ["face", "hair", "mouth", "glasses", "eyes", *(f"eyes/{s}" for s in ATTRIBUTES["eyes"])]
     table = [{"figure": f"judged {k} IoU", **{n: r["seg"][k] for n, r in results.items()}} for k in keys]
     coded = {n: r["codec"] for n, r in results.items() if "codec" in r}
     table += [{"figure": f"{style} MSE", "renders": float("nan"),

@@ -31,14 +31,13 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .attributes import STYLES
+from .pretrain import _render_set, _to_model_range, local_spectrum
 from .render import REGIONS
 
 DETAIL_PARTS: tuple[str, ...] = ("eyes", "mouth", "glasses")
 # Seeds of the renders this stage trains on: apart from the text-to-image data (from 0), the
 # autoencoder's (from 5,000,000) and the judges' ranges (from 3,000,000,000).
 DETAIL_SEED_BASE = 5_900_000
-
-
 # What a model folder may hold that was measured on its pictures: stale once the decoder changes.
 MEASURED_FILES: tuple[str, ...] = ("metrics.json", "grounding.json", "samples.png")
 
@@ -74,16 +73,12 @@ def part_weights(regions: torch.Tensor, part_weight: float) -> torch.Tensor:
 
 def detail_loss(rec: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, texture_weight: float) -> torch.Tensor:
     """Weighted MSE + L1 over the pixels (normalised by the weights), plus the texture term."""
-    from .pretrain import local_spectrum
-
     d = rec - x
     pixels = ((d.square() + d.abs()) * weights).mean() / weights.mean()
     return pixels + texture_weight * F.l1_loss(local_spectrum(rec), local_spectrum(x))
 
 
 def _data(work_dir: Path, cfg: DecoderDetailConfig) -> dict:
-    from .pretrain import _render_set
-
     seeds = range(DETAIL_SEED_BASE + cfg.seed * cfg.images, DETAIL_SEED_BASE + (cfg.seed + 1) * cfg.images)
     return _render_set(work_dir / "detail-dataset.npz", seeds, STYLES, "render detail dataset", layout="varied")
 
@@ -99,7 +94,7 @@ def train_decoder_detail(vae: AutoencoderKL, work_dir: str | Path, cfg: DecoderD
                          "give a new work dir to start this one")
     recipe_file.write_text(json.dumps(recipe, indent=1))
     data = _data(work_dir, cfg)
-    images, regions = torch.from_numpy(data["images"]), torch.from_numpy(data["regions"])
+    regions = torch.from_numpy(data["regions"])
     vae.to(device).requires_grad_(False)
     trained = {"decoder": vae.decoder, "post_quant_conv": vae.post_quant_conv}
     params = [p for m in trained.values() for p in m.parameters()]
@@ -112,8 +107,8 @@ def train_decoder_detail(vae: AutoencoderKL, work_dir: str | Path, cfg: DecoderD
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="decoder detail")
     for step in bar:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        idx = torch.randint(0, len(images), (cfg.batch,), generator=g)
-        x = images[idx].to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        idx = torch.randint(0, len(regions), (cfg.batch,), generator=g)
+        x = _to_model_range(data["images"], idx, device)
         with torch.no_grad():
             post = vae.encode(x).latent_dist
             z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(device)
@@ -133,8 +128,9 @@ def sharpen_decoder(model_dir: str | Path, out_dir: str | Path, work_dir: str | 
                     cfg: DecoderDetailConfig | None = None, device: str = "cpu") -> Path:
     """Write ``model_dir``'s pipeline to ``out_dir`` with its decoder fine-tuned by this stage.
 
-    Everything but the VAE and the measurements (``MEASURED_FILES``) is copied as it is; ``training.json`` keeps the model's record and adds
-    this stage's recipe under ``decoder_detail``. ``model_dir`` is never modified.
+    Everything but the VAE and the measurements (``MEASURED_FILES``) is copied as it is;
+    ``training.json`` keeps the model's record and adds this stage's recipe under
+    ``decoder_detail``. ``model_dir`` is never modified.
     """
     cfg = cfg or DecoderDetailConfig()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
