@@ -312,7 +312,7 @@ def cmd_world_sharpen_decoder(args: argparse.Namespace) -> int:
     try:
         sharpen_decoder(model, out, args.work_dir, cfg, device)
     except ValueError as e:
-        raise UsageError(str(e).replace("a new work dir", "a new --work-dir")) from e
+        raise UsageError(str(e)) from e
     print(f"saved {model} with its decoder sharpened ({cfg.steps} steps, part weight "
           f"{cfg.part_weight:g}) to {out}")
     return 0

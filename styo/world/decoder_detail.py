@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
-from ..checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from ..checkpoint import save_checkpoint
 from .attributes import STYLES
-from .pretrain import _render_set, _to_model_range, local_spectrum
+from .pretrain import _render_set, _resume, _to_model_range, local_spectrum
 from .render import REGIONS
 
 DETAIL_PARTS: tuple[str, ...] = ("eyes", "mouth", "glasses")
@@ -90,8 +90,8 @@ def train_decoder_detail(vae: AutoencoderKL, work_dir: str | Path, cfg: DecoderD
     work_dir.mkdir(parents=True, exist_ok=True)
     recipe, recipe_file = asdict(cfg), work_dir / "decoder-detail.json"
     if recipe_file.is_file() and json.loads(recipe_file.read_text()) != recipe:
-        raise ValueError(f"{work_dir} holds a decoder-detail run of another recipe; "
-                         "give a new work dir to start this one")
+        raise ValueError(f"{work_dir} holds a decoder-detail run of another recipe; start this one "
+                         "in another work dir (--work-dir on the command line)")
     recipe_file.write_text(json.dumps(recipe, indent=1))
     data = _data(work_dir, cfg)
     regions = torch.from_numpy(data["regions"])
@@ -102,8 +102,7 @@ def train_decoder_detail(vae: AutoencoderKL, work_dir: str | Path, cfg: DecoderD
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     ckpt_dir = work_dir / "decoder-detail-checkpoints"
-    found = list_checkpoints(ckpt_dir)
-    start = load_checkpoint(found[-1], trained, opt)["step"] if found else 0
+    start = _resume(ckpt_dir, trained, opt)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="decoder detail")
     for step in bar:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
