@@ -29,8 +29,10 @@ import json
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from styo.prompts import MAX_REPEAT, MIN_REPEAT
@@ -38,6 +40,7 @@ from styo.prompts import MAX_REPEAT, MIN_REPEAT
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("content", "leak", "style", "geometry", "joint", "diversity")
 GRID = (1, 2, 3)  # n_s and n_c values of the augmented-prompt grid
+IDEAL_SCORES = ("joint", "style", "content", "geometry")  # what ideal_rows scores
 # FCC as the paper and prompt-to-prompt run it: both branches start from the same pure noise, so
 # only the copied maps can carry the source's layout into the stylization.
 PAPER_STRENGTH = 1.0
@@ -51,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", help="pipeline folder (default: the shipped miniature model); 'tiny' for tests")
     ap.add_argument("--pairs", type=int, default=8, help="(source, target) pairs, the book's first")
     ap.add_argument("--idl-steps", type=int, help="IDL steps (default: the book's)")
+    ap.add_argument("--idl-seed", type=int,
+                    help="seed of IDL's noise, timesteps and auxiliary draws (default: the profile's); "
+                         "another seed retrains every run, to see how much of the outcome is the draw")
     ap.add_argument("--n-images", type=int, default=4, help="images per (pair, variant, FCC)")
     ap.add_argument("--guidance", type=float, help="guidance scale of the stylizations (default: the profile's)")
     ap.add_argument("--n-s", type=int, default=3, help="style phrase repeats of the stylization prompt (default: the paper's 3)")
@@ -99,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     backend = settings.name
     fingerprint = model_fingerprint(pipe)
     config = settings.idl if args.idl_steps is None else with_steps(settings.idl, args.idl_steps)
+    if args.idl_seed is not None:
+        config = replace(config, seed=args.idl_seed)
     unknown = sorted(set(args.variant or ()) - set(X.IDL_VARIANTS))
     if unknown:
         raise SystemExit(f"unknown --variant {', '.join(map(repr, unknown))}; the variants are "
@@ -111,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     aux = auxiliary_sets(pipe, settings, pairs.values())  # each pair's in its source's style
     start = time.perf_counter()
     judges, segmenter = load_judges(), load_segmenter()
+    ideal = X.ideal_rows(pipe, pairs, judges, segmenter)
     guidance = settings.guidance if args.guidance is None else args.guidance
     repeats = {"n_s": args.n_s, "n_c": args.n_c}
     sample = dict(strength=settings.strength, seed=0, num_images=args.n_images,
@@ -155,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "model": args.model or "models/styo-mini",
         "model_fingerprint": fingerprint,
-        "idl": {"steps": config.steps, "lr": config.lr, "aux": len(next(iter(aux.values()))),
+        "idl": {"steps": config.steps, "lr": config.lr, "seed": config.seed, "aux": len(next(iter(aux.values()))),
                 "aux_styles": [s for s in aux if s is not None]},
         "n_images": args.n_images,
         "stylization": {**repeats, "strength": settings.strength, "guidance": guidance},
@@ -166,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         "means": X.mean_rows(rows, ["variant", "fcc"], COLUMNS),
         "claims": X.check_ablation_claims(rows),
         "targets": check_targets(rows) if X.FULL_IDL in variants else None,
+        "ideal": {"per_pair": ideal, "means": {k: float(np.mean([r[k] for r in ideal])) for k in IDEAL_SCORES}}
+        if ideal else None,
         "grid": grid,
         "grid_means": X.mean_rows(grid, ["n_s", "n_c"], COLUMNS) if grid else [],
         "strengths": compare_strengths(rows, depth, settings.strength) if depth else None,
@@ -279,10 +290,11 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     aux_styles = " in each source's style" if record["idl"].get("aux_styles") else ""
+    seed = f" (seed {record['idl']['seed']})" if record["idl"].get("seed") else ""
     lines = [
         "# Ablations over many pairs", "",
         f"`benchmarks/ablations.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
-        f"{len(record['pairs'])} pairs, IDL {record['idl']['steps']} steps at lr {record['idl']['lr']:g} "
+        f"{len(record['pairs'])} pairs, IDL {record['idl']['steps']} steps at lr {record['idl']['lr']:g}{seed} "
         f"with {record['idl']['aux']} auxiliary portraits{aux_styles}, "
         f"{record['n_images']} images per setting, "
         f"guidance {record['stylization'].get('guidance', 'of the profile')}, "
@@ -293,6 +305,10 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
     ]
     if record.get("targets"):
         lines += ["", study_targets_markdown(record["targets"])]
+    if record.get("ideal"):
+        from styo.book.results import ideal_markdown
+
+        lines += ["", ideal_markdown(record["ideal"])]
     if record.get("grid_means"):
         from styo.book.experiments import grid_study_markdown
 

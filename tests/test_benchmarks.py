@@ -198,6 +198,11 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     assert targets["met"]["joint"] == (targets["means"]["joint"] >= 0.6)
     assert record["model_fingerprint"] == model_fingerprint(tiny_pipeline())
     assert "**" in (tmp_path / "a" / "ablations.md").read_text()  # the verdicts
+    # each pair's perfect stylization scored for scale, beside the method's
+    assert [r["pair"] for r in record["ideal"]["per_pair"]] == record["pairs"]
+    assert record["ideal"]["means"]["joint"] == pytest.approx(
+        sum(r["joint"] for r in record["ideal"]["per_pair"]) / 2)
+    assert "For scale, a perfect stylization" in (tmp_path / "a" / "ablations.md").read_text()
     runs = sorted(p.name for p in (tmp_path / "cache" / "idl").iterdir())
     assert len(runs) == 2 * 3  # one IDL run per (pair, variant); FCC on/off sample the same run
 
@@ -266,6 +271,14 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     assert only["crossing"]["effects"]["contrastive + aux"] == crossing["contrastive + aux"]
     assert {c["text"] for c in only["claims"]} < {c["text"] for c in record["claims"]}  # FCC's claims only
     assert sorted(p.name for p in (tmp_path / "cache" / "idl").iterdir()) == runs  # nothing trained
+    # another IDL seed trains every run of the variant again, and the record says which seed
+    seeded = subprocess.run([*cmd[:-4], "--variant", "contrastive + aux", "--idl-seed", "1", "--out-dir",
+                             str(tmp_path / "e"), "--cache", str(tmp_path / "cache")],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert seeded.returncode == 0, seeded.stderr[-2000:]
+    assert (only["idl"]["seed"], json.loads((tmp_path / "e" / "ablations.json").read_text())["idl"]["seed"]) == (0, 1)
+    assert len(list((tmp_path / "cache" / "idl").iterdir())) == len(runs) + 2
+    assert "(seed 1)" in (tmp_path / "e" / "ablations.md").read_text().splitlines()[2]  # the header line
     wrong = subprocess.run([*cmd, "--variant", "contrastive+aux", "--out-dir", str(tmp_path / "d")],
                            capture_output=True, text=True, timeout=600, check=False)
     assert wrong.returncode != 0 and "unknown --variant 'contrastive+aux'" in wrong.stderr
@@ -545,7 +558,7 @@ def test_content_identifier_maps_share_the_heat_between_head_and_the_rest():
 
 
 @pytest.mark.parametrize("name", ["ablations", "ablations-photo-sources", "ablations-guidance5", "ablations-people",
-                                  "ablations-w8d"])
+                                  "ablations-w8d", "ablations-w8", "ablations-w8-seed1", "ablations-v3-seed1"])
 def test_a_committed_study_is_what_its_script_writes_of_its_record(tmp_path, name):
     """Each committed study's Markdown is benchmarks/ablations.py's rendering of its JSON record,
     so no figure in it was typed or left behind by an older rendering."""

@@ -269,6 +269,15 @@ def test_recorded_study_applies_only_to_this_model_strength_and_guidance():
     assert "- joint 0.65 (target ≥ 0.6): **met**" in text and "- style 0.50 (target ≥ 0.7): **not met**" in text
     assert "in 2 of 2 pairs: **met**" in text and "| b | 0.80 | 0.60 | 0.60 |" in text
     assert "as the paper runs it" not in text  # a study without --paper-strength
+    assert "For scale" not in text  # a study from before the ideal was scored
+    study["ideal"] = {"means": {"joint": 0.5, "style": 1.0, "content": 0.9, "geometry": 0.95},
+                      "per_pair": [{"pair": "a", "joint": 1.0}, {"pair": "b", "joint": 0.0}]}
+    text = X.recorded_study_markdown(study, "f", 0.7)
+    assert "scores joint 0.50 over 2 pairs (the lowest 0.00, b); style 1.00, content 0.90 and geometry 0.95" in text
+    assert "cannot count as recombined" in text and "not the scores'" not in text
+    study["ideal"]["per_pair"][1]["joint"] = 1.0
+    text = X.recorded_study_markdown(study, "f", 0.7)
+    assert "joint 1.00 on every one of the 2 pairs" in text and "the method's shortfall, not the scores'" in text
     means = [{"strength": s, "fcc": f, "joint": j, "geometry": g, "n": 2}
              for s, f, j, g in ((0.7, False, 0.1, 0.8), (0.7, True, 0.25, 0.8), (1.0, False, 0.0, 0.5),
                                 (1.0, True, 0.0, 0.6))]

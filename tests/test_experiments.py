@@ -271,6 +271,29 @@ def test_ablation_seeds_extend_the_chapter_pairs():
     assert X.ablation_seeds(1) == [] and len(set(X.ablation_seeds(10))) == 9
 
 
+def test_a_perfect_stylization_of_every_study_pair_scores_a_joint_success():
+    """The joint score can be met in the held-out styles: each study pair's ideal (the renderer's
+    drawing of the source's face in the target style) still succeeds after the shipped model's
+    autoencoder, and is scored apart from the target picture, which carries the target's face."""
+    from types import SimpleNamespace
+
+    from diffusers import AutoencoderKL
+
+    from styo.profiles import DEFAULT_MODEL
+    from styo.world.judges import load_judges
+    from styo.world.segmenter import load_segmenter
+
+    pairs = X.ablation_pairs("mini", X.ablation_seeds(6))
+    vae = AutoencoderKL.from_pretrained(DEFAULT_MODEL / "vae", use_safetensors=True).eval()
+    judges, segmenter = load_judges(), load_segmenter()
+    rows = X.ideal_rows(SimpleNamespace(vae=vae), pairs, judges, segmenter)
+    assert [r["pair"] for r in rows] == list(pairs)
+    assert {pair.target_style for pair in pairs.values()} == {"mosaic", "halftone"}  # the held-out styles
+    assert all(r["joint"] == 1.0 and r["style"] > 0.9 for r in rows), rows
+    first = next(iter(pairs.values()))
+    assert X.score_pair(judges, [first.target], first, segmenter)["joint"] == 0.0
+
+
 def test_a_joint_success_needs_the_target_style_the_source_attributes_and_its_head():
     """The shipped judges on renders whose answer is known: the source redrawn in the target style
     succeeds; the source itself (no style), another face in the style, and the redrawn source

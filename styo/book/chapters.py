@@ -260,6 +260,9 @@ class ExamplePair:
     target_attributes: dict[str, str] | None = None
     source_style: str | None = None
     target_style: str | None = None
+    # The renderer's drawing of the source's face in the target style, with the source's layout:
+    # the picture a perfect stylization would show (the miniature world only).
+    ideal: Image.Image | None = None
 
 
 # The sd15 example pair, shipped with the book (``write_sd15_pair`` made it): the miniature world's
@@ -318,10 +321,11 @@ def example_pair(
 
         src = dict(source_attributes or MINI_SOURCE)
         tgt = dict(target_attributes or MINI_TARGET)
-        images = [render(src, source_style, seed), render(tgt, target_style, seed + 1)]
+        images = [render(src, source_style, seed), render(tgt, target_style, seed + 1),
+                  render(src, target_style, seed)]
         if size != images[0].size[0]:  # the test pipeline works on 16×16 images
             images = [im.resize((size, size), Image.Resampling.LANCZOS) for im in images]
-        pair = ExamplePair(*images, src, tgt, source_style, target_style)
+        pair = ExamplePair(*images[:2], src, tgt, source_style, target_style, ideal=images[2])
     else:
         pair = ExamplePair(*(_reader_image(p, size, "example pair") for p in SD15_PAIR))
     if source_path is None and target_path is None:

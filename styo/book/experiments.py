@@ -203,6 +203,28 @@ def score_pair(judges: Any, images: Sequence[Image.Image], pair: Any, segmenter:
     )
 
 
+def ideal_rows(pipe: Any, pairs: Mapping[str, Any], judges: Any, segmenter: Any) -> list[dict[str, Any]]:
+    """Per pair with a known answer (``pair.ideal``), the scores of the picture a perfect stylization
+    would show, passed through the model's autoencoder as every generated picture is.
+
+    This is each score's ceiling on the pair: if the judges could not read a face in the target
+    style, or the codec lost it, a target on the method's scores would be out of reach by
+    construction, and this is where it would show."""
+    import torch
+
+    from ..world.evaluate import reconstruct
+
+    rows = []
+    for label, pair in pairs.items():
+        if pair.ideal is None:
+            continue
+        with torch.no_grad():
+            image = reconstruct(pipe.vae, [pair.ideal])[0]
+        scores = score_pair(judges, [image], pair, segmenter)
+        rows.append({"pair": label, **{k: scores[k] for k in ("joint", "style", "content", "geometry")}})
+    return rows
+
+
 def stylize_rows(
     pipe: Any,
     pair: Any,
@@ -752,6 +774,7 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
     from .results import (
         ablation_means_markdown,
         crossing_study_markdown,
+        ideal_markdown,
         self_attention_markdown,
         strength_sweep_markdown,
         strengths_markdown,
@@ -774,6 +797,8 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
                 "measures it again.")
     table = ablation_means_markdown(study["means"])
     targets = f"\n\n{study_targets_markdown(study['targets'])}" if study.get("targets") else ""
+    if study.get("ideal"):
+        targets += f"\n\n{ideal_markdown(study['ideal'])}"
     depth = f"\n\n{strengths_markdown(study['strengths'])}" if study.get("strengths") else ""
     shared = f"\n\n{self_attention_markdown(study['self_attention'])}" if study.get("self_attention") else ""
     crossing = f"\n\n{crossing_study_markdown(study)}" if study.get("crossing") else ""
@@ -789,7 +814,7 @@ __all__ = [
     "ablation_rows", "ablation_seeds", "augmentation_markdown",
     "base_weights", "change", "check_ablation_claims", "check_claim", "claims_markdown",
     "contrasting_attributes", "depth_verdict",
-    "diversity", "first_images", "follow_markdown", "format_table", "grid_study_markdown", "head_follow", "mean_rows", "pair_aux",
+    "diversity", "first_images", "follow_markdown", "format_table", "grid_study_markdown", "head_follow", "ideal_rows", "mean_rows", "pair_aux",
     "pair_grid",
     "plain_prompt_verdict", "plot_bars", "plot_by_strength", "recorded_study_markdown",
     "repetition_claims", "restore_weights", "score", "score_pair", "sharpness_markdown",

@@ -97,6 +97,21 @@ def study_targets_markdown(targets: dict[str, Any], per_pair: bool = True) -> st
     return "\n".join(lines)
 
 
+def ideal_markdown(ideal: dict[str, Any]) -> str:
+    """A study's scale: what a perfect stylization of its pairs scores (``experiments.ideal_rows``)."""
+    means, rows = ideal["means"], ideal["per_pair"]
+    lowest = min(rows, key=lambda r: r["joint"])
+    every = lowest["joint"] == 1.0
+    joint = (f"joint 1.00 on every one of the {len(rows)} pairs" if every else
+             f"joint {means['joint']:.2f} over {len(rows)} pairs (the lowest {lowest['joint']:.2f}, {lowest['pair']})")
+    return ("For scale, a perfect stylization (the renderer's drawing of each source's face in its target "
+            f"style, with the source's layout, passed through the model's autoencoder) scores {joint}; "
+            f"style {means['style']:.2f}, content {means['content']:.2f} and geometry {means['geometry']:.2f} "
+            "on average: "
+            + ("a lower joint score is the method's shortfall, not the scores'." if every else
+               "a pair whose perfect stylization fails cannot count as recombined, however good the method."))
+
+
 def _memory(profile: dict[str, Any]) -> float | None:
     """Peak memory of one IDL profile: GPU allocation on CUDA, the process's RSS on CPU."""
     return profile.get("peak_gpu_allocated_gib", profile.get("peak_rss_gib"))
