@@ -40,7 +40,6 @@ from styo.prompts import MAX_REPEAT, MIN_REPEAT
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("content", "leak", "style", "geometry", "joint", "diversity")
 GRID = (1, 2, 3)  # n_s and n_c values of the augmented-prompt grid
-IDEAL_SCORES = ("joint", "style", "content", "geometry")  # what ideal_rows scores
 # FCC as the paper and prompt-to-prompt run it: both branches start from the same pure noise, so
 # only the copied maps can carry the source's layout into the stylization.
 PAPER_STRENGTH = 1.0
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         "means": X.mean_rows(rows, ["variant", "fcc"], COLUMNS),
         "claims": X.check_ablation_claims(rows),
         "targets": check_targets(rows) if X.FULL_IDL in variants else None,
-        "ideal": {"per_pair": ideal, "means": {k: float(np.mean([r[k] for r in ideal])) for k in IDEAL_SCORES}}
+        "ideal": {"per_pair": ideal, "means": {k: float(np.mean([r[k] for r in ideal])) for k in X.IDEAL_SCORES}}
         if ideal else None,
         "grid": grid,
         "grid_means": X.mean_rows(grid, ["n_s", "n_c"], COLUMNS) if grid else [],

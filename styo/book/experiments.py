@@ -203,6 +203,9 @@ def score_pair(judges: Any, images: Sequence[Image.Image], pair: Any, segmenter:
     )
 
 
+IDEAL_SCORES = ("joint", "style", "content", "geometry")  # what ideal_rows scores per pair
+
+
 def ideal_rows(pipe: Any, pairs: Mapping[str, Any], judges: Any, segmenter: Any) -> list[dict[str, Any]]:
     """Per pair with a known answer (``pair.ideal``), the scores of the picture a perfect stylization
     would show, passed through the model's autoencoder as every generated picture is.
@@ -221,7 +224,7 @@ def ideal_rows(pipe: Any, pairs: Mapping[str, Any], judges: Any, segmenter: Any)
         with torch.no_grad():
             image = reconstruct(pipe.vae, [pair.ideal])[0]
         scores = score_pair(judges, [image], pair, segmenter)
-        rows.append({"pair": label, **{k: scores[k] for k in ("joint", "style", "content", "geometry")}})
+        rows.append({"pair": label, **{k: scores[k] for k in IDEAL_SCORES}})
     return rows
 
 
@@ -810,7 +813,7 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
 
 
 __all__ = [
-    "ABLATION_CLAIMS", "FULL_IDL", "IDL_VARIANTS", "METRICS", "SHARED_SELF_ATTENTION", "ablation_pairs",
+    "ABLATION_CLAIMS", "FULL_IDL", "IDEAL_SCORES", "IDL_VARIANTS", "METRICS", "SHARED_SELF_ATTENTION", "ablation_pairs",
     "ablation_rows", "ablation_seeds", "augmentation_markdown",
     "base_weights", "change", "check_ablation_claims", "check_claim", "claims_markdown",
     "contrasting_attributes", "depth_verdict",
