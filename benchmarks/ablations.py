@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--self-attention", type=float, metavar="FRACTION",
                     help="also sample every full-variant run with FCC plus the reconstruction's self-attention "
                          "maps over the first FRACTION of the steps (an extension, not the paper's method)")
+    ap.add_argument("--content-encodings", action="store_true",
+                    help="also sample every full-variant run with FCC plus the reconstruction's text encodings of the "
+                         "content words (what they say as well as where they act; an extension, not the paper's method)")
     ap.add_argument("--strength-sweep", metavar="S1,S2,...",
                     help="also sample every full-variant run with and without FCC from each of these strengths, "
                          "beside the profile's (does any sampling depth lift the joint score?)")
@@ -111,8 +114,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown --variant {', '.join(map(repr, unknown))}; the variants are "
                          f"{', '.join(map(repr, X.IDL_VARIANTS))}")
     variants = {v: f for v, f in X.IDL_VARIANTS.items() if not args.variant or v in args.variant}
-    if (args.grid_pairs or args.paper_strength or args.self_attention or sweep) and X.FULL_IDL not in variants:
-        raise SystemExit(f"--grid-pairs, --paper-strength, --self-attention and --strength-sweep sample the {X.FULL_IDL!r} "
+    extras = args.grid_pairs or args.paper_strength or args.self_attention or args.content_encodings or sweep
+    if extras and X.FULL_IDL not in variants:
+        raise SystemExit(f"--grid-pairs, --paper-strength, --self-attention, --content-encodings and --strength-sweep "
+                         f"sample the {X.FULL_IDL!r} "
                          "variant's runs: keep it among the --variant choices")
     pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
     aux = auxiliary_sets(pipe, settings, pairs.values())  # each pair's in its source's style
@@ -139,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
                                    [{"fcc": True, "share_self_attention": True,
                                      "self_attention_steps": (0.0, args.self_attention)}],
                                    judges, segmenter, sample)
+    copied = full_variant_rows(pipe, pairs, aux, config, [{"fcc": True, "copy_content_encodings": True}],
+                               judges, segmenter, sample) if args.content_encodings else []
     swept = full_variant_rows(pipe, pairs, aux, config,
                               [{"fcc": f, "strength": st} for st in sweep if st != settings.strength
                                for f in (False, True)], judges, segmenter, sample) if sweep else []
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         crossing = {"images": images,
                     "effects": {variant: {label: c.effects for label, c in by_pair.items()}
                                 for variant, by_pair in crossings.items()}}
-    for r in rows + grid + depth + shared + swept:
+    for r in rows + grid + depth + shared + copied + swept:
         for key in ("images", "reconstruction", "reconstructions"):
             r.pop(key, None)
     record = {
@@ -180,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         "grid_means": X.mean_rows(grid, ["n_s", "n_c"], COLUMNS) if grid else [],
         "strengths": compare_strengths(rows, depth, settings.strength) if depth else None,
         "self_attention": compare_self_attention(rows, shared, args.self_attention) if shared else None,
+        "content_encodings": compare_controls(rows, "FCC + content encodings", copied) if copied else None,
         "strength_sweep": sweep_strengths(rows, swept, settings.strength) if sweep else None,
         "crossing": crossing,
     }
@@ -246,21 +254,31 @@ def sweep_strengths(rows: list[dict], swept: list[dict], profile_strength: float
             "means": sorted(means, key=lambda m: (m["strength"], m["fcc"]))}
 
 
-def compare_self_attention(rows: list[dict], shared: list[dict], fraction: float) -> dict:
-    """The full method at the profile's strength without FCC, with FCC, and with FCC plus the
-    reconstruction's self-attention maps over the first ``fraction`` of the steps (``shared``):
-    the means, and in how many pairs each control raises the geometry above no FCC."""
+def compare_controls(rows: list[dict], name: str, extension: list[dict]) -> dict:
+    """The full method at the profile's strength without FCC, with FCC, and with FCC and an
+    extension (``extension``, its rows, labelled ``name``): the means, and in how many pairs each
+    control raises the geometry and the content above no FCC."""
     from styo.book import experiments as X
 
     full = [r for r in rows if r["variant"] == X.FULL_IDL]
     off = [r for r in full if not r["fcc"]]
-    settings = {"no FCC": off, "FCC": [r for r in full if r["fcc"]], "FCC + self-attention": shared}
-    means = [{"control": name, **m} for name, mine in settings.items() for m in X.mean_rows(mine, [], COLUMNS)]
-    # the shared rows are full-variant rows with FCC on: check_targets counts their wins over no FCC
-    wins = {name: check_targets(off + mine)["fcc_geometry_wins"]
-            for name, mine in settings.items() if name != "no FCC"}
-    return {"fraction": fraction, "means": means, "geometry_wins": wins, "pairs": len(off),
-            "per_pair": [{"pair": r["pair"], **{k: r[k] for k in COLUMNS}} for r in shared]}
+    settings = {"no FCC": off, "FCC": [r for r in full if r["fcc"]], name: extension}
+    means = [{"control": control, **m} for control, mine in settings.items()
+             for m in X.mean_rows(mine, [], COLUMNS)]
+    # the extension's rows are full-variant rows with FCC on: check_targets counts their wins over no FCC
+    wins = {control: check_targets(off + mine)["fcc_geometry_wins"]
+            for control, mine in settings.items() if control != "no FCC"}
+    without = {r["pair"]: r["content"] for r in off}
+    content_wins = {control: sum(r["content"] > without[r["pair"]] for r in mine)
+                    for control, mine in settings.items() if control != "no FCC"}
+    return {"means": means, "geometry_wins": wins, "content_wins": content_wins, "pairs": len(off),
+            "per_pair": [{"pair": r["pair"], **{k: r[k] for k in COLUMNS}} for r in extension]}
+
+
+def compare_self_attention(rows: list[dict], shared: list[dict], fraction: float) -> dict:
+    """:func:`compare_controls` for FCC plus the reconstruction's self-attention maps over the
+    first ``fraction`` of the steps (``shared``)."""
+    return {"fraction": fraction, **compare_controls(rows, "FCC + self-attention", shared)}
 
 
 def check_targets(rows: list[dict]) -> dict:
@@ -324,6 +342,10 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
         from styo.book.results import self_attention_markdown
 
         lines += ["", self_attention_markdown(record["self_attention"])]
+    if record.get("content_encodings"):
+        from styo.book.results import content_encodings_markdown
+
+        lines += ["", content_encodings_markdown(record["content_encodings"])]
     if record.get("crossing"):
         from styo.book.results import crossing_study_markdown
 

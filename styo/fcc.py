@@ -163,6 +163,27 @@ def encode_prompts(
     return torch.cat([uncond, cond]) if guidance else cond
 
 
+def copied_content_encodings(
+    embeds: torch.Tensor, content_map: Sequence[tuple[int, int]], per_prompt: int, guidance: bool
+) -> torch.Tensor:
+    """``embeds`` (``[uncond..., rec × per_prompt, sty × per_prompt]``, or only the conditional
+    half) with the stylization prompt's content tokens given the reconstruction's encodings.
+
+    FCC copies *where* the content words act (their attention maps), not *what* they say (their
+    keys and values, computed from the text encodings). A causal text encoder writes every earlier
+    word into each later one, and in the stylization prompt the content words come after the
+    target's style phrase, so they carry some of the target image with them. Copying their
+    encodings too makes them say what they say in the reconstruction. An extension, not the
+    paper's method; the unconditional half is left as it is.
+    """
+    out = embeds.clone()
+    cond = out[len(out) - 2 * per_prompt:] if guidance else out
+    rec, sty = cond[:per_prompt], cond[per_prompt:]  # views into ``out``
+    for sty_index, rec_index in content_map:
+        sty[:, sty_index] = rec[:, rec_index]
+    return out
+
+
 @torch.no_grad()
 def stylize(
     pipe: Any,
@@ -182,6 +203,7 @@ def stylize(
     content_map: Sequence[tuple[int, int]] | None = None,
     share_self_attention: bool = False,
     self_attention_steps: tuple[float, float] | None = None,
+    copy_content_encodings: bool = False,
     generator: torch.Generator | None = None,
     seed: int | None = None,
     record: bool | AttentionRecorder = False,
@@ -198,6 +220,8 @@ def stylize(
     or a subset, for ablations). ``share_self_attention`` is an extension, not the paper's method;
     it shares over ``self_attention_steps`` (a fraction range like ``control_steps``; ``None``: the
     same steps as FCC), as prompt-to-prompt injects self-attention for only the first steps.
+    ``copy_content_encodings`` is another extension: with FCC, the stylization prompt's content
+    words also take the reconstruction prompt's text encodings (:func:`copied_content_encodings`).
     ``record`` is ``True`` (default recorder) or an :class:`AttentionRecorder`. Each of the
     ``num_images`` pairs gets its own forward-diffusion noise; the result is deterministic in
     ``seed`` or ``generator``.
@@ -216,6 +240,8 @@ def stylize(
     )
     if content_map is None:
         content_map = content_index_map(pipe.tokenizer, ids, n_s, n_c, negative, rec_n_s, rec_n_c)
+    if fcc and copy_content_encodings:
+        embeds = copied_content_encodings(embeds, content_map, num_images, guidance)
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     timesteps = denoising_timesteps(
         scheduler, num_inference_steps, strength, pipe._execution_device

@@ -213,7 +213,8 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     assert record["idl"]["aux_styles"] == ["photo", "sketch"]
     assert len(list((tmp_path / "cache" / "aux").glob("aux-*"))) == 2
 
-    again = subprocess.run([*cmd, "--paper-strength", "--self-attention", "0.5", "--crossing", "--strength-sweep", "0.5",
+    again = subprocess.run([*cmd, "--paper-strength", "--self-attention", "0.5", "--content-encodings", "--crossing",
+                            "--strength-sweep", "0.5",
                             "--out-dir", str(tmp_path / "b")],
                            capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -249,6 +250,20 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
         sum(r["geometry"] for r in shared["per_pair"]) / 2)
     assert shared["geometry_wins"]["FCC"] == targets["fcc_geometry_wins"]
     assert "An extension, not the paper's method" in (tmp_path / "b" / "ablations.md").read_text()
+    # the other extension: FCC plus the reconstruction's text encodings of the content words
+    copied = rerun["content_encodings"]
+    assert record["content_encodings"] is None  # only when asked for
+    assert [r["pair"] for r in copied["per_pair"]] == rerun["pairs"]
+    means = {m["control"]: m for m in copied["means"]}
+    assert list(means) == ["no FCC", "FCC", "FCC + content encodings"]
+    assert means["FCC"]["joint"] == pytest.approx(targets["means"]["joint"])
+    assert means["FCC + content encodings"]["content"] == pytest.approx(
+        sum(r["content"] for r in copied["per_pair"]) / 2)
+    assert copied["geometry_wins"]["FCC"] == targets["fcc_geometry_wins"]
+    off = {r["pair"]: r["content"] for r in record["rows"] if r["variant"] == "contrastive + aux" and not r["fcc"]}
+    assert copied["content_wins"]["FCC + content encodings"] == sum(
+        r["content"] > off[r["pair"]] for r in copied["per_pair"])
+    assert "text encodings of the content words" in (tmp_path / "b" / "ablations.md").read_text()
     # every run crossed (loaded from the cache, not trained again): the four effects per pair
     from styo.book.crossing import EFFECTS
 
@@ -557,8 +572,7 @@ def test_content_identifier_maps_share_the_heat_between_head_and_the_rest():
                                                  guidance=5.0) == {}
 
 
-@pytest.mark.parametrize("name", ["ablations", "ablations-photo-sources", "ablations-guidance5", "ablations-people",
-                                  "ablations-w8d", "ablations-w8", "ablations-w8-seed1", "ablations-v3-seed1"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "benchmarks" / "results").glob("ablations*.json")))
 def test_a_committed_study_is_what_its_script_writes_of_its_record(tmp_path, name):
     """Each committed study's Markdown is benchmarks/ablations.py's rendering of its JSON record,
     so no figure in it was typed or left behind by an older rendering."""

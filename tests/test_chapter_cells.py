@@ -224,6 +224,19 @@ def test_sharpness_markdown_reads_flat_maps_with_the_measured_gain():
     assert X.sharpness_markdown(sharp, None, 3).endswith("a layout to hand over.")
 
 
+def test_encodings_verdict_reads_the_three_outcomes():
+    off = {"content": 0.4, "leak": 0.5, "style": 0.8}
+    on = {"content": 0.45, "leak": 0.45, "style": 0.8}
+    traded = X.encodings_verdict(off, on, {"content": 0.7, "leak": 0.2, "style": 0.5})
+    assert "content fidelity **rises** (0.45 → 0.70; without FCC 0.40)" in traded
+    assert "**falls** (0.80 → 0.50)" in traded and "part of the style goes" in traded
+    assert "most of the style goes" in X.encodings_verdict(off, on, {"content": 0.9, "leak": 0.1, "style": 0.1})
+    free = X.encodings_verdict(off, on, {"content": 0.7, "leak": 0.2, "style": 0.8})
+    assert free.endswith("at no cost in style.")
+    # 0.451 prints as 0.45: no rise, whatever the style does
+    assert "was not what kept" in X.encodings_verdict(off, on, {"content": 0.451, "leak": 0.45, "style": 0.5})
+
+
 def test_plain_prompt_verdict_at_half_the_distance():
     assert "mostly undoes" in X.plain_prompt_verdict(0.2, 0.05)
     assert "does more than undo" in X.plain_prompt_verdict(0.2, 0.15)

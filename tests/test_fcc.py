@@ -9,6 +9,7 @@ import torch
 
 from styo.attention import AttentionRecorder
 from styo.fcc import (
+    copied_content_encodings,
     decode_latents,
     denoising_timesteps,
     encode_image,
@@ -132,6 +133,33 @@ def test_multiple_images_and_no_guidance(pipe, source):
 def test_self_attention_sharing_option(pipe, source):
     base, shared = run(pipe, source), run(pipe, source, share_self_attention=True)
     assert (base.latents[1] - shared.latents[1]).abs().amax() > 1e-4
+
+
+def test_copied_content_encodings_replace_only_the_stylizations_content_tokens():
+    """[uncond × 2, rec × 2, sty × 2]: each mapped stylization token takes the reconstruction's
+    encoding at its mapped index; every other row and token, and the input, stay as they were."""
+    embeds = torch.randn(6, 9, 5)
+    before = embeds.clone()
+    pairs = [(6, 3), (7, 4), (8, 4)]
+    out = copied_content_encodings(embeds, pairs, per_prompt=2, guidance=True)
+    assert torch.equal(embeds, before)
+    for image in range(2):
+        for sty_index, rec_index in pairs:
+            assert torch.equal(out[4 + image, sty_index], before[2 + image, rec_index])
+    untouched = torch.ones(6, 9, dtype=torch.bool)
+    untouched[4:, [6, 7, 8]] = False
+    assert torch.equal(out[untouched], before[untouched])
+    # without guidance there is no unconditional half: [rec, sty]
+    plain = copied_content_encodings(before[2:4], [(1, 0)], per_prompt=1, guidance=False)
+    assert torch.equal(plain[1, 1], before[2, 0]) and torch.equal(plain[0], before[2])
+
+
+def test_content_encodings_copy_changes_only_the_stylization_and_only_with_fcc(pipe, source):
+    fcc, copied = run(pipe, source), run(pipe, source, copy_content_encodings=True)
+    assert (fcc.latents[1] - copied.latents[1]).abs().amax() > 1e-4
+    torch.testing.assert_close(copied.latents[0], fcc.latents[0])  # the reconstruction is untouched
+    off = run(pipe, source, fcc=False)
+    assert torch.equal(run(pipe, source, fcc=False, copy_content_encodings=True).latents, off.latents)
 
 
 def test_self_attention_sharing_has_its_own_step_window(pipe, source):

@@ -710,6 +710,28 @@ def plain_prompt_verdict(d_off: float, d_on: float) -> str:
                "plain prompt's."))
 
 
+def encodings_verdict(off: Mapping[str, Any], on: Mapping[str, Any], copied: Mapping[str, Any]) -> str:
+    """What copying the content words' text encodings adds to FCC on one pair (rows without FCC,
+    with FCC, and with FCC plus the copied encodings): the content, the leak and the style, and
+    the reading the numbers support."""
+    content, style = change(on["content"], copied["content"]), change(on["style"], copied["style"])
+    text = (f"With the reconstruction's encodings of the content words as well as their maps, content "
+            f"fidelity **{content}** ({on['content']:.2f} → {copied['content']:.2f}; without FCC "
+            f"{off['content']:.2f}), the target's leak {change(on['leak'], copied['leak'])} "
+            f"({on['leak']:.2f} → {copied['leak']:.2f}) and the target style's probability **{style}** "
+            f"({on['style']:.2f} → {copied['style']:.2f}). ")
+    if content != "rises":
+        return text + ("On this pair what the content words say was not what kept the source's face "
+                       "away.")
+    if style == "falls":
+        share = "most" if copied["style"] < on["style"] / 2 else "part"
+        return text + ("So the content words did carry some of the target: the causal text encoder had "
+                       "written the target's style phrase into them, the target's face with it where the "
+                       f"face rides on the style identifiers, and {share} of the style goes when they are "
+                       "given back the source's encodings.")
+    return text + "On this pair the source's face comes back at no cost in style."
+
+
 def trend(rows: Sequence[Mapping[str, Any]], metric: str, knob: str, values: Sequence[Any]) -> list[float]:
     """Mean of ``metric`` at each value of ``knob``, averaged over the other knobs of the grid."""
     return [float(np.mean([r[metric] for r in rows if r[knob] == v])) for v in values]
@@ -776,6 +798,7 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
     would then say nothing about what the page just measured)."""
     from .results import (
         ablation_means_markdown,
+        content_encodings_markdown,
         crossing_study_markdown,
         ideal_markdown,
         self_attention_markdown,
@@ -804,6 +827,8 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
         targets += f"\n\n{ideal_markdown(study['ideal'])}"
     depth = f"\n\n{strengths_markdown(study['strengths'])}" if study.get("strengths") else ""
     shared = f"\n\n{self_attention_markdown(study['self_attention'])}" if study.get("self_attention") else ""
+    if study.get("content_encodings"):
+        shared += f"\n\n{content_encodings_markdown(study['content_encodings'])}"
     crossing = f"\n\n{crossing_study_markdown(study)}" if study.get("crossing") else ""
     grid = f"\n\n{grid_study_markdown(study)}" if study.get("grid_means") else ""
     sweep = f"\n\n{strength_sweep_markdown(study['strength_sweep'])}" if study.get("strength_sweep") else ""
@@ -817,7 +842,7 @@ __all__ = [
     "ablation_rows", "ablation_seeds", "augmentation_markdown",
     "base_weights", "change", "check_ablation_claims", "check_claim", "claims_markdown",
     "contrasting_attributes", "depth_verdict",
-    "diversity", "first_images", "follow_markdown", "format_table", "grid_study_markdown", "head_follow", "ideal_rows", "mean_rows", "pair_aux",
+    "diversity", "encodings_verdict", "first_images", "follow_markdown", "format_table", "grid_study_markdown", "head_follow", "ideal_rows", "mean_rows", "pair_aux",
     "pair_grid",
     "plain_prompt_verdict", "plot_bars", "plot_by_strength", "recorded_study_markdown",
     "repetition_claims", "restore_weights", "score", "score_pair", "sharpness_markdown",

@@ -205,6 +205,22 @@ def self_attention_markdown(comparison: dict[str, Any]) -> str:
     ])
 
 
+def content_encodings_markdown(comparison: dict[str, Any]) -> str:
+    """An ablation study's extension row (``benchmarks/ablations.py --content-encodings``): the
+    full method without FCC, with FCC, and with FCC plus the reconstruction's text encodings of the
+    content words; how often each raises the content and the geometry above sampling without FCC."""
+    rows, n = comparison["means"], comparison["pairs"]
+    scores = [k for k in STUDY_SCORES if k in rows[0]]
+    return "\n".join([
+        "An extension, not the paper's method: FCC plus the reconstruction's text encodings of the "
+        "content words (what they say, their keys and values, as well as where they act, their "
+        f"maps), at the profile's strength, on the full variant's runs of {n} pairs (mean over pairs):",
+        "", markdown_table(rows, ["control", *scores], decimals=2), "",
+        *(f"- {name} raises the content above sampling without FCC in {comparison['content_wins'][name]} "
+          f"of {n} pairs, the geometry in {wins}" for name, wins in comparison["geometry_wins"].items()),
+    ])
+
+
 # Crossing the identifiers (styo.book.crossing): the four effects of one run, and how they read.
 EFFECTS = ("style_by_style_ids", "face_by_content_ids", "style_by_content_ids", "face_by_style_ids")
 # An identifier pair "carries" a factor when swapping it moves that factor's score by this much.
