@@ -302,6 +302,14 @@ def test_recorded_study_applies_only_to_this_model_strength_and_guidance():
     assert "**the profile's strength 0.7 measures better than the paper's 1.0**" in text
     assert "| 1.00 | on | 0.60 | 0.00 |" in text  # geometry, then joint
     assert "Which identifier carries what" not in text  # a study without --crossing
+    assert "text encodings of the content words" not in text  # a study without --content-encodings
+    study["content_encodings"] = {"pairs": 2, "geometry_wins": {"FCC": 1, "FCC + content encodings": 2},
+                                  "content_wins": {"FCC": 0, "FCC + content encodings": 2}, "means": [
+        {"control": c, "content": k, "style": 0.5, "n": 2}
+        for c, k in (("no FCC", 0.4), ("FCC", 0.4), ("FCC + content encodings", 0.7))]}
+    text = X.recorded_study_markdown(study, "f", 0.7)
+    assert "| FCC + content encodings | 0.70 | 0.50 |" in text
+    assert "- FCC + content encodings raises the content above sampling without FCC in 2 of 2 pairs, the geometry in 2" in text
     clean = {"style_by_style_ids": 1.0, "face_by_content_ids": 0.9, "style_by_content_ids": 0.0,
              "face_by_style_ids": 0.1}
     study["crossing"] = {"images": 8, "effects": {

@@ -827,14 +827,14 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
         targets += f"\n\n{ideal_markdown(study['ideal'])}"
     depth = f"\n\n{strengths_markdown(study['strengths'])}" if study.get("strengths") else ""
     shared = f"\n\n{self_attention_markdown(study['self_attention'])}" if study.get("self_attention") else ""
-    if study.get("content_encodings"):
-        shared += f"\n\n{content_encodings_markdown(study['content_encodings'])}"
+    copied = (f"\n\n{content_encodings_markdown(study['content_encodings'])}"
+              if study.get("content_encodings") else "")
     crossing = f"\n\n{crossing_study_markdown(study)}" if study.get("crossing") else ""
     grid = f"\n\n{grid_study_markdown(study)}" if study.get("grid_means") else ""
     sweep = f"\n\n{strength_sweep_markdown(study['strength_sweep'])}" if study.get("strength_sweep") else ""
     return (f"{len(study['pairs'])} pairs, IDL {study['idl']['steps']} steps, {study['n_images']} images "
             f"per setting, measured {study['date']} in {study['seconds'] / 60:.0f} min:\n\n{table}\n\n"
-            + claims_markdown(study["claims"]) + targets + grid + sweep + depth + shared + crossing)
+            + claims_markdown(study["claims"]) + targets + grid + sweep + depth + shared + copied + crossing)
 
 
 __all__ = [
