@@ -172,6 +172,18 @@ def test_idl_tuning_rejects_malformed_schedules(bad):
         module.parse_schedules(bad)
 
 
+def _check_extension(comparison, control, score, pairs, targets):
+    """An extension's comparison (ablations.py's compare_controls) on the study's two pairs: its per-pair
+    rows, the three controls in order, FCC's row the study's own, and the extension's mean of ``score``
+    the mean of its rows."""
+    assert [r["pair"] for r in comparison["per_pair"]] == pairs
+    means = {m["control"]: m for m in comparison["means"]}
+    assert list(means) == ["no FCC", "FCC", control]
+    assert means["FCC"]["joint"] == pytest.approx(targets["means"]["joint"])
+    assert means[control][score] == pytest.approx(sum(r[score] for r in comparison["per_pair"]) / 2)
+    assert comparison["geometry_wins"]["FCC"] == targets["fcc_geometry_wins"]
+
+
 def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp_path):
     """benchmarks/ablations.py on the tiny pipeline: every (pair, variant, FCC) row, the means, the
     claims and the model's fingerprint; a second run loads every IDL run from the cache."""
@@ -242,24 +254,13 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     assert "from several depths of the diffused source" in (tmp_path / "b" / "ablations.md").read_text()
     # the extension: FCC plus the reconstruction's self-attention over the first half of the steps
     shared = rerun["self_attention"]
-    assert shared["fraction"] == 0.5 and [r["pair"] for r in shared["per_pair"]] == rerun["pairs"]
-    means = {m["control"]: m for m in shared["means"]}
-    assert list(means) == ["no FCC", "FCC", "FCC + self-attention"]
-    assert means["FCC"]["joint"] == pytest.approx(targets["means"]["joint"])
-    assert means["FCC + self-attention"]["geometry"] == pytest.approx(
-        sum(r["geometry"] for r in shared["per_pair"]) / 2)
-    assert shared["geometry_wins"]["FCC"] == targets["fcc_geometry_wins"]
+    assert shared["fraction"] == 0.5
+    _check_extension(shared, "FCC + self-attention", "geometry", rerun["pairs"], targets)
     assert "An extension, not the paper's method" in (tmp_path / "b" / "ablations.md").read_text()
     # the other extension: FCC plus the reconstruction's text encodings of the content words
     copied = rerun["content_encodings"]
     assert record["content_encodings"] is None  # only when asked for
-    assert [r["pair"] for r in copied["per_pair"]] == rerun["pairs"]
-    means = {m["control"]: m for m in copied["means"]}
-    assert list(means) == ["no FCC", "FCC", "FCC + content encodings"]
-    assert means["FCC"]["joint"] == pytest.approx(targets["means"]["joint"])
-    assert means["FCC + content encodings"]["content"] == pytest.approx(
-        sum(r["content"] for r in copied["per_pair"]) / 2)
-    assert copied["geometry_wins"]["FCC"] == targets["fcc_geometry_wins"]
+    _check_extension(copied, "FCC + content encodings", "content", rerun["pairs"], targets)
     off = {r["pair"]: r["content"] for r in record["rows"] if r["variant"] == "contrastive + aux" and not r["fcc"]}
     assert copied["content_wins"]["FCC + content encodings"] == sum(
         r["content"] > off[r["pair"]] for r in copied["per_pair"])

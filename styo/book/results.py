@@ -185,40 +185,43 @@ def strength_sweep_markdown(sweep: dict[str, Any]) -> str:
     ])
 
 
+def _extension_markdown(comparison: dict[str, Any], extension: str, wins: list[str]) -> str:
+    """An ablation study's extension beside FCC (``benchmarks/ablations.py``'s ``compare_controls``):
+    what ``extension`` adds to FCC, the three controls' means, then one line per control of ``wins``."""
+    rows, n = comparison["means"], comparison["pairs"]
+    scores = [k for k in STUDY_SCORES if k in rows[0]]
+    return "\n".join([
+        f"An extension, not the paper's method: FCC plus {extension}, at the profile's strength, on the "
+        f"full variant's runs of {n} pairs (mean over pairs):", "",
+        markdown_table(rows, ["control", *scores], decimals=2), "", *wins,
+    ])
+
+
 def self_attention_markdown(comparison: dict[str, Any]) -> str:
     """An ablation study's extension row (``benchmarks/ablations.py --self-attention F``): the full
     method without FCC, with FCC, and with FCC plus the reconstruction's self-attention maps over
     the first ``F`` of the steps, as prompt-to-prompt injects them; how often each raises the
     geometry above sampling without FCC."""
-    rows, n = comparison["means"], comparison["pairs"]
-    scores = [k for k in STUDY_SCORES if k in rows[0]]
-    wins = comparison["geometry_wins"]
-    share = f"{comparison['fraction']:.0%}"
-    return "\n".join([
-        f"An extension, not the paper's method: FCC plus the reconstruction's self-attention maps over "
-        f"the first {share} of the steps (the stylization's queries and keys replaced by the "
-        f"reconstruction's, its values its own), at the profile's strength, on the full variant's "
-        f"runs of {n} pairs (mean over pairs):", "",
-        markdown_table(rows, ["control", *scores], decimals=2), "",
-        *(f"- {name} raises the geometry above sampling without FCC in {k} of {n} pairs"
-          for name, k in wins.items()),
-    ])
+    n = comparison["pairs"]
+    return _extension_markdown(
+        comparison,
+        f"the reconstruction's self-attention maps over the first {comparison['fraction']:.0%} of the steps "
+        "(the stylization's queries and keys replaced by the reconstruction's, its values its own)",
+        [f"- {name} raises the geometry above sampling without FCC in {k} of {n} pairs"
+         for name, k in comparison["geometry_wins"].items()])
 
 
 def content_encodings_markdown(comparison: dict[str, Any]) -> str:
     """An ablation study's extension row (``benchmarks/ablations.py --content-encodings``): the
     full method without FCC, with FCC, and with FCC plus the reconstruction's text encodings of the
     content words; how often each raises the content and the geometry above sampling without FCC."""
-    rows, n = comparison["means"], comparison["pairs"]
-    scores = [k for k in STUDY_SCORES if k in rows[0]]
-    return "\n".join([
-        "An extension, not the paper's method: FCC plus the reconstruction's text encodings of the "
-        "content words (what they say, their keys and values, as well as where they act, their "
-        f"maps), at the profile's strength, on the full variant's runs of {n} pairs (mean over pairs):",
-        "", markdown_table(rows, ["control", *scores], decimals=2), "",
-        *(f"- {name} raises the content above sampling without FCC in {comparison['content_wins'][name]} "
-          f"of {n} pairs, the geometry in {wins}" for name, wins in comparison["geometry_wins"].items()),
-    ])
+    n = comparison["pairs"]
+    return _extension_markdown(
+        comparison,
+        "the reconstruction's text encodings of the content words (what they say, their keys and values, "
+        "as well as where they act, their maps)",
+        [f"- {name} raises the content above sampling without FCC in {comparison['content_wins'][name]} "
+         f"of {n} pairs, the geometry in {wins}" for name, wins in comparison["geometry_wins"].items()])
 
 
 # Crossing the identifiers (styo.book.crossing): the four effects of one run, and how they read.
