@@ -345,7 +345,7 @@ def test_the_threshold_loss_at_picture_resolution_traces_a_small_region_finer_th
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         return torch.sigmoid(logits).detach(), losses
 
     traced, losses = trained(fine)
