@@ -301,8 +301,7 @@ def check_targets(rows: list[dict]) -> dict:
 
 
 def write_results(record: dict, out: Path, name: str = "ablations") -> None:
-    from styo.book.experiments import claims_markdown
-    from styo.book.results import ablation_means_markdown, study_targets_markdown
+    from styo.book.experiments import study_markdown_sections
 
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -317,39 +316,8 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
         f"guidance {record['stylization'].get('guidance', 'of the profile')}, "
         f"{record['seconds'] / 60:.0f} min.", "",
         *([record["note"], ""] if record.get("note") else []),
-        ablation_means_markdown(record["means"]),
-        "", claims_markdown(record["claims"]),
+        "\n\n".join(study_markdown_sections(record)),
     ]
-    if record.get("targets"):
-        lines += ["", study_targets_markdown(record["targets"])]
-    if record.get("ideal"):
-        from styo.book.results import ideal_markdown
-
-        lines += ["", ideal_markdown(record["ideal"])]
-    if record.get("grid_means"):
-        from styo.book.experiments import grid_study_markdown
-
-        lines += ["", grid_study_markdown(record)]
-    if record.get("strength_sweep"):
-        from styo.book.results import strength_sweep_markdown
-
-        lines += ["", strength_sweep_markdown(record["strength_sweep"])]
-    if record.get("strengths"):
-        from styo.book.results import strengths_markdown
-
-        lines += ["", strengths_markdown(record["strengths"])]
-    if record.get("self_attention"):
-        from styo.book.results import self_attention_markdown
-
-        lines += ["", self_attention_markdown(record["self_attention"])]
-    if record.get("content_encodings"):
-        from styo.book.results import content_encodings_markdown
-
-        lines += ["", content_encodings_markdown(record["content_encodings"])]
-    if record.get("crossing"):
-        from styo.book.results import crossing_study_markdown
-
-        lines += ["", crossing_study_markdown(record)]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 

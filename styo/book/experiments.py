@@ -791,11 +791,10 @@ def augmentation_markdown(inference: Sequence[Mapping[str, Any]],
     return "\n".join(lines)
 
 
-def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, strength: float,
-                            guidance: float | None = None) -> str:
-    """The committed larger ablation study (``benchmarks/ablations.py``), or why it does not apply
-    to this page: none recorded, another model, another strength or another guidance (its numbers
-    would then say nothing about what the page just measured)."""
+def study_markdown_sections(study: Mapping[str, Any]) -> list[str]:
+    """A larger ablation study (``benchmarks/ablations.py``) as Markdown sections, in the order both
+    its results file and the ablation chapter show them: the means, the claims, then each part the
+    run measured (targets, the scale line, the grid, the strengths, the extensions, the crossing)."""
     from .results import (
         ablation_means_markdown,
         content_encodings_markdown,
@@ -807,6 +806,25 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
         study_targets_markdown,
     )
 
+    parts = {
+        "targets": lambda s: study_targets_markdown(s["targets"]),
+        "ideal": lambda s: ideal_markdown(s["ideal"]),
+        "grid_means": grid_study_markdown,
+        "strength_sweep": lambda s: strength_sweep_markdown(s["strength_sweep"]),
+        "strengths": lambda s: strengths_markdown(s["strengths"]),
+        "self_attention": lambda s: self_attention_markdown(s["self_attention"]),
+        "content_encodings": lambda s: content_encodings_markdown(s["content_encodings"]),
+        "crossing": crossing_study_markdown,
+    }
+    return [ablation_means_markdown(study["means"]), claims_markdown(study["claims"]),
+            *(render(study) for key, render in parts.items() if study.get(key))]
+
+
+def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, strength: float,
+                            guidance: float | None = None) -> str:
+    """The committed larger ablation study (``benchmarks/ablations.py``), or why it does not apply
+    to this page: none recorded, another model, another strength or another guidance (its numbers
+    would then say nothing about what the page just measured)."""
     if study is None:
         return "No larger study is recorded yet: `python benchmarks/ablations.py` makes one."
     if study["model_fingerprint"] != fingerprint:
@@ -821,20 +839,9 @@ def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, s
         return (f"The recorded study ({study['date']}) sampled at another guidance ({recorded_guidance:g}, "
                 f"this page {guidance:g}): `python benchmarks/ablations.py --guidance {guidance:g}` "
                 "measures it again.")
-    table = ablation_means_markdown(study["means"])
-    targets = f"\n\n{study_targets_markdown(study['targets'])}" if study.get("targets") else ""
-    if study.get("ideal"):
-        targets += f"\n\n{ideal_markdown(study['ideal'])}"
-    depth = f"\n\n{strengths_markdown(study['strengths'])}" if study.get("strengths") else ""
-    shared = f"\n\n{self_attention_markdown(study['self_attention'])}" if study.get("self_attention") else ""
-    copied = (f"\n\n{content_encodings_markdown(study['content_encodings'])}"
-              if study.get("content_encodings") else "")
-    crossing = f"\n\n{crossing_study_markdown(study)}" if study.get("crossing") else ""
-    grid = f"\n\n{grid_study_markdown(study)}" if study.get("grid_means") else ""
-    sweep = f"\n\n{strength_sweep_markdown(study['strength_sweep'])}" if study.get("strength_sweep") else ""
     return (f"{len(study['pairs'])} pairs, IDL {study['idl']['steps']} steps, {study['n_images']} images "
-            f"per setting, measured {study['date']} in {study['seconds'] / 60:.0f} min:\n\n{table}\n\n"
-            + claims_markdown(study["claims"]) + targets + grid + sweep + depth + shared + copied + crossing)
+            f"per setting, measured {study['date']} in {study['seconds'] / 60:.0f} min:\n\n"
+            + "\n\n".join(study_markdown_sections(study)))
 
 
 __all__ = [
@@ -846,5 +853,5 @@ __all__ = [
     "pair_grid",
     "plain_prompt_verdict", "plot_bars", "plot_by_strength", "recorded_study_markdown",
     "repetition_claims", "restore_weights", "score", "score_pair", "sharpness_markdown",
-    "snapshot_weights", "stylize_rows", "trend", "window_verdict",
+    "snapshot_weights", "study_markdown_sections", "stylize_rows", "trend", "window_verdict",
 ]
