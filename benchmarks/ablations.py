@@ -14,8 +14,9 @@ disentanglement and FCC claims are read from, and `--grid-pairs` adds the augmen
 n_s × n_c grid (1..3 each) on the full variant's runs of the first pairs. `--crossing` draws
 every run with its style and content identifiers crossed (`styo.book.crossing`), to read which
 identifier carries the style and which the face, and `--strength-sweep` samples the full variant's
-runs from other depths of the diffused source. The study is judged against the targets below,
-pair by pair.
+runs from other depths of the diffused source, and `--rendered-aux` takes the auxiliary sets from
+the renderer instead of the base model. The study is judged against the targets below, pair by
+pair.
 
 Every IDL run goes through the book's cache (`--cache`, default `runs/ablation-cache`), so a
 killed study resumes where it stopped, and a run the book already made is loaded. Writes
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="train and sample only this IDL variant (repeatable; default: all three, "
                          "'positive-only', 'contrastive', 'contrastive + aux'); a candidate base model "
                          "can be judged on the full method alone in a third of the time")
+    ap.add_argument("--rendered-aux", action="store_true",
+                    help="take each source style's auxiliary set from the renderer (faces that vary in every "
+                         "attribute, as the paper's photographs do) instead of the base model's portraits")
     ap.add_argument("--crossing", action="store_true",
                     help="also cross the style and content identifiers of every run (which carries what)")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "ablation-cache"), help="STYO_CACHE for the runs")
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
                          f"sample the {X.FULL_IDL!r} "
                          "variant's runs: keep it among the --variant choices")
     pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
-    aux = auxiliary_sets(pipe, settings, pairs.values())  # each pair's in its source's style
+    # each pair's in its source's style
+    aux = auxiliary_sets(pipe, settings, pairs.values(), rendered=args.rendered_aux)
     start = time.perf_counter()
     judges, segmenter = load_judges(), load_segmenter()
     ideal = X.ideal_rows(pipe, pairs, judges, segmenter)
@@ -171,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         "model": args.model or "models/styo-mini",
         "model_fingerprint": fingerprint,
         "idl": {"steps": config.steps, "lr": config.lr, "seed": config.seed, "aux": len(next(iter(aux.values()))),
-                "aux_styles": [s for s in aux if s is not None]},
+                "aux_styles": [s for s in aux if s is not None],
+                **({"aux_rendered": True} if args.rendered_aux else {})},
         "n_images": args.n_images,
         "stylization": {**repeats, "strength": settings.strength, "guidance": guidance},
         "pairs": list(pairs),
@@ -306,12 +312,13 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     aux_styles = " in each source's style" if record["idl"].get("aux_styles") else ""
+    rendered = " rendered" if record["idl"].get("aux_rendered") else ""
     seed = f" (seed {record['idl']['seed']})" if record["idl"].get("seed") else ""
     lines = [
         "# Ablations over many pairs", "",
         f"`benchmarks/ablations.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
         f"{len(record['pairs'])} pairs, IDL {record['idl']['steps']} steps at lr {record['idl']['lr']:g}{seed} "
-        f"with {record['idl']['aux']} auxiliary portraits{aux_styles}, "
+        f"with {record['idl']['aux']}{rendered} auxiliary portraits{aux_styles}, "
         f"{record['n_images']} images per setting, "
         f"guidance {record['stylization'].get('guidance', 'of the profile')}, "
         f"{record['seconds'] / 60:.0f} min.", "",

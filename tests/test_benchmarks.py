@@ -295,6 +295,16 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     assert (only["idl"]["seed"], json.loads((tmp_path / "e" / "ablations.json").read_text())["idl"]["seed"]) == (0, 1)
     assert len(list((tmp_path / "cache" / "idl").iterdir())) == len(runs) + 2
     assert "(seed 1)" in (tmp_path / "e" / "ablations.md").read_text().splitlines()[2]  # the header line
+    # the auxiliary sets from the renderer: new runs (other aux images), no portraits generated
+    rendered = subprocess.run([*cmd[:-4], "--variant", "contrastive + aux", "--rendered-aux", "--out-dir",
+                               str(tmp_path / "f"), "--cache", str(tmp_path / "cache")],
+                              capture_output=True, text=True, timeout=600, check=False)
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    from_renders = json.loads((tmp_path / "f" / "ablations.json").read_text())
+    assert from_renders["idl"]["aux_rendered"] is True and "aux_rendered" not in only["idl"]
+    assert len(list((tmp_path / "cache" / "idl").iterdir())) == len(runs) + 4
+    assert len(list((tmp_path / "cache" / "aux").glob("aux-*"))) == 2  # the generated sets only
+    assert "rendered auxiliary portraits" in (tmp_path / "f" / "ablations.md").read_text().splitlines()[2]
     wrong = subprocess.run([*cmd, "--variant", "contrastive+aux", "--out-dir", str(tmp_path / "d")],
                            capture_output=True, text=True, timeout=600, check=False)
     assert wrong.returncode != 0 and "unknown --variant 'contrastive+aux'" in wrong.stderr

@@ -69,6 +69,23 @@ def test_score_keys_and_ranges(judges, pair):
         X.score(judges, [], source_attributes=pair.source_attributes)
 
 
+def test_face_variety_counts_the_values_the_judges_read():
+    from styo.world.judges import load_judges
+    from styo.world.render import render
+
+    real = load_judges()
+    face = {name: values[0] for name, values in ATTRIBUTES.items()}
+    same = [render(face, "photo", seed) for seed in range(4)]  # one face, four layouts
+    assert X.face_variety(real, same) == {**{name: 1 for name in ATTRIBUTES}, "combinations": 1}
+    hair = ATTRIBUTES["hair_colour"]
+    varied = [render({**face, "hair_colour": hair[k % 3]}, "photo", k) for k in range(6)]
+    counts = X.face_variety(real, varied)
+    assert counts["hair_colour"] == 3 and counts["combinations"] == 3
+    assert all(counts[name] == 1 for name in ATTRIBUTES if name != "hair_colour")
+    with pytest.raises(ValueError, match="no images"):
+        X.face_variety(real, [])
+
+
 def test_leak_scores_only_differing_attributes(judges, pair):
     same = dict(pair.source_attributes)
     s = X.score(judges, [pair.source], source_attributes=pair.source_attributes,

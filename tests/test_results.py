@@ -37,6 +37,9 @@ def test_runs_are_filtered_by_kind_and_sorted_newest_first(tmp_path):
     assert len(R.benchmark_runs(tmp_path)) == 3  # the other scripts' results are not sd_scale reports
     assert R.book_timing(tmp_path)["total_seconds"] == 1.0
     assert R.ablation_study(tmp_path)["pairs"] == ["p"]
+    _write(tmp_path, "ablations-other.json", {"pairs": ["q"]})  # a study written with --name
+    assert R.ablation_study(tmp_path, "ablations-other")["pairs"] == ["q"]
+    assert R.ablation_study(tmp_path)["pairs"] == ["p"] and R.ablation_study(tmp_path, "ablations-none") is None
 
 
 def test_a_foreign_json_file_is_named_in_the_error(tmp_path):

@@ -41,6 +41,7 @@ _CHAPTERS = (
     "example_pair",
     "load_backend",
     "load_tokenizer",
+    "rendered_auxiliary_set",
     "settings_table",
     "with_steps",
     "write_sd15_pair",

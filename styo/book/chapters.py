@@ -194,12 +194,47 @@ def auxiliary_set(pipe, settings: Backend, n: int | None = None, seed: int = 0,
     )
 
 
-def auxiliary_sets(pipe, settings: Backend, pairs, n: int | None = None
+# Seeds of the rendered auxiliary portraits: far above the pairs', the chapters' and the judges'.
+RENDERED_AUX_SEED = 900_000
+
+
+def rendered_auxiliary_set(style: str, n: int, size: int, seed: int = RENDERED_AUX_SEED
+                           ) -> list[Image.Image]:
+    """``n`` portraits from the miniature world's renderer in ``style``, every attribute and the
+    layout drawn at random (portrait ``i`` from seed ``seed + i``).
+
+    The paper's auxiliary faces are photographs (FFHQ), not the base model's pictures, and the
+    renderer is the miniature world's camera: its faces vary in every attribute, where the base
+    model, asked for a portrait with no content words, draws a few faces again and again. It is
+    the faithful counterpart of the paper's set, kept beside the generated one so that the two can
+    be compared (``benchmarks/ablations.py --rendered-aux``).
+    """
+    import numpy as np
+
+    from ..world.attributes import sample_attributes, validate
+    from ..world.render import render
+
+    validate(style, {})
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    return [render(sample_attributes(np.random.default_rng(seed + i)), style, seed + i, size)
+            for i in range(n)]
+
+
+def auxiliary_sets(pipe, settings: Backend, pairs, n: int | None = None, *, rendered: bool = False
                    ) -> dict[str | None, list[Image.Image]]:
     """One auxiliary set per source style of ``pairs`` (:func:`auxiliary_set`), by style; a pair
-    without a known style (sd15's, a reader's) gets the profile's set, under ``None``."""
+    without a known style (sd15's, a reader's) gets the profile's set, under ``None``.
+    ``rendered=True`` takes each set from the renderer instead (:func:`rendered_auxiliary_set`;
+    the miniature world's pairs only)."""
     styles = dict.fromkeys(p.source_style for p in pairs)
-    return {style: auxiliary_set(pipe, settings, n, style=style) for style in styles}
+    if not rendered:
+        return {style: auxiliary_set(pipe, settings, n, style=style) for style in styles}
+    if settings.name not in WORLD_BACKENDS or None in styles:
+        raise ValueError("rendered=True draws the auxiliary sets with the miniature world's renderer: "
+                         "it needs pairs from the miniature world (each with a source style)")
+    return {style: rendered_auxiliary_set(style, n or settings.aux_count, image_size(pipe))
+            for style in styles}
 
 
 def cached_idl(

@@ -187,6 +187,22 @@ def joint_success(judges: Any, images: Sequence[Image.Image], head_ious: Sequenc
     return [bool(x) for x in styled & (kept >= JOINT_ATTRIBUTES) & placed]
 
 
+def face_variety(judges: Any, images: Sequence[Image.Image]) -> dict[str, int]:
+    """How many different faces a set of portraits shows, as the judges read them: per attribute,
+    how many of its values occur in the set, and under ``"combinations"`` how many different
+    combinations of all of them. The auxiliary set's job is to show the source's style on many
+    faces, which a set of a few faces drawn again and again does less well."""
+    from ..world.attributes import ATTRIBUTES
+
+    images = list(images)
+    if not images:
+        raise ValueError("no images to read")
+    predicted = judges.predict_indices(images)
+    out = {name: len(set(predicted[name].tolist())) for name in ATTRIBUTES}
+    out["combinations"] = len({tuple(int(predicted[n][i]) for n in ATTRIBUTES) for i in range(len(images))})
+    return out
+
+
 def score_pair(judges: Any, images: Sequence[Image.Image], pair: Any, segmenter: Any = None
                ) -> dict[str, float]:
     """:func:`score` with the attributes, styles and source picture of an

@@ -46,9 +46,10 @@ def book_timing(results_dir: str | Path = RESULTS) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def ablation_study(results_dir: str | Path = RESULTS) -> dict[str, Any] | None:
-    """The latest ``benchmarks/ablations.py`` study (many pairs), or None when there is none."""
-    path = Path(results_dir) / ABLATIONS
+def ablation_study(results_dir: str | Path = RESULTS, name: str | None = None) -> dict[str, Any] | None:
+    """The latest ``benchmarks/ablations.py`` study (many pairs), or the one written with ``--name
+    NAME``; None when there is none."""
+    path = Path(results_dir) / (f"{name}.json" if name else ABLATIONS)
     return json.loads(path.read_text()) if path.is_file() else None
 
 
