@@ -14,9 +14,9 @@ disentanglement and FCC claims are read from, and `--grid-pairs` adds the augmen
 n_s × n_c grid (1..3 each) on the full variant's runs of the first pairs. `--crossing` draws
 every run with its style and content identifiers crossed (`styo.book.crossing`), to read which
 identifier carries the style and which the face, and `--strength-sweep` samples the full variant's
-runs from other depths of the diffused source, and `--rendered-aux` takes the auxiliary sets from
-the renderer instead of the base model. The study is judged against the targets below, pair by
-pair.
+runs from other depths of the diffused source. `--rendered-aux` takes the auxiliary sets from the
+renderer instead of the base model, and `--aux-weight` weighs their term in IDL's loss. The study
+is judged against the targets below, pair by pair.
 
 Every IDL run goes through the book's cache (`--cache`, default `runs/ablation-cache`), so a
 killed study resumes where it stopped, and a run the book already made is loaded. Writes
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="train and sample only this IDL variant (repeatable; default: all three, "
                          "'positive-only', 'contrastive', 'contrastive + aux'); a candidate base model "
                          "can be judged on the full method alone in a third of the time")
+    ap.add_argument("--aux-weight", type=float, default=1.0,
+                    help="weight of IDL's auxiliary term against the source's and the target's (default: the "
+                         "paper's 1; DreamBooth weighs its class images' term with a λ)")
     ap.add_argument("--rendered-aux", action="store_true",
                     help="take each source style's auxiliary set from the renderer (faces that vary in every "
                          "attribute, as the paper's photographs do) instead of the base model's portraits")
@@ -94,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     for flag, value in (("--n-s", args.n_s), ("--n-c", args.n_c)):
         if not MIN_REPEAT <= value <= MAX_REPEAT:
             raise SystemExit(f"{flag} must be a whole number from {MIN_REPEAT} to {MAX_REPEAT}, got {value}")
+    if not 0 <= args.aux_weight < float("inf"):
+        raise SystemExit(f"--aux-weight must be a number >= 0 (1: the paper's), got {args.aux_weight}")
     if args.self_attention is not None and not 0 < args.self_attention <= 1:
         raise SystemExit(f"--self-attention must be a fraction of the steps in (0, 1], got {args.self_attention}")
     sweep = parse_strengths(args.strength_sweep) if args.strength_sweep else []
@@ -113,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     config = settings.idl if args.idl_steps is None else with_steps(settings.idl, args.idl_steps)
     if args.idl_seed is not None:
         config = replace(config, seed=args.idl_seed)
+    if args.aux_weight != 1.0:
+        config = replace(config, aux_weight=args.aux_weight)
     unknown = sorted(set(args.variant or ()) - set(X.IDL_VARIANTS))
     if unknown:
         raise SystemExit(f"unknown --variant {', '.join(map(repr, unknown))}; the variants are "
@@ -177,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         "model_fingerprint": fingerprint,
         "idl": {"steps": config.steps, "lr": config.lr, "seed": config.seed, "aux": len(next(iter(aux.values()))),
                 "aux_styles": [s for s in aux if s is not None],
-                **({"aux_rendered": True} if args.rendered_aux else {})},
+                **({"aux_rendered": True} if args.rendered_aux else {}),
+                **({"aux_weight": config.aux_weight} if config.aux_weight != 1.0 else {})},
         "n_images": args.n_images,
         "stylization": {**repeats, "strength": settings.strength, "guidance": guidance},
         "pairs": list(pairs),
@@ -313,12 +321,13 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
     (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     aux_styles = " in each source's style" if record["idl"].get("aux_styles") else ""
     rendered = " rendered" if record["idl"].get("aux_rendered") else ""
+    weight = f", their term weighted {record['idl']['aux_weight']:g}" if "aux_weight" in record["idl"] else ""
     seed = f" (seed {record['idl']['seed']})" if record["idl"].get("seed") else ""
     lines = [
         "# Ablations over many pairs", "",
         f"`benchmarks/ablations.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
         f"{len(record['pairs'])} pairs, IDL {record['idl']['steps']} steps at lr {record['idl']['lr']:g}{seed} "
-        f"with {record['idl']['aux']}{rendered} auxiliary portraits{aux_styles}, "
+        f"with {record['idl']['aux']}{rendered} auxiliary portraits{aux_styles}{weight}, "
         f"{record['n_images']} images per setting, "
         f"guidance {record['stylization'].get('guidance', 'of the profile')}, "
         f"{record['seconds'] / 60:.0f} min.", "",

@@ -4,10 +4,11 @@ One UNet (optionally with LoRA, optionally with the text encoder) is fine-tuned 
 once, each with its own image, prompt, noise and timestep:
 
     L = ||ε - ε_θ(z_src^t, t, γ_src)||² + ||ε - ε_θ(z_tgt^t, t, γ_tgt)||²
-        + ||ε - ε_θ(z_aux^t, t, γ_aux)||²
+        + w_aux ||ε - ε_θ(z_aux^t, t, γ_aux)||²
 
 where γ_src = ``a drawing with [S_src] not [S_tgt] style of [C_src] not [C_tgt] portrait``, γ_tgt
-swaps the identifiers, and γ_aux = ``... style of portrait`` for the auxiliary portraits. The file
+swaps the identifiers, and γ_aux = ``... style of portrait`` for the auxiliary portraits; the paper
+weighs the three terms alike (w_aux = 1), DreamBooth weighs its class images' term with a λ. The file
 reads top to bottom: the settings, the prompts, one batch, the loss, then :func:`train`, whose
 loop is the method's whole training step (draw, loss, backward, optimiser step). What surrounds
 it lives apart: preparing the models (precision, LoRA, optimizer: :mod:`styo.finetune`) and the
@@ -53,7 +54,7 @@ from .prompts import (
 )
 
 __all__ = ["IDLConfig", "IDLResult", "TrainingInterrupted", "evaluate", "idl_loss",
-           "prompts_for", "run_fingerprint", "train"]
+           "prompts_for", "run_fingerprint", "term_weights", "train"]
 
 _MIXED = ("no", "fp16", "bf16")
 
@@ -70,7 +71,10 @@ class IDLConfig:
     prompt); the auxiliary prompt stays plain. ``batch_size`` is the number of noise samples per
     term (the aux term draws that many aux images). ``checkpoint_every=0`` disables periodic
     checkpoints (an interrupt still writes one); ``keep_checkpoints`` bounds disk use, which matters
-    at SD scale (fp32 UNet plus Adam moments is about 10 GB per checkpoint).
+    at SD scale (fp32 UNet plus Adam moments is about 10 GB per checkpoint). ``aux_weight`` weighs
+    the auxiliary term against the other two (the paper's 1; DreamBooth's λ for its class images):
+    the auxiliary portraits are the base model's own, so a heavier term also holds the fine-tuned
+    model nearer the base one.
     """
 
     steps: int = PAPER_SD["steps"]
@@ -92,6 +96,7 @@ class IDLConfig:
     train_n_c: int = 1
     max_grad_norm: float | None = 1.0
     weight_decay: float = 0.0
+    aux_weight: float = 1.0
 
     def __post_init__(self) -> None:
         positive = {
@@ -105,6 +110,8 @@ class IDLConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not self.aux_weight >= 0 or not math.isfinite(self.aux_weight):
+            raise ValueError(f"aux_weight must be a number >= 0 (1: the paper's), got {self.aux_weight!r}")
         if self.checkpoint_every < 0:
             raise ValueError(
                 f"checkpoint_every must be >= 0 (0: only on interrupt), got {self.checkpoint_every}"
@@ -241,6 +248,12 @@ def idl_loss(unet, scheduler: DDPMScheduler, z0, t, noise, embeds, n_terms: int)
     return per_sample.view(n_terms, -1).mean(dim=1)
 
 
+def term_weights(config: IDLConfig, n_terms: int) -> torch.Tensor:
+    """The weight of each loss term: 1 for the source and the target, ``aux_weight`` for the
+    auxiliary portraits (when the run has them)."""
+    return torch.tensor([1.0, 1.0, config.aux_weight][:n_terms])
+
+
 # --- training ---------------------------------------------------------------------------------
 
 
@@ -296,6 +309,7 @@ def train(
                            embed=not config.train_text_encoder)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     n_terms, accumulate = len(prompts), config.gradient_accumulation_steps
+    weights = term_weights(config, n_terms).to(device)
 
     ckpt_dir = out / "checkpoints"
     start, history = 0, []
@@ -325,7 +339,7 @@ def train(
                     with accelerator.accumulate(*wrapped.values()):
                         embeds = fixed.embeds if fixed.embeds is not None else text_encoder(fixed.ids)[0]
                         terms = idl_loss(unet, scheduler, z0, t, noise, embeds[prompt_idx], n_terms)
-                        accelerator.backward(terms.sum())
+                        accelerator.backward((terms * weights).sum())
                         if accelerator.sync_gradients and config.max_grad_norm:
                             accelerator.clip_grad_norm_(params, config.max_grad_norm)
                         optimizer.step()

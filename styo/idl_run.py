@@ -37,6 +37,9 @@ from .profiles import PROFILE_FILE
 
 # Fields that do not change the training trajectory, so a resumed run may change them.
 TRAJECTORY_FREE = {"steps", "checkpoint_every", "keep_checkpoints"}
+# Settings added after runs were fingerprinted, with the value every earlier run trained with: at
+# that value they stay out of the fingerprint, so the runs made before them are still found.
+LATER_DEFAULTS = {"aux_weight": 1.0}
 
 
 @dataclass
@@ -69,7 +72,8 @@ def _frozen_modules(config: Any) -> tuple[str, ...]:
 
 def run_fingerprint(pipe, config: Any, source, target, aux) -> dict[str, Any]:
     """Everything that shapes the trajectory; a resume with a different one is refused."""
-    trajectory = {k: v for k, v in config.to_dict().items() if k not in TRAJECTORY_FREE}
+    trajectory = {k: v for k, v in config.to_dict().items()
+                  if k not in TRAJECTORY_FREE and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
     return {
         "config": trajectory,
         "model": model_fingerprint(pipe, _frozen_modules(config)),

@@ -305,6 +305,14 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     assert len(list((tmp_path / "cache" / "idl").iterdir())) == len(runs) + 4
     assert len(list((tmp_path / "cache" / "aux").glob("aux-*"))) == 2  # the generated sets only
     assert "rendered auxiliary portraits" in (tmp_path / "f" / "ablations.md").read_text().splitlines()[2]
+    # the auxiliary term weighted: new runs, and the record and its header say by how much
+    weighted = subprocess.run([*cmd[:-4], "--variant", "contrastive + aux", "--aux-weight", "3", "--out-dir",
+                               str(tmp_path / "g"), "--cache", str(tmp_path / "cache")],
+                              capture_output=True, text=True, timeout=600, check=False)
+    assert weighted.returncode == 0, weighted.stderr[-2000:]
+    assert json.loads((tmp_path / "g" / "ablations.json").read_text())["idl"]["aux_weight"] == 3.0
+    assert "aux_weight" not in only["idl"] and len(list((tmp_path / "cache" / "idl").iterdir())) == len(runs) + 6
+    assert "their term weighted 3" in (tmp_path / "g" / "ablations.md").read_text().splitlines()[2]
     wrong = subprocess.run([*cmd, "--variant", "contrastive+aux", "--out-dir", str(tmp_path / "d")],
                            capture_output=True, text=True, timeout=600, check=False)
     assert wrong.returncode != 0 and "unknown --variant 'contrastive+aux'" in wrong.stderr
@@ -312,6 +320,9 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
         swept_bad = subprocess.run([*cmd, "--strength-sweep", bad, "--out-dir", str(tmp_path / "d")],
                                    capture_output=True, text=True, timeout=600, check=False)
         assert swept_bad.returncode != 0 and message in swept_bad.stderr.splitlines()[-1]
+    negative = subprocess.run([*cmd, "--aux-weight", "-1", "--out-dir", str(tmp_path / "d")],
+                              capture_output=True, text=True, timeout=600, check=False)
+    assert negative.returncode != 0 and "--aux-weight must be a number >= 0" in negative.stderr
     repeats = subprocess.run([*cmd, "--n-c", "6", "--out-dir", str(tmp_path / "d")],
                              capture_output=True, text=True, timeout=600, check=False)
     assert repeats.returncode != 0 and "--n-c must be a whole number from 1 to 5, got 6" in repeats.stderr

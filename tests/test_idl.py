@@ -57,6 +57,8 @@ def test_prompts_and_config_options():
         dict(lr=0.0),
         dict(lora_rank=0),
         dict(lora_rank=4, train_text_encoder=True),
+        dict(aux_weight=-1.0),
+        dict(aux_weight=float("nan")),
     ):
         with pytest.raises(ValueError):
             IDLConfig(**bad)
@@ -145,6 +147,32 @@ def test_resume_equals_uninterrupted_run(images, tmp_path):
     expected = whole_pipe.unet.state_dict()
     for k, v in split_pipe.unet.state_dict().items():
         torch.testing.assert_close(v, expected[k], rtol=0, atol=0)
+
+
+def test_the_auxiliary_terms_weight(images, tmp_path):
+    """aux_weight scales the auxiliary term's gradient: at 0 the auxiliary images cannot matter,
+    at the paper's 1 the run is the one it was before the setting existed (same fingerprint)."""
+    from styo.idl import run_fingerprint, term_weights
+
+    source, target, aux = images
+    other_aux = [aux[1], aux[0].transpose(Image.FLIP_LEFT_RIGHT)]
+
+    def trained(config, aux_images, name):
+        pipe = tiny_pipeline(0)
+        train(pipe, source, target, aux_images, config, output_dir=tmp_path / name, progress=False)
+        return _unet_state(pipe)
+
+    unweighted = IDLConfig(steps=3, lr=1e-3, checkpoint_every=0, aux_weight=0.0)
+    a, b = trained(unweighted, aux, "a"), trained(unweighted, other_aux, "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    paper = IDLConfig(steps=3, lr=1e-3, checkpoint_every=0)
+    c, d = trained(paper, aux, "c"), trained(paper, other_aux, "d")
+    assert not all(torch.equal(c[k], d[k]) for k in c)
+    assert term_weights(paper, 3).tolist() == [1.0, 1.0, 1.0] and term_weights(paper, 2).tolist() == [1.0, 1.0]
+    pipe = tiny_pipeline(0)
+    assert "aux_weight" not in run_fingerprint(pipe, paper, source, target, aux)["config"]
+    heavier = IDLConfig(steps=3, lr=1e-3, checkpoint_every=0, aux_weight=3.0)
+    assert run_fingerprint(pipe, heavier, source, target, aux)["config"]["aux_weight"] == 3.0
 
 
 def test_no_aux_positive_only_and_v_prediction(images, tmp_path):
