@@ -73,8 +73,8 @@ class IDLConfig:
     checkpoints (an interrupt still writes one); ``keep_checkpoints`` bounds disk use, which matters
     at SD scale (fp32 UNet plus Adam moments is about 10 GB per checkpoint). ``aux_weight`` weighs
     the auxiliary term against the other two (the paper's 1; DreamBooth's λ for its class images):
-    the auxiliary portraits are the base model's own, so a heavier term also holds the fine-tuned
-    model nearer the base one.
+    when the auxiliary portraits are the base model's own (the generated set), a heavier term also
+    holds the fine-tuned model nearer the base one.
     """
 
     steps: int = PAPER_SD["steps"]

@@ -205,7 +205,8 @@ def rendered_auxiliary_set(style: str, n: int, size: int, seed: int = RENDERED_A
 
     The paper's auxiliary faces are photographs (FFHQ), not the base model's pictures, and the
     renderer is the miniature world's camera: its faces vary in every attribute, where the base
-    model, asked for a portrait with no content words, draws a few faces again and again. It is
+    model, asked for a portrait with no content words, repeats the faces it draws most often
+    (:func:`styo.book.experiments.face_variety` counts them). It is
     the faithful counterpart of the paper's set, kept beside the generated one so that the two can
     be compared (``benchmarks/ablations.py --rendered-aux``).
     """
