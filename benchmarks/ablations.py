@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from styo.idl import IDLConfig
+from styo.idl_run import LATER_DEFAULTS
 from styo.prompts import MAX_REPEAT, MIN_REPEAT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,9 +81,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="train and sample only this IDL variant (repeatable; default: all three, "
                          "'positive-only', 'contrastive', 'contrastive + aux'); a candidate base model "
                          "can be judged on the full method alone in a third of the time")
-    ap.add_argument("--aux-weight", type=float, default=1.0,
+    ap.add_argument("--aux-weight", type=float,
                     help="weight of IDL's auxiliary term against the source's and the target's (default: the "
-                         "paper's 1; DreamBooth weighs its class images' term with a λ)")
+                         "profile's, the paper's 1; DreamBooth weighs its class images' term with a λ)")
     ap.add_argument("--rendered-aux", action="store_true",
                     help="take each source style's auxiliary set from the renderer (faces that vary in every "
                          "attribute, as the paper's photographs do) instead of the base model's portraits")
@@ -97,8 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     for flag, value in (("--n-s", args.n_s), ("--n-c", args.n_c)):
         if not MIN_REPEAT <= value <= MAX_REPEAT:
             raise SystemExit(f"{flag} must be a whole number from {MIN_REPEAT} to {MAX_REPEAT}, got {value}")
-    if not 0 <= args.aux_weight < float("inf"):
-        raise SystemExit(f"--aux-weight must be a number >= 0 (1: the paper's), got {args.aux_weight}")
+    if args.aux_weight is not None:
+        try:  # IDLConfig owns the rule; checked here so that a bad value fails before the model loads
+            IDLConfig(aux_weight=args.aux_weight)
+        except ValueError as err:
+            raise SystemExit(f"--{str(err).replace('_', '-', 1)}") from None
     if args.self_attention is not None and not 0 < args.self_attention <= 1:
         raise SystemExit(f"--self-attention must be a fraction of the steps in (0, 1], got {args.self_attention}")
     sweep = parse_strengths(args.strength_sweep) if args.strength_sweep else []
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     config = settings.idl if args.idl_steps is None else with_steps(settings.idl, args.idl_steps)
     if args.idl_seed is not None:
         config = replace(config, seed=args.idl_seed)
-    if args.aux_weight != 1.0:
+    if args.aux_weight is not None:
         config = replace(config, aux_weight=args.aux_weight)
     unknown = sorted(set(args.variant or ()) - set(X.IDL_VARIANTS))
     if unknown:
@@ -185,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
         "idl": {"steps": config.steps, "lr": config.lr, "seed": config.seed, "aux": len(next(iter(aux.values()))),
                 "aux_styles": [s for s in aux if s is not None],
                 **({"aux_rendered": True} if args.rendered_aux else {}),
-                **({"aux_weight": config.aux_weight} if config.aux_weight != 1.0 else {})},
+                **({"aux_weight": config.aux_weight}
+                   if config.aux_weight != LATER_DEFAULTS["aux_weight"] else {})},
         "n_images": args.n_images,
         "stylization": {**repeats, "strength": settings.strength, "guidance": guidance},
         "pairs": list(pairs),
