@@ -200,12 +200,18 @@ def load_aux_folder(
 
 
 def model_fingerprint(pipe, values: tuple[str, ...] = ("unet", "vae", "text_encoder")) -> str:
-    """A cheap identity of a pipeline: module classes and shapes, plus leading weight values.
+    """A cheap identity of a pipeline: module classes and shapes, leading weight values, and the
+    row sums of every embedding table.
 
     Hashing all of SD's weights would take seconds; the first values of every tensor tell two
     checkpoints (or a base model from its fine-tuned self) apart just as well, and do not depend on
-    the folder or hub id the model was loaded from. Only the modules named in ``values``
-    contribute weights (IDL leaves out the ones its checkpoints overwrite anyway).
+    the folder or hub id the model was loaded from. An embedding table is the exception: an edit
+    in the manner of textual inversion changes a few words' rows and leaves the first values as
+    they were, so each row contributes a checksum: the sum of its values' bit patterns as integers,
+    which, unlike a float sum, is the same on any device in any order (a pass over the table alone,
+    on the CPU so that a full GPU needs no room for it; milliseconds even for SD's vocabulary).
+    Only the modules named in ``values`` contribute weights (IDL leaves out the ones its
+    checkpoints overwrite anyway).
     """
     h = hashlib.sha256()
     for name in ("unet", "vae", "text_encoder"):
@@ -215,6 +221,9 @@ def model_fingerprint(pipe, values: tuple[str, ...] = ("unet", "vae", "text_enco
         if name in values:
             heads = torch.cat([p.detach().flatten()[:4].float() for p in params])
             h.update(heads.cpu().numpy().tobytes())
+            for table in (m.weight for m in module.modules() if isinstance(m, torch.nn.Embedding)):
+                bits = table.detach().cpu().float().contiguous().view(torch.int32)
+                h.update(bits.sum(1, dtype=torch.int64).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -217,3 +217,26 @@ def test_generate_aux_caches_and_extends(tmp_path, monkeypatch):
     generate_aux(tiny_pipeline(1), 1, **kw)
     assert calls == [2, 1, 1, 1, 1], "another seed or model must not hit the cache"
     assert len(list(tmp_path.glob("aux-*"))) == 3
+
+
+def test_fingerprint_tells_apart_models_that_differ_in_one_word():
+    """An edit in the manner of textual inversion changes a few rows of the token embedding table
+    and leaves every tensor's first values alone; the fingerprint, which keys every cache, must
+    still tell the two models apart (or a cached run of one would be served for the other), and
+    must not change when nothing did."""
+    from styo.data import model_fingerprint
+
+    pipe = tiny_pipeline(0)
+    before = model_fingerprint(pipe)
+    assert model_fingerprint(tiny_pipeline(0)) == before
+    table = pipe.text_encoder.get_input_embeddings().weight
+    word = pipe.tokenizer.convert_tokens_to_ids("portrait</w>")
+    assert word > 0, "the edited row must not be the table's first, whose values the heads already read"
+    kept = table[word, -1].item()
+    with torch.no_grad():
+        table[word, -1] += 0.5
+    assert model_fingerprint(pipe) != before
+    assert model_fingerprint(pipe, values=("unet", "vae")) == model_fingerprint(tiny_pipeline(0), values=("unet", "vae"))
+    with torch.no_grad():
+        table[word, -1] = kept
+    assert model_fingerprint(pipe) == before
