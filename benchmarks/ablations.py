@@ -15,7 +15,10 @@ n_s × n_c grid (1..3 each) on the full variant's runs of the first pairs. `--cr
 every run with its style and content identifiers crossed (`styo.book.crossing`), to read which
 identifier carries the style and which the face, and `--strength-sweep` samples the full variant's
 runs from other depths of the diffused source. `--rendered-aux` takes the auxiliary sets from the
-renderer instead of the base model, and `--aux-weight` weighs their term in IDL's loss. The study
+renderer instead of the base model, and `--aux-weight` weighs their term in IDL's loss.
+`--train-augmented` reads the augmented prompt as a training-time setting, as one review of the
+paper does: IDL trains the source and target prompts repeated n_s / n_c times, and FCC's
+reconstruction branch reads the repeated source prompt. The study
 is judged against the targets below, pair by pair.
 
 Every IDL run goes through the book's cache (`--cache`, default `runs/ablation-cache`), so a
@@ -84,6 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--aux-weight", type=float,
                     help="weight of IDL's auxiliary term against the source's and the target's (default: the "
                          "profile's, the paper's 1; DreamBooth weighs its class images' term with a λ)")
+    ap.add_argument("--train-augmented", action="store_true",
+                    help="train IDL on the source and target prompts repeated --n-s / --n-c times (the "
+                         "augmented prompt read as a training-time setting) and reconstruct from the "
+                         "repeated source prompt")
     ap.add_argument("--rendered-aux", action="store_true",
                     help="take each source style's auxiliary set from the renderer (faces that vary in every "
                          "attribute, as the paper's photographs do) instead of the base model's portraits")
@@ -104,6 +111,11 @@ def main(argv: list[str] | None = None) -> None:
             IDLConfig(aux_weight=args.aux_weight)
         except ValueError as err:
             raise SystemExit(f"--{str(err).replace('_', '-', 1)}") from None
+    if args.train_augmented and args.n_s == args.n_c == 1:
+        raise SystemExit("--train-augmented repeats the prompts --n-s / --n-c times: give one of them above 1")
+    if args.train_augmented and args.crossing:
+        raise SystemExit("--crossing draws IDL's plain training prompts; it cannot read runs trained with "
+                         "--train-augmented (leave one of the two out)")
     if args.self_attention is not None and not 0 < args.self_attention <= 1:
         raise SystemExit(f"--self-attention must be a fraction of the steps in (0, 1], got {args.self_attention}")
     sweep = parse_strengths(args.strength_sweep) if args.strength_sweep else []
@@ -125,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         config = replace(config, seed=args.idl_seed)
     if args.aux_weight is not None:
         config = replace(config, aux_weight=args.aux_weight)
+    trained = {"n_s": args.n_s, "n_c": args.n_c} if args.train_augmented else {}
+    if trained:
+        config = replace(config, train_n_s=args.n_s, train_n_c=args.n_c)
     unknown = sorted(set(args.variant or ()) - set(X.IDL_VARIANTS))
     if unknown:
         raise SystemExit(f"unknown --variant {', '.join(map(repr, unknown))}; the variants are "
@@ -144,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     guidance = settings.guidance if args.guidance is None else args.guidance
     repeats = {"n_s": args.n_s, "n_c": args.n_c}
     sample = dict(strength=settings.strength, seed=0, num_images=args.n_images,
-                  num_inference_steps=settings.sample_steps, guidance_scale=guidance, **repeats)
+                  num_inference_steps=settings.sample_steps, guidance_scale=guidance, **repeats,
+                  **{f"rec_{k}": v for k, v in trained.items()})
     rows = X.ablation_rows(pipe, pairs, aux, config, variants=variants, judges=judges, segmenter=segmenter,
                            **sample)
     grid_settings = [{"n_s": a, "n_c": b} for a in GRID for b in GRID]
@@ -191,7 +207,8 @@ def main(argv: list[str] | None = None) -> None:
                 "aux_styles": [s for s in aux if s is not None],
                 **({"aux_rendered": True} if args.rendered_aux else {}),
                 **({"aux_weight": config.aux_weight}
-                   if config.aux_weight != LATER_DEFAULTS["aux_weight"] else {})},
+                   if config.aux_weight != LATER_DEFAULTS["aux_weight"] else {}),
+                **({"train_repeats": trained} if trained else {})},
         "n_images": args.n_images,
         "stylization": {**repeats, "strength": settings.strength, "guidance": guidance},
         "pairs": list(pairs),
@@ -329,11 +346,14 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
     rendered = " rendered" if record["idl"].get("aux_rendered") else ""
     weight = f", their term weighted {record['idl']['aux_weight']:g}" if "aux_weight" in record["idl"] else ""
     seed = f" (seed {record['idl']['seed']})" if record["idl"].get("seed") else ""
+    repeats = record["idl"].get("train_repeats")
+    trained = (f", trained on the augmented prompts (n_s = {repeats['n_s']}, n_c = {repeats['n_c']}) and "
+               "reconstructed from the augmented source prompt") if repeats else ""
     lines = [
         "# Ablations over many pairs", "",
         f"`benchmarks/ablations.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
         f"{len(record['pairs'])} pairs, IDL {record['idl']['steps']} steps at lr {record['idl']['lr']:g}{seed} "
-        f"with {record['idl']['aux']}{rendered} auxiliary portraits{aux_styles}{weight}, "
+        f"with {record['idl']['aux']}{rendered} auxiliary portraits{aux_styles}{weight}{trained}, "
         f"{record['n_images']} images per setting, "
         f"guidance {record['stylization'].get('guidance', 'of the profile')}, "
         f"{record['seconds'] / 60:.0f} min.", "",

@@ -313,6 +313,18 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     assert json.loads((tmp_path / "g" / "ablations.json").read_text())["idl"]["aux_weight"] == 3.0
     assert "aux_weight" not in only["idl"] and len(list((tmp_path / "cache" / "idl").iterdir())) == len(runs) + 6
     assert "their term weighted 3" in (tmp_path / "g" / "ablations.md").read_text().splitlines()[2]
+    # the augmented prompt at training time: new runs on the repeated prompts, said in the record and header
+    augmented = subprocess.run([*cmd[:-4], "--variant", "contrastive + aux", "--train-augmented", "--out-dir",
+                                str(tmp_path / "h"), "--cache", str(tmp_path / "cache")],
+                               capture_output=True, text=True, timeout=600, check=False)
+    assert augmented.returncode == 0, augmented.stderr[-2000:]
+    at_training = json.loads((tmp_path / "h" / "ablations.json").read_text())
+    assert at_training["idl"]["train_repeats"] == {"n_s": 3, "n_c": 1} and "train_repeats" not in only["idl"]
+    assert len(list((tmp_path / "cache" / "idl").iterdir())) == len(runs) + 8
+    prompts = [json.loads((d / "losses.json").read_text())["prompts"]["source"]
+               for d in (tmp_path / "cache" / "idl").iterdir()]
+    assert sum(p.count("ak47 not aug") == 3 for p in prompts) == 2  # one run per pair, on the repeated prompt
+    assert "trained on the augmented prompts (n_s = 3, n_c = 1)" in (tmp_path / "h" / "ablations.md").read_text()
     wrong = subprocess.run([*cmd, "--variant", "contrastive+aux", "--out-dir", str(tmp_path / "d")],
                            capture_output=True, text=True, timeout=600, check=False)
     assert wrong.returncode != 0 and "unknown --variant 'contrastive+aux'" in wrong.stderr
@@ -320,6 +332,9 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
         swept_bad = subprocess.run([*cmd, "--strength-sweep", bad, "--out-dir", str(tmp_path / "d")],
                                    capture_output=True, text=True, timeout=600, check=False)
         assert swept_bad.returncode != 0 and message in swept_bad.stderr.splitlines()[-1]
+    plain = subprocess.run([*cmd, "--train-augmented", "--n-s", "1", "--out-dir", str(tmp_path / "d")],
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert plain.returncode != 0 and "--train-augmented repeats the prompts" in plain.stderr
     negative = subprocess.run([*cmd, "--aux-weight", "-1", "--out-dir", str(tmp_path / "d")],
                               capture_output=True, text=True, timeout=600, check=False)
     assert negative.returncode != 0 and "--aux-weight must be a number >= 0" in negative.stderr
