@@ -361,3 +361,24 @@ def test_head_follow_reads_how_far_each_head_is_from_its_reconstruction_twin():
     text = X.follow_markdown(shared, 1.0, (0.0, 0.5))
     assert "over the first 50% of the steps" in text and "the head follows" in text
     assert "does not carry" in X.follow_markdown({**shared, X.SHARED_SELF_ATTENTION: follow[False]}, 1.0)
+
+
+def test_recorded_moves_reads_the_full_method_with_fcc_and_agrees_only_when_every_seed_does(tmp_path):
+    """Each seed's line reads the full method *with FCC* from both studies; a score's verb is given
+    only when the seeds move it the same way, so one seed's luck is never reported as the setting's."""
+    import json
+
+    def study(name, joint, style, other=0.0):
+        means = [{"variant": X.FULL_IDL, "fcc": True, "joint": joint, "style": style, "content": 0.5},
+                 {"variant": X.FULL_IDL, "fcc": False, "joint": other, "style": other, "content": other},
+                 {"variant": "contrastive", "fcc": True, "joint": other, "style": other, "content": other}]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"model": "m", "means": means}))
+
+    study("a0", 0.2, 0.7)
+    study("b0", 0.3, 0.6, other=0.9)
+    study("a1", 0.3, 0.7)
+    study("b1", 0.2, 0.5)
+    lines, moves = X.recorded_moves({0: ("a0", "b0"), 1: ("a1", "b1")}, results_dir=tmp_path)
+    assert lines == ["IDL seed 0 (m): joint 0.20 → 0.30, style 0.70 → 0.60, content 0.50 → 0.50",
+                     "IDL seed 1 (m): joint 0.30 → 0.20, style 0.70 → 0.50, content 0.50 → 0.50"]
+    assert moves == {"joint": None, "style": "falls", "content": "stays the same"}

@@ -836,6 +836,28 @@ def study_markdown_sections(study: Mapping[str, Any]) -> list[str]:
             *(render(study) for key, render in parts.items() if study.get(key))]
 
 
+def recorded_moves(by_seed: Mapping[int, tuple[str, str]], scores: Sequence[str] = ("joint", "style", "content"),
+                   results_dir: Any = None) -> tuple[list[str], dict[str, str | None]]:
+    """How the full method with FCC moved from one recorded study to another, once per IDL seed.
+
+    ``by_seed`` maps a seed to the names (``benchmarks/ablations.py --name``) of its study before and
+    after a change of setting. Returns a line per seed (each score, before → after) and each
+    score's verb (:func:`change`) where every seed agrees, else None: one seed's move is the draw's
+    as much as the setting's (chapter 9 measures how much).
+    """
+    from .results import RESULTS, ablation_study
+
+    lines, verbs = [], {k: set() for k in scores}
+    for seed, names in by_seed.items():
+        studies = [ablation_study(results_dir or RESULTS, name) for name in names]
+        before, after = (next(m for m in s["means"] if m["variant"] == FULL_IDL and m["fcc"]) for s in studies)
+        lines.append(f"IDL seed {seed} ({studies[0]['model']}): "
+                     + ", ".join(f"{k} {before[k]:.2f} → {after[k]:.2f}" for k in scores))
+        for k in scores:
+            verbs[k].add(change(before[k], after[k]))
+    return lines, {k: v.pop() if len(v) == 1 else None for k, v in verbs.items()}
+
+
 def recorded_study_markdown(study: Mapping[str, Any] | None, fingerprint: str, strength: float,
                             guidance: float | None = None) -> str:
     """The committed larger ablation study (``benchmarks/ablations.py``), or why it does not apply
@@ -867,7 +889,7 @@ __all__ = [
     "contrasting_attributes", "depth_verdict",
     "diversity", "encodings_verdict", "first_images", "follow_markdown", "format_table", "grid_study_markdown", "head_follow", "ideal_rows", "mean_rows", "pair_aux",
     "pair_grid",
-    "plain_prompt_verdict", "plot_bars", "plot_by_strength", "recorded_study_markdown",
+    "plain_prompt_verdict", "plot_bars", "plot_by_strength", "recorded_moves", "recorded_study_markdown",
     "repetition_claims", "restore_weights", "score", "score_pair", "sharpness_markdown",
     "snapshot_weights", "study_markdown_sections", "stylize_rows", "trend", "window_verdict",
 ]
