@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from styo.idl import IDLConfig
-from styo.idl_run import LATER_DEFAULTS
+from styo.idl_run import later_settings
 from styo.prompts import MAX_REPEAT, MIN_REPEAT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         config = replace(config, seed=args.idl_seed)
     if args.aux_weight is not None:
         config = replace(config, aux_weight=args.aux_weight)
-    trained = {"n_s": args.n_s, "n_c": args.n_c} if args.train_augmented else {}
-    if trained:
-        config = replace(config, train_n_s=args.n_s, train_n_c=args.n_c)
+    repeats = {"n_s": args.n_s, "n_c": args.n_c}
+    trained = repeats if args.train_augmented else {}
+    config = replace(config, **{f"train_{k}": v for k, v in trained.items()})
     unknown = sorted(set(args.variant or ()) - set(X.IDL_VARIANTS))
     if unknown:
         raise SystemExit(f"unknown --variant {', '.join(map(repr, unknown))}; the variants are "
@@ -157,7 +157,6 @@ def main(argv: list[str] | None = None) -> None:
     judges, segmenter = load_judges(), load_segmenter()
     ideal = X.ideal_rows(pipe, pairs, judges, segmenter)
     guidance = settings.guidance if args.guidance is None else args.guidance
-    repeats = {"n_s": args.n_s, "n_c": args.n_c}
     sample = dict(strength=settings.strength, seed=0, num_images=args.n_images,
                   num_inference_steps=settings.sample_steps, guidance_scale=guidance, **repeats,
                   **{f"rec_{k}": v for k, v in trained.items()})
@@ -206,8 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         "idl": {"steps": config.steps, "lr": config.lr, "seed": config.seed, "aux": len(next(iter(aux.values()))),
                 "aux_styles": [s for s in aux if s is not None],
                 **({"aux_rendered": True} if args.rendered_aux else {}),
-                **({"aux_weight": config.aux_weight}
-                   if config.aux_weight != LATER_DEFAULTS["aux_weight"] else {}),
+                **later_settings(config),
                 **({"train_repeats": trained} if trained else {})},
         "n_images": args.n_images,
         "stylization": {**repeats, "strength": settings.strength, "guidance": guidance},

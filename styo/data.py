@@ -200,8 +200,8 @@ def load_aux_folder(
 
 
 def model_fingerprint(pipe, values: tuple[str, ...] = ("unet", "vae", "text_encoder")) -> str:
-    """A cheap identity of a pipeline: module classes and shapes, leading weight values, and the
-    row sums of every embedding table.
+    """A cheap identity of a pipeline: module classes and shapes, leading weight values, and a
+    checksum of every row of each embedding table.
 
     Hashing all of SD's weights would take seconds; the first values of every tensor tell two
     checkpoints (or a base model from its fine-tuned self) apart just as well, and do not depend on

@@ -70,10 +70,15 @@ def _frozen_modules(config: Any) -> tuple[str, ...]:
     return tuple(frozen + (["unet"] if config.lora_rank is not None else []))
 
 
+def later_settings(config: Any) -> dict[str, Any]:
+    """The settings of ``LATER_DEFAULTS`` that ``config`` moves off the value every earlier run had."""
+    return {k: getattr(config, k) for k, earlier in LATER_DEFAULTS.items() if getattr(config, k) != earlier}
+
+
 def run_fingerprint(pipe, config: Any, source, target, aux) -> dict[str, Any]:
     """Everything that shapes the trajectory; a resume with a different one is refused."""
     trajectory = {k: v for k, v in config.to_dict().items()
-                  if k not in TRAJECTORY_FREE and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+                  if k not in TRAJECTORY_FREE and k not in LATER_DEFAULTS} | later_settings(config)
     return {
         "config": trajectory,
         "model": model_fingerprint(pipe, _frozen_modules(config)),
