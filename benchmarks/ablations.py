@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="train IDL on the source and target prompts repeated --n-s / --n-c times (the "
                          "augmented prompt read as a training-time setting) and reconstruct from the "
                          "repeated source prompt")
+    ap.add_argument("--augment-target", action="store_true",
+                    help="train IDL's target term on the target image's colour permutations and mirror images, "
+                         "one drawn per step (so no identifier can name the target's colours or tilt; an "
+                         "extension, not the paper's method)")
     ap.add_argument("--rendered-aux", action="store_true",
                     help="take each source style's auxiliary set from the renderer (faces that vary in every "
                          "attribute, as the paper's photographs do) instead of the base model's portraits")
@@ -137,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         config = replace(config, seed=args.idl_seed)
     if args.aux_weight is not None:
         config = replace(config, aux_weight=args.aux_weight)
+    if args.augment_target:
+        config = replace(config, augment_target=True)
     repeats = {"n_s": args.n_s, "n_c": args.n_c}
     trained = repeats if args.train_augmented else {}
     config = replace(config, **{f"train_{k}": v for k, v in trained.items()})
@@ -345,7 +351,9 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
     weight = f", their term weighted {record['idl']['aux_weight']:g}" if "aux_weight" in record["idl"] else ""
     seed = f" (seed {record['idl']['seed']})" if record["idl"].get("seed") else ""
     repeats = record["idl"].get("train_repeats")
-    trained = (f", trained on the augmented prompts (n_s = {repeats['n_s']}, n_c = {repeats['n_c']}) and "
+    trained = ", the target term on the target's colour permutations and mirror images" if record["idl"].get(
+        "augment_target") else ""
+    trained += (f", trained on the augmented prompts (n_s = {repeats['n_s']}, n_c = {repeats['n_c']}) and "
                "reconstructed from the augmented source prompt") if repeats else ""
     lines = [
         "# Ablations over many pairs", "",

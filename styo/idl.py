@@ -26,6 +26,7 @@ reaches exactly the weights and losses of an uninterrupted run.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, StableDiffusionPipeline
@@ -54,7 +56,7 @@ from .prompts import (
 )
 
 __all__ = ["IDLConfig", "IDLResult", "TrainingInterrupted", "evaluate", "idl_loss",
-           "prompts_for", "run_fingerprint", "term_weights", "train"]
+           "prompts_for", "run_fingerprint", "target_variants", "term_weights", "train"]
 
 _MIXED = ("no", "fp16", "bf16")
 
@@ -74,7 +76,9 @@ class IDLConfig:
     at SD scale (fp32 UNet plus Adam moments is about 10 GB per checkpoint). ``aux_weight`` weighs
     the auxiliary term against the other two (the paper's 1; DreamBooth's λ for its class images):
     when the auxiliary portraits are the base model's own (the generated set), a heavier term also
-    holds the fine-tuned model nearer the base one.
+    holds the fine-tuned model nearer the base one. ``augment_target`` trains the target term on
+    :func:`target_variants` of the target image, one drawn per step, instead of the image alone (an
+    extension, not the paper's method).
     """
 
     steps: int = PAPER_SD["steps"]
@@ -97,6 +101,7 @@ class IDLConfig:
     max_grad_norm: float | None = 1.0
     weight_decay: float = 0.0
     aux_weight: float = 1.0
+    augment_target: bool = False
 
     def __post_init__(self) -> None:
         positive = {
@@ -146,18 +151,37 @@ def prompts_for(config: IDLConfig) -> dict[str, str]:
     return prompts
 
 
+def target_variants(image: Image.Image) -> list[Image.Image]:
+    """The target image under every permutation of its colour channels, each as drawn and
+    mirrored: twelve pictures with the target's strokes, tiles or dots and other colours.
+
+    One picture binds everything in it to the target's identifiers, its colours and its pose as
+    much as its texture; trained on all twelve under the one target prompt, no identifier can name
+    the target's colours or which way its head tilts, so what a stylization takes from
+    ``[S_tgt]`` is more nearly the style alone. The first variant is the image itself.
+    """
+    pixels = np.asarray(image.convert("RGB"))
+    variants = []
+    for order in itertools.permutations(range(3)):
+        recoloured = pixels[:, :, list(order)]
+        variants += [recoloured, recoloured[:, ::-1]]
+    return [Image.fromarray(np.ascontiguousarray(v)) for v in variants]
+
+
 # --- fixed inputs ------------------------------------------------------------------------------
 
 
 @dataclass
 class _Fixed:
-    """Tensors computed once: posterior mean/std of [source, target, *aux] and prompt inputs."""
+    """Tensors computed once: posterior mean/std of [source, *targets, *aux] and prompt inputs
+    (``targets``: the target image, or its :func:`target_variants`)."""
 
     mean: torch.Tensor
     std: torch.Tensor
     ids: torch.Tensor
     embeds: torch.Tensor | None
     n_aux: int
+    n_targets: int = 1
 
 
 def _check_images(pipe, images: dict[str, list[Image.Image]]) -> None:
@@ -194,14 +218,16 @@ def _tokenize(tokenizer, prompts: list[str], device) -> torch.Tensor:
     ).input_ids.to(device)
 
 
-def _prepare_fixed(pipe, source, target, aux, prompts, device, embed: bool) -> _Fixed:
-    mean, std = _encode_images(pipe.vae, [source, target, *aux], device)
+def _prepare_fixed(pipe, source, target, aux, prompts, device, embed: bool,
+                   augment_target: bool = False) -> _Fixed:
+    targets = target_variants(target) if augment_target else [target]
+    mean, std = _encode_images(pipe.vae, [source, *targets, *aux], device)
     ids = _tokenize(pipe.tokenizer, list(prompts.values()), device)
     embeds = None
     if embed:
         with torch.no_grad():
             embeds = pipe.text_encoder(ids)[0].float()
-    return _Fixed(mean, std, ids, embeds, len(aux))
+    return _Fixed(mean, std, ids, embeds, len(aux), len(targets))
 
 
 # --- one step ---------------------------------------------------------------------------------
@@ -213,17 +239,23 @@ def step_generator(seed: int, micro_step: int, process: int = 0) -> torch.Genera
 
 
 def draw_batch(gen: torch.Generator, fixed: _Fixed, n_terms: int, b: int, num_t: int, device):
-    """Image and prompt index per sample, timesteps, noise and posterior sample, from ``gen``."""
-    aux_idx = torch.randint(fixed.n_aux, (b,), generator=gen) + 2 if n_terms == 3 else None
-    image_idx = torch.cat(
-        [torch.zeros(b, dtype=torch.long), torch.ones(b, dtype=torch.long)]
-        + ([aux_idx] if aux_idx is not None else [])
-    )
-    prompt_idx = torch.arange(n_terms).repeat_interleave(b)
+    """Image and prompt index per sample, timesteps, noise and posterior sample, from ``gen``.
+
+    With one target image the draws are those of every run made before target variants existed;
+    the variant index is drawn last, and only when there are several."""
+    first_aux = 1 + fixed.n_targets
+    aux_idx = torch.randint(fixed.n_aux, (b,), generator=gen) + first_aux if n_terms == 3 else None
+    target_idx = torch.ones(b, dtype=torch.long)
     shape = (n_terms * b, *fixed.mean.shape[1:])
     t = torch.randint(0, num_t, (n_terms * b,), generator=gen)
     noise = torch.randn(shape, generator=gen)
     eps = torch.randn(shape, generator=gen)
+    if fixed.n_targets > 1:
+        target_idx = torch.randint(fixed.n_targets, (b,), generator=gen) + 1
+    image_idx = torch.cat(
+        [torch.zeros(b, dtype=torch.long), target_idx] + ([aux_idx] if aux_idx is not None else [])
+    )
+    prompt_idx = torch.arange(n_terms).repeat_interleave(b)
     z0 = fixed.mean[image_idx.to(device)] + fixed.std[image_idx.to(device)] * eps.to(device)
     return z0, prompt_idx.to(device), t.to(device), noise.to(device)
 
@@ -306,7 +338,7 @@ def train(
 
     # What never changes: image posteriors, token ids, prompt embeddings (frozen text encoder).
     fixed = _prepare_fixed(pipe, source, target, aux, prompts, device,
-                           embed=not config.train_text_encoder)
+                           embed=not config.train_text_encoder, augment_target=config.augment_target)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     n_terms, accumulate = len(prompts), config.gradient_accumulation_steps
     weights = term_weights(config, n_terms).to(device)

@@ -325,6 +325,14 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
                for d in (tmp_path / "cache" / "idl").iterdir()]
     assert sum(p.count("ak47 not aug") == 3 for p in prompts) == 2  # one run per pair, on the repeated prompt
     assert "trained on the augmented prompts (n_s = 3, n_c = 1)" in (tmp_path / "h" / "ablations.md").read_text()
+    # the target term on the target's variants: new runs, said in the record and header
+    varied = subprocess.run([*cmd[:-4], "--variant", "contrastive + aux", "--augment-target", "--out-dir",
+                             str(tmp_path / "i"), "--cache", str(tmp_path / "cache")],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert varied.returncode == 0, varied.stderr[-2000:]
+    assert json.loads((tmp_path / "i" / "ablations.json").read_text())["idl"]["augment_target"] is True
+    assert "augment_target" not in only["idl"] and len(list((tmp_path / "cache" / "idl").iterdir())) == len(runs) + 10
+    assert "colour permutations and mirror images" in (tmp_path / "i" / "ablations.md").read_text().splitlines()[2]
     wrong = subprocess.run([*cmd, "--variant", "contrastive+aux", "--out-dir", str(tmp_path / "d")],
                            capture_output=True, text=True, timeout=600, check=False)
     assert wrong.returncode != 0 and "unknown --variant 'contrastive+aux'" in wrong.stderr

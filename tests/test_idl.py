@@ -175,6 +175,57 @@ def test_the_auxiliary_terms_weight(images, tmp_path):
     assert run_fingerprint(pipe, heavier, source, target, aux)["config"]["aux_weight"] == 3.0
 
 
+def test_target_variants_recolour_and_mirror_the_target():
+    """Twelve variants: every order of the colour channels, as drawn and mirrored, the image first."""
+    from styo.idl import target_variants
+
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    pixels = np.asarray(image)
+    variants = [np.asarray(v) for v in target_variants(image)]
+    assert len(variants) == 12 and np.array_equal(variants[0], pixels)
+    assert len({v.tobytes() for v in variants}) == 12
+    for drawn, mirrored in zip(variants[::2], variants[1::2], strict=True):
+        assert np.array_equal(mirrored, drawn[:, ::-1])
+        # the same three channels, reordered: each channel of the variant is one of the image's
+        assert all(any(np.array_equal(drawn[..., c], pixels[..., k]) for k in range(3)) for c in range(3))
+    assert np.array_equal(np.asarray(image), pixels)  # the caller's image is untouched
+
+
+def test_augmented_target_draws_its_variants(images, tmp_path):
+    """With ``augment_target`` the target term sees several variants and the auxiliary draws skip
+    them; without it every draw is the one runs made before the setting existed."""
+    from styo.idl import _prepare_fixed, draw_batch, run_fingerprint, step_generator
+
+    source, target, aux = images
+    pipe = tiny_pipeline(0)
+    prompts = prompts_for(IDLConfig())
+    plain = _prepare_fixed(pipe, source, target, aux, prompts, "cpu", embed=True)
+    varied = _prepare_fixed(pipe, source, target, aux, prompts, "cpu", embed=True, augment_target=True)
+    assert (plain.n_targets, varied.n_targets) == (1, 12) and len(varied.mean) == len(plain.mean) + 11
+    seen = set()
+    for step in range(40):
+        z_plain, _, t_plain, n_plain = draw_batch(step_generator(0, step), plain, 3, 2, 1000, "cpu")
+        z_var, _, t_var, n_var = draw_batch(step_generator(0, step), varied, 3, 2, 1000, "cpu")
+        assert torch.equal(t_plain, t_var) and torch.equal(n_plain, n_var)
+        torch.testing.assert_close(z_plain[:2], z_var[:2])  # the source's
+        torch.testing.assert_close(z_plain[4:], z_var[4:])  # the auxiliary portraits'
+        eps = (z_plain[2:4] - plain.mean[1]) / plain.std[1]  # the posterior draws, shared
+        for z, e in zip(z_var[2:4], eps, strict=True):
+            misfit = [float((z - varied.mean[i] - varied.std[i] * e).abs().max()) for i in range(1, 13)]
+            assert min(misfit) < 1e-4  # exactly one of the variants
+            seen.add(int(np.argmin(misfit)))
+    assert len(seen) > 3
+    config = IDLConfig(steps=2, lr=1e-3, checkpoint_every=0, augment_target=True)
+    assert run_fingerprint(pipe, config, source, target, aux)["config"]["augment_target"] is True
+    assert "augment_target" not in run_fingerprint(pipe, IDLConfig(), source, target, aux)["config"]
+    a, b = tiny_pipeline(0), tiny_pipeline(0)
+    train(a, source, target, aux, config, output_dir=tmp_path / "a", progress=False)
+    train(b, source, target, aux, IDLConfig(steps=2, lr=1e-3, checkpoint_every=0), output_dir=tmp_path / "b",
+          progress=False)
+    assert not all(torch.equal(x, y) for x, y in zip(_unet_state(a).values(), _unet_state(b).values(), strict=True))
+
+
 def test_no_aux_positive_only_and_v_prediction(images, tmp_path):
     source, target, _ = images
     pipe = tiny_pipeline(0)
