@@ -157,8 +157,9 @@ def target_variants(image: Image.Image) -> list[Image.Image]:
 
     One picture binds everything in it to the target's identifiers, its colours and its pose as
     much as its texture; trained on all twelve under the one target prompt, no identifier can name
-    the target's colours or which way its head tilts, so what a stylization takes from
-    ``[S_tgt]`` is more nearly the style alone. The first variant is the image itself.
+    the target's colours or which way its head tilts, so that what a stylization takes from
+    ``[S_tgt]`` is more nearly the style alone (docs/design.md §3 has what it measured on the
+    miniature model). The first variant is the image itself.
     """
     pixels = np.asarray(image.convert("RGB"))
     variants = []
