@@ -351,15 +351,15 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
     weight = f", their term weighted {record['idl']['aux_weight']:g}" if "aux_weight" in record["idl"] else ""
     seed = f" (seed {record['idl']['seed']})" if record["idl"].get("seed") else ""
     repeats = record["idl"].get("train_repeats")
-    trained = ", the target term on the target's colour permutations and mirror images" if record["idl"].get(
+    varied = ", the target term on the target's colour permutations and mirror images" if record["idl"].get(
         "augment_target") else ""
-    trained += (f", trained on the augmented prompts (n_s = {repeats['n_s']}, n_c = {repeats['n_c']}) and "
+    trained = (f", trained on the augmented prompts (n_s = {repeats['n_s']}, n_c = {repeats['n_c']}) and "
                "reconstructed from the augmented source prompt") if repeats else ""
     lines = [
         "# Ablations over many pairs", "",
         f"`benchmarks/ablations.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
         f"{len(record['pairs'])} pairs, IDL {record['idl']['steps']} steps at lr {record['idl']['lr']:g}{seed} "
-        f"with {record['idl']['aux']}{rendered} auxiliary portraits{aux_styles}{weight}{trained}, "
+        f"with {record['idl']['aux']}{rendered} auxiliary portraits{aux_styles}{weight}{varied}{trained}, "
         f"{record['n_images']} images per setting, "
         f"guidance {record['stylization'].get('guidance', 'of the profile')}, "
         f"{record['seconds'] / 60:.0f} min.", "",
