@@ -246,13 +246,12 @@ def draw_batch(gen: torch.Generator, fixed: _Fixed, n_terms: int, b: int, num_t:
     the variant index is drawn last, and only when there are several."""
     first_aux = 1 + fixed.n_targets
     aux_idx = torch.randint(fixed.n_aux, (b,), generator=gen) + first_aux if n_terms == 3 else None
-    target_idx = torch.ones(b, dtype=torch.long)
     shape = (n_terms * b, *fixed.mean.shape[1:])
     t = torch.randint(0, num_t, (n_terms * b,), generator=gen)
     noise = torch.randn(shape, generator=gen)
     eps = torch.randn(shape, generator=gen)
-    if fixed.n_targets > 1:
-        target_idx = torch.randint(fixed.n_targets, (b,), generator=gen) + 1
+    target_idx = (torch.randint(fixed.n_targets, (b,), generator=gen) + 1 if fixed.n_targets > 1
+                  else torch.ones(b, dtype=torch.long))
     image_idx = torch.cat(
         [torch.zeros(b, dtype=torch.long), target_idx] + ([aux_idx] if aux_idx is not None else [])
     )
