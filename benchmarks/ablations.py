@@ -18,7 +18,9 @@ runs from other depths of the diffused source. `--rendered-aux` takes the auxili
 renderer instead of the base model, and `--aux-weight` weighs their term in IDL's loss.
 `--train-augmented` reads the augmented prompt as a training-time setting, as one review of the
 paper does: IDL trains the source and target prompts repeated n_s / n_c times, and FCC's
-reconstruction branch reads the repeated source prompt. The study
+reconstruction branch reads the repeated source prompt. `--augment-target` and `--target-aux`
+are the target side's extensions: the target's recoloured and mirrored variants, and auxiliary
+portraits painted with its texture. The study
 is judged against the targets below, pair by pair.
 
 Every IDL run goes through the book's cache (`--cache`, default `runs/ablation-cache`), so a
@@ -95,6 +97,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="train IDL's target term on the target image's colour permutations and mirror images, "
                          "one drawn per step (so no identifier can name the target's colours or tilt; an "
                          "extension, not the paper's method)")
+    ap.add_argument("--target-aux", type=int, default=0, metavar="N",
+                    help="add IDL's target-side auxiliary term: the first N auxiliary portraits painted with "
+                         "the target's texture (styo.texture_transfer) under 'a drawing with [S_tgt] not "
+                         "[S_src] style of portrait' (an extension, not the paper's method)")
     ap.add_argument("--rendered-aux", action="store_true",
                     help="take each source style's auxiliary set from the renderer (faces that vary in every "
                          "attribute, as the paper's photographs do) instead of the base model's portraits")
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
             IDLConfig(aux_weight=args.aux_weight)
         except ValueError as err:
             raise SystemExit(f"--{str(err).replace('_', '-', 1)}") from None
+    if args.target_aux < 0:
+        raise SystemExit(f"--target-aux must be a whole number >= 0 (0: the paper's method), got {args.target_aux}")
     if args.train_augmented and args.n_s == args.n_c == 1:
         raise SystemExit("--train-augmented repeats the prompts --n-s / --n-c times: give one of them above 1")
     if args.train_augmented and args.crossing:
@@ -143,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         config = replace(config, aux_weight=args.aux_weight)
     if args.augment_target:
         config = replace(config, augment_target=True)
+    if args.target_aux:
+        config = replace(config, target_aux=args.target_aux)
     repeats = {"n_s": args.n_s, "n_c": args.n_c}
     trained = repeats if args.train_augmented else {}
     config = replace(config, **{f"train_{k}": v for k, v in trained.items()})
@@ -151,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown --variant {', '.join(map(repr, unknown))}; the variants are "
                          f"{', '.join(map(repr, X.IDL_VARIANTS))}")
     variants = {v: f for v, f in X.IDL_VARIANTS.items() if not args.variant or v in args.variant}
+    # the painted portraits are the auxiliary ones: the variants without them train without either
+    variants = {v: {**f, "target_aux": 0} if config.target_aux and not f["use_aux"] else f for v, f in variants.items()}
     extras = args.grid_pairs or args.paper_strength or args.self_attention or args.content_encodings or sweep
     if extras and X.FULL_IDL not in variants:
         raise SystemExit(f"--grid-pairs, --paper-strength, --self-attention, --content-encodings and --strength-sweep "
@@ -353,13 +365,16 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
     repeats = record["idl"].get("train_repeats")
     varied = ", the target term on the target's colour permutations and mirror images" if record["idl"].get(
         "augment_target") else ""
+    painted = record["idl"].get("target_aux")
+    painted = (f", and {painted} of them painted with the target's texture for a target-side term"
+               if painted else "")
     trained = (f", trained on the augmented prompts (n_s = {repeats['n_s']}, n_c = {repeats['n_c']}) and "
                "reconstructed from the augmented source prompt") if repeats else ""
     lines = [
         "# Ablations over many pairs", "",
         f"`benchmarks/ablations.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
         f"{len(record['pairs'])} pairs, IDL {record['idl']['steps']} steps at lr {record['idl']['lr']:g}{seed} "
-        f"with {record['idl']['aux']}{rendered} auxiliary portraits{aux_styles}{weight}{varied}{trained}, "
+        f"with {record['idl']['aux']}{rendered} auxiliary portraits{aux_styles}{weight}{painted}{varied}{trained}, "
         f"{record['n_images']} images per setting, "
         f"guidance {record['stylization'].get('guidance', 'of the profile')}, "
         f"{record['seconds'] / 60:.0f} min.", "",

@@ -52,8 +52,10 @@ from .prompts import (
     check_length,
     source_prompt,
     styo_prompt,
+    target_aux_prompt,
     target_prompt,
 )
+from .texture_transfer import painted_portraits
 
 __all__ = ["IDLConfig", "IDLResult", "TrainingInterrupted", "evaluate", "idl_loss",
            "prompts_for", "run_fingerprint", "target_variants", "term_weights", "train"]
@@ -78,7 +80,11 @@ class IDLConfig:
     when the auxiliary portraits are the base model's own (the generated set), a heavier term also
     holds the fine-tuned model nearer the base one. ``augment_target`` trains the target term on
     :func:`target_variants` of the target image, one drawn per step, instead of the image alone (an
-    extension, not the paper's method).
+    extension, not the paper's method). ``target_aux=n`` adds a fourth term, the target side's
+    counterpart of the auxiliary set: the first ``n`` auxiliary portraits painted with the target's
+    texture (:func:`styo.texture_transfer.painted_portraits`) under ``a drawing with [S_tgt] not
+    [S_src] style of portrait``, weighed like the auxiliary term, so that ``[S_tgt]`` sees its style
+    on faces other than the target's (an extension; 0 is the paper's method).
     """
 
     steps: int = PAPER_SD["steps"]
@@ -102,6 +108,7 @@ class IDLConfig:
     weight_decay: float = 0.0
     aux_weight: float = 1.0
     augment_target: bool = False
+    target_aux: int = 0
 
     def __post_init__(self) -> None:
         positive = {
@@ -117,6 +124,11 @@ class IDLConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not self.aux_weight >= 0 or not math.isfinite(self.aux_weight):
             raise ValueError(f"aux_weight must be a number >= 0 (1: the paper's), got {self.aux_weight!r}")
+        if not isinstance(self.target_aux, int) or isinstance(self.target_aux, bool) or self.target_aux < 0:
+            raise ValueError(f"target_aux must be an integer >= 0 (0: the paper's method), got {self.target_aux!r}")
+        if self.target_aux and not self.use_aux:
+            raise ValueError("target_aux paints the auxiliary portraits, so it needs use_aux=True; "
+                             "set target_aux=0 for the no-aux ablation")
         if self.checkpoint_every < 0:
             raise ValueError(
                 f"checkpoint_every must be >= 0 (0: only on interrupt), got {self.checkpoint_every}"
@@ -140,7 +152,8 @@ class IDLConfig:
 
 
 def prompts_for(config: IDLConfig) -> dict[str, str]:
-    """The training prompts by term: ``source``, ``target`` and (unless no-aux) ``aux``."""
+    """The training prompts by term: ``source``, ``target``, (unless no-aux) ``aux`` and (with
+    ``target_aux``) ``target_aux``."""
     ids, neg, n_s, n_c = config.ids, config.negative, config.train_n_s, config.train_n_c
     prompts = {
         "source": source_prompt(ids, neg, n_s, n_c),
@@ -148,6 +161,8 @@ def prompts_for(config: IDLConfig) -> dict[str, str]:
     }
     if config.use_aux:
         prompts["aux"] = aux_prompt(ids, neg)
+    if config.target_aux:
+        prompts["target_aux"] = target_aux_prompt(ids, neg)
     return prompts
 
 
@@ -174,8 +189,9 @@ def target_variants(image: Image.Image) -> list[Image.Image]:
 
 @dataclass
 class _Fixed:
-    """Tensors computed once: posterior mean/std of [source, *targets, *aux] and prompt inputs
-    (``targets``: the target image, or its :func:`target_variants`)."""
+    """Tensors computed once: posterior mean/std of [source, *targets, *aux, *painted] and prompt
+    inputs (``targets``: the target image, or its :func:`target_variants`; ``painted``: the
+    auxiliary portraits painted with the target's texture, when the run has them)."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -183,6 +199,7 @@ class _Fixed:
     embeds: torch.Tensor | None
     n_aux: int
     n_targets: int = 1
+    n_painted: int = 0
 
 
 def _check_images(pipe, images: dict[str, list[Image.Image]]) -> None:
@@ -220,15 +237,16 @@ def _tokenize(tokenizer, prompts: list[str], device) -> torch.Tensor:
 
 
 def _prepare_fixed(pipe, source, target, aux, prompts, device, embed: bool,
-                   augment_target: bool = False) -> _Fixed:
+                   augment_target: bool = False, target_aux: int = 0) -> _Fixed:
     targets = target_variants(target) if augment_target else [target]
-    mean, std = _encode_images(pipe.vae, [source, *targets, *aux], device)
+    painted = painted_portraits(target, aux, target_aux) if target_aux else []
+    mean, std = _encode_images(pipe.vae, [source, *targets, *aux, *painted], device)
     ids = _tokenize(pipe.tokenizer, list(prompts.values()), device)
     embeds = None
     if embed:
         with torch.no_grad():
             embeds = pipe.text_encoder(ids)[0].float()
-    return _Fixed(mean, std, ids, embeds, len(aux), len(targets))
+    return _Fixed(mean, std, ids, embeds, len(aux), len(targets), len(painted))
 
 
 # --- one step ---------------------------------------------------------------------------------
@@ -242,10 +260,13 @@ def step_generator(seed: int, micro_step: int, process: int = 0) -> torch.Genera
 def draw_batch(gen: torch.Generator, fixed: _Fixed, n_terms: int, b: int, num_t: int, device):
     """Image and prompt index per sample, timesteps, noise and posterior sample, from ``gen``.
 
-    With one target image the draws are those of every run made before target variants existed;
-    the variant index is drawn last, and only when there are several."""
+    With one target image and no painted portraits the draws are those of every run made before
+    either existed: the painted portraits' index is drawn right after the auxiliary one, the target
+    variant's last, each only when the run has them."""
     first_aux = 1 + fixed.n_targets
-    aux_idx = torch.randint(fixed.n_aux, (b,), generator=gen) + first_aux if n_terms == 3 else None
+    aux_idx = torch.randint(fixed.n_aux, (b,), generator=gen) + first_aux if n_terms >= 3 else None
+    painted_idx = (torch.randint(fixed.n_painted, (b,), generator=gen) + first_aux + fixed.n_aux
+                   if n_terms == 4 else None)
     shape = (n_terms * b, *fixed.mean.shape[1:])
     t = torch.randint(0, num_t, (n_terms * b,), generator=gen)
     noise = torch.randn(shape, generator=gen)
@@ -253,7 +274,8 @@ def draw_batch(gen: torch.Generator, fixed: _Fixed, n_terms: int, b: int, num_t:
     target_idx = (torch.randint(fixed.n_targets, (b,), generator=gen) + 1 if fixed.n_targets > 1
                   else torch.ones(b, dtype=torch.long))
     image_idx = torch.cat(
-        [torch.zeros(b, dtype=torch.long), target_idx] + ([aux_idx] if aux_idx is not None else [])
+        [torch.zeros(b, dtype=torch.long), target_idx]
+        + [idx for idx in (aux_idx, painted_idx) if idx is not None]
     )
     prompt_idx = torch.arange(n_terms).repeat_interleave(b)
     z0 = fixed.mean[image_idx.to(device)] + fixed.std[image_idx.to(device)] * eps.to(device)
@@ -282,8 +304,8 @@ def idl_loss(unet, scheduler: DDPMScheduler, z0, t, noise, embeds, n_terms: int)
 
 def term_weights(config: IDLConfig, n_terms: int) -> torch.Tensor:
     """The weight of each loss term: 1 for the source and the target, ``aux_weight`` for the
-    auxiliary portraits (when the run has them)."""
-    return torch.tensor([1.0, 1.0, config.aux_weight][:n_terms])
+    auxiliary portraits and for the painted ones (when the run has them)."""
+    return torch.tensor([1.0, 1.0, config.aux_weight, config.aux_weight][:n_terms])
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -315,6 +337,9 @@ def train(
     if config.use_aux and not aux:
         raise ValueError("the auxiliary set is empty; pass aux images or set use_aux=False")
     _check_images(pipe, {"source": [source], "target": [target], "aux": aux})
+    if config.target_aux > len(aux):
+        raise ValueError(f"target_aux={config.target_aux} asks for more painted portraits than the "
+                         f"{len(aux)} auxiliary ones; choose target_aux <= {len(aux)}")
     prompts = prompts_for(config)
     for p in prompts.values():
         check_length(pipe.tokenizer, p)
@@ -338,7 +363,8 @@ def train(
 
     # What never changes: image posteriors, token ids, prompt embeddings (frozen text encoder).
     fixed = _prepare_fixed(pipe, source, target, aux, prompts, device,
-                           embed=not config.train_text_encoder, augment_target=config.augment_target)
+                           embed=not config.train_text_encoder, augment_target=config.augment_target,
+                           target_aux=config.target_aux)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     n_terms, accumulate = len(prompts), config.gradient_accumulation_steps
     weights = term_weights(config, n_terms).to(device)
@@ -427,11 +453,12 @@ def evaluate(
     aux = list(aux) if config.use_aux else []
     prompts = prompts_for(config)
     device = pipe.unet.device
-    fixed = _prepare_fixed(pipe, source, target, aux, prompts, device, embed=True)
+    fixed = _prepare_fixed(pipe, source, target, aux, prompts, device, embed=True,
+                           target_aux=config.target_aux)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     gen = torch.Generator("cpu").manual_seed(seed)
     sums = torch.zeros(len(prompts))
-    prompt_idx = torch.tensor([0, 1] + [2] * len(aux), device=device)
+    prompt_idx = torch.tensor([0, 1] + [2] * len(aux) + [3] * fixed.n_painted, device=device)
     n = len(fixed.mean)
     for step_t in timesteps:
         noise = torch.randn(fixed.mean.shape, generator=gen).to(device)
@@ -443,7 +470,9 @@ def evaluate(
             )
             for i in range(0, n, chunk)
         ])
-        sums += torch.stack([per[0], per[1]] + ([per[2:].mean()] if aux else [])).cpu()
+        aux_end = 2 + len(aux)
+        sums += torch.stack([per[0], per[1]] + ([per[2:aux_end].mean()] if aux else [])
+                            + ([per[aux_end:].mean()] if fixed.n_painted else [])).cpu()
     means = (sums / len(timesteps)).tolist()
     out = dict(zip(prompts, means, strict=True))
     out["total"] = float(sum(means))

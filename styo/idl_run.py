@@ -39,7 +39,7 @@ from .profiles import PROFILE_FILE
 TRAJECTORY_FREE = {"steps", "checkpoint_every", "keep_checkpoints"}
 # Settings added after runs were fingerprinted, with the value every earlier run trained with: at
 # that value they stay out of the fingerprint, so the runs made before them are still found.
-LATER_DEFAULTS = {"aux_weight": 1.0, "augment_target": False}
+LATER_DEFAULTS = {"aux_weight": 1.0, "augment_target": False, "target_aux": 0}
 
 
 @dataclass

@@ -102,6 +102,12 @@ def aux_prompt(ids: Identifiers = Identifiers(), negative: bool = True) -> str:
     return styo_prompt(_phrase(ids.s_src, ids.s_tgt, negative), "")
 
 
+def target_aux_prompt(ids: Identifiers = Identifiers(), negative: bool = True) -> str:
+    """Prompt for the auxiliary portraits painted with the target's texture (an extension, see
+    :mod:`styo.texture_transfer`): target style, generic content."""
+    return styo_prompt(_phrase(ids.s_tgt, ids.s_src, negative), "")
+
+
 def stylization_prompt(
     ids: Identifiers = Identifiers(), n_s: int = 1, n_c: int = 1, negative: bool = True
 ) -> str:

@@ -333,6 +333,17 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     assert json.loads((tmp_path / "i" / "ablations.json").read_text())["idl"]["augment_target"] is True
     assert "augment_target" not in only["idl"] and len(list((tmp_path / "cache" / "idl").iterdir())) == len(runs) + 10
     assert "colour permutations and mirror images" in (tmp_path / "i" / "ablations.md").read_text().splitlines()[2]
+    # a target-side term of painted portraits: new runs for the variant with auxiliary portraits, the
+    # same cached runs for the one without (it trains without either), said in the record and header
+    painted = subprocess.run([*cmd[:-4], "--variant", "contrastive", "--variant", "contrastive + aux", "--target-aux",
+                              "2", "--out-dir", str(tmp_path / "j"), "--cache", str(tmp_path / "cache")],
+                             capture_output=True, text=True, timeout=600, check=False)
+    assert painted.returncode == 0, painted.stderr[-2000:]
+    assert json.loads((tmp_path / "j" / "ablations.json").read_text())["idl"]["target_aux"] == 2
+    assert "target_aux" not in only["idl"] and len(list((tmp_path / "cache" / "idl").iterdir())) == len(runs) + 12
+    assert "2 of them painted with the target's texture" in (tmp_path / "j" / "ablations.md").read_text().splitlines()[2]
+    terms = [json.loads((d / "losses.json").read_text())["prompts"] for d in (tmp_path / "cache" / "idl").iterdir()]
+    assert sum("target_aux" in t for t in terms) == 2
     wrong = subprocess.run([*cmd, "--variant", "contrastive+aux", "--out-dir", str(tmp_path / "d")],
                            capture_output=True, text=True, timeout=600, check=False)
     assert wrong.returncode != 0 and "unknown --variant 'contrastive+aux'" in wrong.stderr

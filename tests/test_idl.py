@@ -226,6 +226,44 @@ def test_augmented_target_draws_its_variants(images, tmp_path):
     assert not all(torch.equal(x, y) for x, y in zip(_unet_state(a).values(), _unet_state(b).values(), strict=True))
 
 
+def test_painted_portraits_train_the_target_style_on_other_faces(images, tmp_path):
+    """``target_aux`` adds a fourth term, the auxiliary portraits painted with the target's texture
+    under the target-style auxiliary prompt; each of its draws is one of the painted posteriors."""
+    from styo.idl import _prepare_fixed, draw_batch, run_fingerprint, step_generator, term_weights
+    from styo.prompts import target_aux_prompt
+
+    source, target, aux = images
+    pipe = tiny_pipeline(0)
+    config = IDLConfig(steps=2, lr=1e-3, checkpoint_every=0, target_aux=2, aux_weight=0.5)
+    prompts = prompts_for(config)
+    assert list(prompts) == ["source", "target", "aux", "target_aux"]
+    assert prompts["target_aux"] == target_aux_prompt() == "a drawing with aug not ak47 style of portrait"
+    assert term_weights(config, 4).tolist() == [1.0, 1.0, 0.5, 0.5]
+    fixed = _prepare_fixed(pipe, source, target, aux, prompts, "cpu", embed=True, target_aux=2)
+    assert (fixed.n_aux, fixed.n_painted, len(fixed.mean)) == (2, 2, 6)
+    fixed.std.zero_()  # every draw is then exactly the mean of the image it drew
+    seen = set()
+    for step in range(20):
+        z, prompt_idx, _, _ = draw_batch(step_generator(0, step), fixed, 4, 2, 1000, "cpu")
+        assert prompt_idx.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+        drawn = [[i for i in range(6) if torch.equal(sample, fixed.mean[i])] for sample in z]
+        assert drawn[:4] == [[0], [0], [1], [1]] and all(d in ([2], [3]) for d in drawn[4:6])
+        assert all(d in ([4], [5]) for d in drawn[6:])
+        seen.update(d[0] for d in drawn[6:])
+    assert seen == {4, 5}
+    assert run_fingerprint(pipe, config, source, target, aux)["config"]["target_aux"] == 2
+    assert "target_aux" not in run_fingerprint(pipe, IDLConfig(), source, target, aux)["config"]
+    run = train(pipe, source, target, aux, config, output_dir=tmp_path / "run", progress=False)
+    assert list(run.term_losses) == ["source", "target", "aux", "target_aux"]
+    assert set(evaluate(pipe, source, target, aux, config)) == {"source", "target", "aux", "target_aux", "total"}
+    with pytest.raises(ValueError, match="more painted portraits than the 2 auxiliary ones"):
+        train(tiny_pipeline(0), source, target, aux, IDLConfig(steps=1, target_aux=3), output_dir=tmp_path / "x")
+    with pytest.raises(ValueError, match="needs use_aux=True"):
+        IDLConfig(use_aux=False, target_aux=2)
+    with pytest.raises(ValueError, match="target_aux must be an integer >= 0"):
+        IDLConfig(target_aux=-1)
+
+
 def test_no_aux_positive_only_and_v_prediction(images, tmp_path):
     source, target, _ = images
     pipe = tiny_pipeline(0)
