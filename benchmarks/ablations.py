@@ -116,13 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     for flag, value in (("--n-s", args.n_s), ("--n-c", args.n_c)):
         if not MIN_REPEAT <= value <= MAX_REPEAT:
             raise SystemExit(f"{flag} must be a whole number from {MIN_REPEAT} to {MAX_REPEAT}, got {value}")
-    if args.aux_weight is not None:
-        try:  # IDLConfig owns the rule; checked here so that a bad value fails before the model loads
-            IDLConfig(aux_weight=args.aux_weight)
-        except ValueError as err:
-            raise SystemExit(f"--{str(err).replace('_', '-', 1)}") from None
-    if args.target_aux < 0:
-        raise SystemExit(f"--target-aux must be a whole number >= 0 (0: the paper's method), got {args.target_aux}")
+    weight = {} if args.aux_weight is None else {"aux_weight": args.aux_weight}
+    try:  # IDLConfig owns the rules; checked here so that a bad value fails before the model loads
+        IDLConfig(target_aux=args.target_aux, **weight)
+    except ValueError as err:
+        raise SystemExit(f"--{str(err).replace('_', '-', 1)}") from None
     if args.train_augmented and args.n_s == args.n_c == 1:
         raise SystemExit("--train-augmented repeats the prompts --n-s / --n-c times: give one of them above 1")
     if args.train_augmented and args.crossing:

@@ -459,7 +459,7 @@ def evaluate(
     gen = torch.Generator("cpu").manual_seed(seed)
     sums = torch.zeros(len(prompts))
     prompt_idx = torch.tensor([0, 1] + [2] * len(aux) + [3] * fixed.n_painted, device=device)
-    n = len(fixed.mean)
+    n, aux_end = len(fixed.mean), 2 + len(aux)
     for step_t in timesteps:
         noise = torch.randn(fixed.mean.shape, generator=gen).to(device)
         per = torch.cat([
@@ -470,7 +470,6 @@ def evaluate(
             )
             for i in range(0, n, chunk)
         ])
-        aux_end = 2 + len(aux)
         sums += torch.stack([per[0], per[1]] + ([per[2:aux_end].mean()] if aux else [])
                             + ([per[aux_end:].mean()] if fixed.n_painted else [])).cpu()
     means = (sums / len(timesteps)).tolist()

@@ -357,6 +357,9 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     negative = subprocess.run([*cmd, "--aux-weight", "-1", "--out-dir", str(tmp_path / "d")],
                               capture_output=True, text=True, timeout=600, check=False)
     assert negative.returncode != 0 and "--aux-weight must be a number >= 0" in negative.stderr
+    no_portraits = subprocess.run([*cmd, "--target-aux", "-1", "--out-dir", str(tmp_path / "d")],
+                                  capture_output=True, text=True, timeout=600, check=False)
+    assert no_portraits.returncode != 0 and "--target-aux must be an integer >= 0" in no_portraits.stderr
     repeats = subprocess.run([*cmd, "--n-c", "6", "--out-dir", str(tmp_path / "d")],
                              capture_output=True, text=True, timeout=600, check=False)
     assert repeats.returncode != 0 and "--n-c must be a whole number from 1 to 5, got 6" in repeats.stderr
