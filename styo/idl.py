@@ -236,10 +236,17 @@ def _tokenize(tokenizer, prompts: list[str], device) -> torch.Tensor:
     ).input_ids.to(device)
 
 
-def _prepare_fixed(pipe, source, target, aux, prompts, device, embed: bool,
-                   augment_target: bool = False, target_aux: int = 0) -> _Fixed:
-    targets = target_variants(target) if augment_target else [target]
-    painted = painted_portraits(target, aux, target_aux) if target_aux else []
+def _training_images(target, aux, config: IDLConfig) -> tuple[list[Image.Image], list[Image.Image]]:
+    """The target pictures (the target, or its variants) and the painted portraits a run trains on.
+
+    Made before any model is touched: painting is the slow step and the one that can refuse its
+    input, and an error here must leave the caller's pipeline as it was."""
+    targets = target_variants(target) if config.augment_target else [target]
+    painted = painted_portraits(target, aux, config.target_aux) if config.target_aux else []
+    return targets, painted
+
+
+def _prepare_fixed(pipe, source, targets, aux, painted, prompts, device, embed: bool) -> _Fixed:
     mean, std = _encode_images(pipe.vae, [source, *targets, *aux, *painted], device)
     ids = _tokenize(pipe.tokenizer, list(prompts.values()), device)
     embeds = None
@@ -337,9 +344,6 @@ def train(
     if config.use_aux and not aux:
         raise ValueError("the auxiliary set is empty; pass aux images or set use_aux=False")
     _check_images(pipe, {"source": [source], "target": [target], "aux": aux})
-    if config.target_aux > len(aux):
-        raise ValueError(f"target_aux={config.target_aux} asks for more painted portraits than the "
-                         f"{len(aux)} auxiliary ones; choose target_aux <= {len(aux)}")
     prompts = prompts_for(config)
     for p in prompts.values():
         check_length(pipe.tokenizer, p)
@@ -347,6 +351,7 @@ def train(
     fingerprint = run_fingerprint(pipe, config, source, target, aux)
     if resume and idl_run.finished(out):
         return idl_run.load_finished(pipe, out, config, fingerprint, prompts)
+    targets, painted = _training_images(target, aux, config)
 
     # The models, made ready to train (fp32 trained weights, LoRA, optimizer, accelerator).
     accelerator = finetune.accelerator_for(config, cpu=pipe.unet.device.type == "cpu")
@@ -362,9 +367,8 @@ def train(
     trained = {n: accelerator.unwrap_model(m) for n, m in wrapped.items()}
 
     # What never changes: image posteriors, token ids, prompt embeddings (frozen text encoder).
-    fixed = _prepare_fixed(pipe, source, target, aux, prompts, device,
-                           embed=not config.train_text_encoder, augment_target=config.augment_target,
-                           target_aux=config.target_aux)
+    fixed = _prepare_fixed(pipe, source, targets, aux, painted, prompts, device,
+                           embed=not config.train_text_encoder)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     n_terms, accumulate = len(prompts), config.gradient_accumulation_steps
     weights = term_weights(config, n_terms).to(device)
@@ -453,8 +457,8 @@ def evaluate(
     aux = list(aux) if config.use_aux else []
     prompts = prompts_for(config)
     device = pipe.unet.device
-    fixed = _prepare_fixed(pipe, source, target, aux, prompts, device, embed=True,
-                           target_aux=config.target_aux)
+    painted = painted_portraits(target, aux, config.target_aux) if config.target_aux else []
+    fixed = _prepare_fixed(pipe, source, [target], aux, painted, prompts, device, embed=True)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     gen = torch.Generator("cpu").manual_seed(seed)
     sums = torch.zeros(len(prompts))

@@ -195,13 +195,20 @@ def test_target_variants_recolour_and_mirror_the_target():
 def test_augmented_target_draws_its_variants(images, tmp_path):
     """With ``augment_target`` the target term sees several variants and the auxiliary draws skip
     them; without it every draw is the one runs made before the setting existed."""
-    from styo.idl import _prepare_fixed, draw_batch, run_fingerprint, step_generator
+    from styo.idl import (
+        _prepare_fixed,
+        _training_images,
+        draw_batch,
+        run_fingerprint,
+        step_generator,
+    )
 
     source, target, aux = images
     pipe = tiny_pipeline(0)
     prompts = prompts_for(IDLConfig())
-    plain = _prepare_fixed(pipe, source, target, aux, prompts, "cpu", embed=True)
-    varied = _prepare_fixed(pipe, source, target, aux, prompts, "cpu", embed=True, augment_target=True)
+    variants, _ = _training_images(target, aux, IDLConfig(augment_target=True))
+    plain = _prepare_fixed(pipe, source, [target], aux, [], prompts, "cpu", embed=True)
+    varied = _prepare_fixed(pipe, source, variants, aux, [], prompts, "cpu", embed=True)
     assert (plain.n_targets, varied.n_targets) == (1, 12) and len(varied.mean) == len(plain.mean) + 11
     seen = set()
     for step in range(40):
@@ -229,7 +236,14 @@ def test_augmented_target_draws_its_variants(images, tmp_path):
 def test_painted_portraits_train_the_target_style_on_other_faces(images, tmp_path):
     """``target_aux`` adds a fourth term, the auxiliary portraits painted with the target's texture
     under the target-style auxiliary prompt; each of its draws is one of the painted posteriors."""
-    from styo.idl import _prepare_fixed, draw_batch, run_fingerprint, step_generator, term_weights
+    from styo.idl import (
+        _prepare_fixed,
+        _training_images,
+        draw_batch,
+        run_fingerprint,
+        step_generator,
+        term_weights,
+    )
     from styo.prompts import target_aux_prompt
 
     source, target, aux = images
@@ -239,7 +253,9 @@ def test_painted_portraits_train_the_target_style_on_other_faces(images, tmp_pat
     assert list(prompts) == ["source", "target", "aux", "target_aux"]
     assert prompts["target_aux"] == target_aux_prompt() == "a drawing with aug not ak47 style of portrait"
     assert term_weights(config, 4).tolist() == [1.0, 1.0, 0.5, 0.5]
-    fixed = _prepare_fixed(pipe, source, target, aux, prompts, "cpu", embed=True, target_aux=2)
+    targets, painted = _training_images(target, aux, config)
+    assert targets == [target] and len(painted) == 2
+    fixed = _prepare_fixed(pipe, source, targets, aux, painted, prompts, "cpu", embed=True)
     assert (fixed.n_aux, fixed.n_painted, len(fixed.mean)) == (2, 2, 6)
     fixed.std.zero_()  # every draw is then exactly the mean of the image it drew
     seen = set()
@@ -256,8 +272,13 @@ def test_painted_portraits_train_the_target_style_on_other_faces(images, tmp_pat
     run = train(pipe, source, target, aux, config, output_dir=tmp_path / "run", progress=False)
     assert list(run.term_losses) == ["source", "target", "aux", "target_aux"]
     assert set(evaluate(pipe, source, target, aux, config)) == {"source", "target", "aux", "target_aux", "total"}
-    with pytest.raises(ValueError, match="more painted portraits than the 2 auxiliary ones"):
-        train(tiny_pipeline(0), source, target, aux, IDLConfig(steps=1, target_aux=3), output_dir=tmp_path / "x")
+    untouched = tiny_pipeline(0)
+    with pytest.raises(ValueError, match="cannot paint 3 portraits from an auxiliary set of 2"):
+        train(untouched, source, target, aux, IDLConfig(steps=1, target_aux=3), output_dir=tmp_path / "x")
+    fresh = _unet_state(tiny_pipeline(0))  # the refusal came before any LoRA or dtype change
+    assert _unet_state(untouched).keys() == fresh.keys()
+    assert all(torch.equal(v, fresh[k]) for k, v in _unet_state(untouched).items())
+    assert not (tmp_path / "x").exists()
     with pytest.raises(ValueError, match="needs use_aux=True"):
         IDLConfig(use_aux=False, target_aux=2)
     with pytest.raises(ValueError, match="target_aux must be an integer >= 0"):
