@@ -236,13 +236,14 @@ def _tokenize(tokenizer, prompts: list[str], device) -> torch.Tensor:
     ).input_ids.to(device)
 
 
-def _training_images(target, aux, config: IDLConfig) -> tuple[list[Image.Image], list[Image.Image]]:
+def _training_images(target, aux, config: IDLConfig, progress: bool = False
+                     ) -> tuple[list[Image.Image], list[Image.Image]]:
     """The target pictures (the target, or its variants) and the painted portraits a run trains on.
 
     Made before any model is touched: painting is the slow step and the one that can refuse its
     input, and an error here must leave the caller's pipeline as it was."""
     targets = target_variants(target) if config.augment_target else [target]
-    painted = painted_portraits(target, aux, config.target_aux) if config.target_aux else []
+    painted = painted_portraits(target, aux, config.target_aux, progress=progress) if config.target_aux else []
     return targets, painted
 
 
@@ -351,7 +352,7 @@ def train(
     fingerprint = run_fingerprint(pipe, config, source, target, aux)
     if resume and idl_run.finished(out):
         return idl_run.load_finished(pipe, out, config, fingerprint, prompts)
-    targets, painted = _training_images(target, aux, config)
+    targets, painted = _training_images(target, aux, config, progress)
 
     # The models, made ready to train (fp32 trained weights, LoRA, optimizer, accelerator).
     accelerator = finetune.accelerator_for(config, cpu=pipe.unet.device.type == "cpu")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageFilter
+from tqdm.auto import tqdm
 
 __all__ = ["painted_portraits", "texture_transfer"]
 
@@ -127,9 +128,15 @@ def texture_transfer(style: Image.Image, content: Image.Image, *, seed: int = 0)
     return Image.fromarray((out * 255).clip(0, 255).astype(np.uint8))
 
 
-def painted_portraits(target: Image.Image, aux: list[Image.Image], n: int) -> list[Image.Image]:
-    """The first ``n`` auxiliary portraits painted with the target's texture (seed = index)."""
+def painted_portraits(target: Image.Image, aux: list[Image.Image], n: int, *, progress: bool = False
+                      ) -> list[Image.Image]:
+    """The first ``n`` auxiliary portraits painted with the target's texture (seed = index).
+
+    The work grows faster than the picture's area (``benchmarks/results/texture-transfer-cost.md``
+    times it), so a set at Stable Diffusion's size takes long enough to need the progress bar.
+    """
     if not 0 < n <= len(aux):
         raise ValueError(f"cannot paint {n} portraits from an auxiliary set of {len(aux)}; "
                          f"choose target_aux between 1 and {len(aux)}")
-    return [texture_transfer(target, portrait, seed=i) for i, portrait in enumerate(aux[:n])]
+    portraits = tqdm(aux[:n], desc="painting", unit="portrait", disable=not progress)
+    return [texture_transfer(target, portrait, seed=i) for i, portrait in enumerate(portraits)]

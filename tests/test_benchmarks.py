@@ -685,3 +685,24 @@ def test_word_maps_on_renders_scores_the_shipped_models_maps_on_renders_and_its_
         assert "eyes" in scores and all(0.0 <= v <= 1.0 for v in scores.values())
     assert result["renders"]["hair"] > 0.5
     assert report["command"] in (tmp_path / "word-maps-on-renders.md").read_text()
+
+
+def test_texture_transfer_cost_times_each_size_and_projects_a_painted_set(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("texture_transfer_cost",
+                                                  ROOT / "benchmarks" / "texture_transfer_cost.py")
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
+    for bad in ("64,x", "8", ""):  # refused with the option's name, nothing written
+        with pytest.raises(SystemExit):
+            cost.main(["--sizes", bad, "--out-dir", str(tmp_path)])
+        assert "--sizes" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    cost.main(["--sizes", "16,32", "--repeats", "2", "--portraits", "4", "--out-dir", str(tmp_path)])
+    record = json.loads((tmp_path / "texture-transfer-cost.json").read_text())
+    rows = record["rows"]
+    assert [r["size"] for r in rows] == [16, 32] and rows[0]["vs_first"] == 1
+    for row in rows:
+        assert row["seconds"] > 0 and row["run_minutes"] == pytest.approx(row["seconds"] * 4 / 60)
+    assert rows[1]["vs_first"] == pytest.approx(rows[1]["seconds"] / rows[0]["seconds"])
+    md = (tmp_path / "texture-transfer-cost.md").read_text()
+    assert record["command"] in md and "| 32 |" in md and "target_aux=4" in md

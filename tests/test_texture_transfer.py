@@ -58,3 +58,12 @@ def test_bad_pictures_and_counts_are_refused():
         painted_portraits(_stripes(), [_red_over_blue()] * 2, 3)
     painted = painted_portraits(_stripes(), [_red_over_blue(), _red_over_blue().rotate(180)], 2)
     assert len(painted) == 2 and not np.array_equal(np.asarray(painted[0]), np.asarray(painted[1]))
+
+
+def test_painting_a_set_shows_its_progress_only_when_asked(capsys):
+    aux = [_red_over_blue(), _red_over_blue().rotate(180)]
+    quiet = painted_portraits(_stripes(), aux, 2)
+    assert "painting" not in capsys.readouterr().err
+    shown = painted_portraits(_stripes(), aux, 2, progress=True)
+    assert "painting" in (err := capsys.readouterr().err) and "2/2" in err
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(quiet, shown, strict=True))
