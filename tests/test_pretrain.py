@@ -221,3 +221,30 @@ def test_a_continuation_keeps_the_records_of_every_run_it_stands_on(tmp_path):
     assert [r["config"]["unet_steps"] for r in lineage(second)] == [4000, 300]
     assert all("lineage" not in r for r in lineage(second))
     assert lineage(None) == [] and lineage(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_continuation_that_trains_only_the_queries_and_keys_leaves_everything_else(tmp_path):
+    tiny = dict(n_images=24, vae_images=24, vae_steps=2, vae_polish_steps=0, vae_texture_steps=2, vae_batch=4,
+                unet_steps=2, unet_batch=4, checkpoint_every=1, warmup=1, layout="varied", grounding_weight=0.1)
+    pt.pretrain(tmp_path / "base", tmp_path / "work-base", pt.PretrainConfig(**tiny), device="cpu")
+    patterns = ("attn2.to_q", "attn2.to_k")
+    cfg = pt.PretrainConfig(**tiny, draw_seed=1, init_from=str(tmp_path / "base"), train_only=patterns)
+    pt.pretrain(tmp_path / "qk", tmp_path / "work-qk", cfg, device="cpu", vae_dir=tmp_path / "base")
+    base, qk = (StableDiffusionPipeline.from_pretrained(tmp_path / name) for name in ("base", "qk"))
+    moved = set()
+    for (name, a), b in zip(base.unet.state_dict().items(), qk.unet.state_dict().values(), strict=True):
+        if any(pattern in name for pattern in patterns):
+            moved.add(name) if not torch.equal(a, b) else None
+        else:
+            assert torch.equal(a, b), name
+    assert {n.split(".attn2.")[1] for n in moved} == {"to_q.weight", "to_k.weight"}
+    assert len(moved) == 2 * sum(1 for n, _ in base.unet.named_parameters() if "attn2.to_q" in n)
+    for (name, a), b in zip(base.text_encoder.state_dict().items(), qk.text_encoder.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    assert json.loads((tmp_path / "qk" / "training.json").read_text())["config"]["train_only"] == list(patterns)
+    with pytest.raises(ValueError, match="give init_from too"):
+        pt.PretrainConfig(train_only=patterns)
+    with pytest.raises(ValueError, match="no UNet parameter name holds 'attn3'"):
+        pt.freeze_all_but(base.unet, base.text_encoder, ("attn3",))

@@ -140,6 +140,17 @@ def test_pretrain_with_a_threshold_loss_it_cannot_score_is_a_usage_error(tmp_pat
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--train-only", "attn2.to_q"], "--train-only continues a finished model: give --init-from too"),
+    (["--init-from", "models/styo-mini", "--train-only", "attn3.to_q"],
+     "--train-only 'attn3.to_q' names no UNet parameter")])
+def test_pretrain_training_only_what_it_cannot_is_a_usage_error(tmp_path, flags, says):
+    res = styo_in_process("world", "pretrain", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
+                          *flags)
+    assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
 def test_evaluate_writes_metrics_with_per_image_records_and_a_sample_grid(tmp_path):
     from styo.testing import tiny_pipeline
 

@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name-lr", type=float,
                    help="learning rate of the names' token embeddings alone, the rest of the "
                         "table then held (default: the names learn at --unet-lr with the rest)")
+    p.add_argument("--train-only", action="append", metavar="PATTERN",
+                   help="with --init-from: train only the UNet parameters whose names hold PATTERN "
+                        "(repeatable; e.g. attn2.to_q and attn2.to_k: the cross-attention's queries and keys, "
+                        "which set where each word acts); the text encoder and the rest stay as they were")
     p.set_defaults(func=cmd_world_pretrain)
 
     p = wsub.add_parser("snapshot", help="a pipeline from a pretraining run's newest checkpoint")

@@ -262,6 +262,17 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
             raise UsageError(f"--init-from {args.init_from} holds no pipeline (model_index.json); "
                              "give a folder written by `styo world pretrain`, e.g. models/styo-mini")
         cfg.init_from = str(args.init_from)
+    if args.train_only:
+        if cfg.init_from is None:
+            raise UsageError("--train-only continues a finished model: give --init-from too")
+        from ..world.architecture import build_unet
+
+        names = [name for name, _ in build_unet().named_parameters()]
+        for pattern in args.train_only:
+            if not any(pattern in name for name in names):
+                raise UsageError(f"--train-only {pattern!r} names no UNet parameter; "
+                                 "give a part of a name such as attn2.to_q")
+        cfg.train_only = tuple(args.train_only)
     out = Path(args.out)
     if (out / "model_index.json").exists():
         raise UsageError(f"{out} already holds a pipeline; choose another --out")

@@ -83,6 +83,8 @@ class PretrainConfig:
     people_share: float = 0.25  # share of each UNet batch drawn from the people's pictures
     name_lr: float | None = None  # rate of the names' token embeddings alone (the other rows of
     # the table then stay as they are); None: the names learn with everything else at unet_lr
+    train_only: tuple[str, ...] = ()  # with init_from: only the UNet parameters whose names hold
+    # one of these (e.g. "attn2.to_q"); the rest of the UNet and the text encoder stay as they were
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -94,6 +96,8 @@ class PretrainConfig:
             if region not in grounding.WORD_TARGETS or not weight >= 0:
                 raise ValueError(f"threshold_region_weights takes {', '.join(grounding.WORD_TARGETS)} "
                                  f"with weights >= 0, got {region}={weight}")
+        if self.train_only and not self.init_from:
+            raise ValueError("train_only continues a finished model: give init_from too")
         vocabulary = grounding.grounded_vocabulary()
         for word, weight in self.threshold_word_weights.items():
             if word not in vocabulary or not weight >= 0:
@@ -569,6 +573,25 @@ def _init_weights(unet, te, folder: str, tokenizer=None) -> None:
         module.load_state_dict(state)
 
 
+def freeze_all_but(unet, te, patterns: tuple[str, ...]) -> list[str]:
+    """Freeze the text encoder and every UNet parameter whose name holds none of ``patterns``;
+    return the names left learning.
+
+    Why: the grounding losses ask only *where* each word acts, which the cross-attention's queries
+    and keys decide. A continuation that trains the whole UNet for them also changes the
+    convolutions and values that StyO's fine-tuning starts from; one that trains the queries and
+    keys alone moves the maps, and changes the drawing only through them."""
+    names = [name for name, _ in unet.named_parameters()]
+    for pattern in patterns:
+        if not any(pattern in name for name in names):
+            raise ValueError(f"train_only: no UNet parameter name holds {pattern!r}; "
+                             "give a part of a name such as attn2.to_q")
+    te.requires_grad_(False)
+    for name, p in unet.named_parameters():
+        p.requires_grad_(any(pattern in name for pattern in patterns))
+    return [name for name, p in unet.named_parameters() if p.requires_grad]
+
+
 def _param_groups(params: list[torch.nn.Parameter], te, tokenizer, cfg: PretrainConfig) -> list[dict]:
     """The optimiser's groups: everything at ``unet_lr``; with ``cfg.name_lr``, the token
     embeddings in a group of their own where only the names' rows learn.
@@ -597,6 +620,8 @@ def train_unet(data: dict, latents: dict, work_dir: Path, cfg: PretrainConfig, d
     unet, te = arch.build_unet().to(device), arch.build_text_encoder(tokenizer).to(device)
     if cfg.init_from:
         _init_weights(unet, te, cfg.init_from, tokenizer)
+    if cfg.train_only:
+        freeze_all_but(unet, te, cfg.train_only)
     processors = dict(unet.attn_processors)
     store = grounding.install(unet) if cfg.grounded else None
     region_weights = grounding.target_weights(cfg.threshold_region_weights, device)
