@@ -247,4 +247,5 @@ def test_a_continuation_that_trains_only_the_queries_and_keys_leaves_everything_
     with pytest.raises(ValueError, match="give init_from too"):
         pt.PretrainConfig(train_only=patterns)
     with pytest.raises(ValueError, match="no UNet parameter name holds 'attn3'"):
-        pt.freeze_all_but(base.unet, base.text_encoder, ("attn3",))
+        pt.freeze_all_but(base.unet, base.text_encoder, ("attn2.to_q", "attn3"))
+    assert all(p.requires_grad for p in base.unet.parameters())  # a refused pattern freezes nothing

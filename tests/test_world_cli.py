@@ -143,7 +143,7 @@ def test_pretrain_with_a_threshold_loss_it_cannot_score_is_a_usage_error(tmp_pat
 @pytest.mark.parametrize("flags, says", [
     (["--train-only", "attn2.to_q"], "--train-only continues a finished model: give --init-from too"),
     (["--init-from", "models/styo-mini", "--train-only", "attn3.to_q"],
-     "--train-only 'attn3.to_q' names no UNet parameter")])
+     "--train-only: no UNet parameter name holds 'attn3.to_q'")])
 def test_pretrain_training_only_what_it_cannot_is_a_usage_error(tmp_path, flags, says):
     res = styo_in_process("world", "pretrain", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
                           *flags)

@@ -193,7 +193,7 @@ _NAMES_HELP = {
 def cmd_world_pretrain(args: argparse.Namespace) -> int:
     from ..world.grounding import WORD_TARGETS, grounded_vocabulary
     from ..world.people import NAMES
-    from ..world.pretrain import PretrainConfig, adopt_vae, pretrain
+    from ..world.pretrain import PretrainConfig, adopt_vae, pretrain, trained_parameter_names
 
     cfg = PretrainConfig(seed=args.seed)
     for name in (
@@ -267,11 +267,10 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
             raise UsageError("--train-only continues a finished model: give --init-from too")
         from ..world.architecture import build_unet
 
-        names = [name for name, _ in build_unet().named_parameters()]
-        for pattern in args.train_only:
-            if not any(pattern in name for name in names):
-                raise UsageError(f"--train-only {pattern!r} names no UNet parameter; "
-                                 "give a part of a name such as attn2.to_q")
+        try:
+            trained_parameter_names(build_unet(), tuple(args.train_only))
+        except ValueError as e:
+            raise UsageError(f"--train-only: {e}") from e
         cfg.train_only = tuple(args.train_only)
     out = Path(args.out)
     if (out / "model_index.json").exists():

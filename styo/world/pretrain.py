@@ -573,23 +573,27 @@ def _init_weights(unet, te, folder: str, tokenizer=None) -> None:
         module.load_state_dict(state)
 
 
-def freeze_all_but(unet, te, patterns: tuple[str, ...]) -> list[str]:
-    """Freeze the text encoder and every UNet parameter whose name holds none of ``patterns``;
-    return the names left learning.
+def trained_parameter_names(unet, patterns: tuple[str, ...]) -> list[str]:
+    """The UNet parameters whose names hold one of ``patterns``; a pattern that names none is an
+    error, since it would silently train less than asked."""
+    names = [name for name, _ in unet.named_parameters()]
+    for pattern in patterns:
+        if not any(pattern in name for name in names):
+            raise ValueError(f"no UNet parameter name holds {pattern!r}; give a part of a name such as attn2.to_q")
+    return [name for name in names if any(pattern in name for pattern in patterns)]
+
+
+def freeze_all_but(unet, te, patterns: tuple[str, ...]) -> None:
+    """Freeze the text encoder and every UNet parameter whose name holds none of ``patterns``.
 
     Why: the grounding losses ask only *where* each word acts, which the cross-attention's queries
     and keys decide. A continuation that trains the whole UNet for them also changes the
     convolutions and values that StyO's fine-tuning starts from; one that trains the queries and
     keys alone moves the maps, and changes the drawing only through them."""
-    names = [name for name, _ in unet.named_parameters()]
-    for pattern in patterns:
-        if not any(pattern in name for name in names):
-            raise ValueError(f"train_only: no UNet parameter name holds {pattern!r}; "
-                             "give a part of a name such as attn2.to_q")
+    trained = set(trained_parameter_names(unet, patterns))
     te.requires_grad_(False)
     for name, p in unet.named_parameters():
-        p.requires_grad_(any(pattern in name for pattern in patterns))
-    return [name for name, p in unet.named_parameters() if p.requires_grad]
+        p.requires_grad_(name in trained)
 
 
 def _param_groups(params: list[torch.nn.Parameter], te, tokenizer, cfg: PretrainConfig) -> list[dict]:
