@@ -16,7 +16,8 @@ attributes) pairs that no pretraining image has):
     .venv/bin/python benchmarks/attention_grounding.py --model v1=models/styo-mini \\
         --model v2=runs/grounded/out --n 120
 
-Writes benchmarks/results/attention-grounding.{json,md} (or --out-dir).
+Writes benchmarks/results/attention-grounding.{json,md} (or --out-dir, --name). The command
+recorded in both names every option that differs from its default, so it reruns as it ran.
 """
 
 from __future__ import annotations
@@ -87,6 +88,42 @@ def side_by_side(table: list[dict]) -> str:
     return markdown_table(lines, ["figure", *names], decimals=2)
 
 
+def recorded_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """The command that measures this run's rows again: its models, its --previous files, and every
+    option that differs from its default (the captions and the noise hang on --seed and --n-train)."""
+    parts = [*(f"--model {m}" for m in args.model), *(f"--previous {p}" for p in args.previous),
+             f"--n {args.n}"]
+    for option in ("steps", "guidance", "seed", "n_train", "name"):
+        value = getattr(args, option)
+        if value != parser.get_default(option):
+            parts.append(f"--{option.replace('_', '-')} {value}")
+    return "benchmarks/attention_grounding.py " + " ".join(parts)
+
+
+def write_report(report: dict, out: Path, name: str) -> None:
+    """``NAME.json`` (the report) and ``NAME.md`` (its table), the second made from the first
+    alone, so a committed table can be checked against its record."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1))
+    commands = report["commands"]
+    md = [f"# Attention grounding of the base models ({report['n']} unseen caption combinations)", "",
+          *(f"`{c}`" + ("  " if i < len(commands) - 1 else ";") for i, c in enumerate(commands)),
+          f"DDIM {report['steps']} steps, guidance {report['guidance']}, seed {report['seed']}. "
+          "mIoU: DAAM's protocol (castorini/daam: the word's cross-attention over every step and every "
+          "layer outside the UNet's middle block, each layer upsampled bicubically to the latent side, "
+          "averaged, upsampled to the picture, min-max normalised, thresholded at 0.4) against the "
+          "segmentation judge's region on the model's own picture; `head` is `portrait` (and tilt "
+          "words). `mIoU mean, all layers`: the same words aggregated as the book's figure does "
+          "(every layer, the middle block's 4² one too, scaled to the maximum), the only figure "
+          "measured before. Targets: mean ≥ 0.60, every region ≥ 0.40, padding ≤ 0.30, style ≥ 0.95, "
+          "attributes ≥ 0.85, eyes ≥ 0.60. `ceiling`: the mIoU a word would reach on the same "
+          "pictures if each layer's cells held the share of the cell its region covers, aggregated "
+          "the same way (benchmarks/results/grounding-ceiling.md searches for better cell patterns).", "",
+          side_by_side(report["rows"]), ""]
+    (out / f"{name}.md").write_text("\n".join(md))
+    print("\n".join(md))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", required=True, metavar="NAME=DIR")
@@ -96,6 +133,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-train", type=int, default=40_000)
     ap.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--name", default="attention-grounding", help="file stem of the results (NAME.json, NAME.md)")
     ap.add_argument("--previous", action="append", default=[], metavar="JSON",
                     help="an earlier attention-grounding.json whose rows (same --n, --steps, "
                          "--guidance, --seed) join the table without being measured again")
@@ -125,28 +163,8 @@ def main() -> None:
               "results": kept | {k: {**v, "grounding": {**v["grounding"], "per_image": v["grounding"]["per_image"][:20]},
                                      "quality": {k2: v2 for k2, v2 in v["quality"].items() if k2 != "per_image"}}
                                  for k, v in results.items()}}
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    command = "benchmarks/attention_grounding.py " + " ".join(
-        [*(f"--model {m}" for m in args.model), *(f"--previous {p}" for p in args.previous)]) + f" --n {args.n}"
-    report["commands"] = [*commands, command]
-    (out / "attention-grounding.json").write_text(json.dumps(report, indent=1))
-    md = [f"# Attention grounding of the base models ({args.n} unseen caption combinations)", "",
-          *(f"`{c}`" + ("  " if i < len(report["commands"]) - 1 else ";") for i, c in enumerate(report["commands"])),
-          f"DDIM {args.steps} steps, guidance {args.guidance}, seed {args.seed}. "
-          "mIoU: DAAM's protocol (castorini/daam: the word's cross-attention over every step and every "
-          "layer outside the UNet's middle block, each layer upsampled bicubically to the latent side, "
-          "averaged, upsampled to the picture, min-max normalised, thresholded at 0.4) against the "
-          "segmentation judge's region on the model's own picture; `head` is `portrait` (and tilt "
-          "words). `mIoU mean, all layers`: the same words aggregated as the book's figure does "
-          "(every layer, the middle block's 4² one too, scaled to the maximum), the only figure "
-          "measured before. Targets: mean ≥ 0.60, every region ≥ 0.40, padding ≤ 0.30, style ≥ 0.95, "
-          "attributes ≥ 0.85, eyes ≥ 0.60. `ceiling`: the mIoU a word would reach on the same "
-          "pictures if each layer's cells held the share of the cell its region covers, aggregated "
-          "the same way (benchmarks/results/grounding-ceiling.md searches for better cell patterns).", "",
-          side_by_side(table), ""]
-    (out / "attention-grounding.md").write_text("\n".join(md))
-    print("\n".join(md))
+    report["commands"] = [*commands, recorded_command(args, ap)]
+    write_report(report, Path(args.out_dir), args.name)
 
 
 if __name__ == "__main__":

@@ -653,14 +653,27 @@ def test_attention_grounding_keeps_the_earlier_models_with_previous(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     earlier = tmp_path / "one" / "attention-grounding.json"
     second = subprocess.run([sys.executable, script, "--model", f"b={model}", *common, "--previous", str(earlier),
-                             "--out-dir", str(tmp_path / "two")], capture_output=True, text=True, timeout=600,
-                            check=False)
+                             "--out-dir", str(tmp_path / "two"), "--name", "both"], capture_output=True, text=True,
+                            timeout=600, check=False)
     assert second.returncode == 0, second.stderr[-2000:]
-    report = json.loads((tmp_path / "two" / "attention-grounding.json").read_text())
+    report = json.loads((tmp_path / "two" / "both.json").read_text())
     assert [r["model"] for r in report["rows"]] == ["a", "b"]
     assert list(report["results"]) == ["a", "b"]
     assert report["results"]["a"] == json.loads(earlier.read_text())["results"]["a"]
     assert len(report["commands"]) == 2 and "--model a=" in report["commands"][0]
+    # each recorded command names the options it ran with, so it reruns as it ran
+    assert all("--steps 2" in c and "--n-train 50" in c for c in report["commands"])
+    assert "--name both" in report["commands"][1] and "--seed" not in report["commands"][1]
+    assert (tmp_path / "two" / "both.md").read_text().count("`benchmarks/attention_grounding.py") == 2
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "benchmarks" / "results").glob("attention-grounding*.json")))
+def test_a_committed_grounding_table_is_what_its_record_says(tmp_path, name):
+    """Each committed attention-grounding table is the script's rendering of its JSON record."""
+    results = ROOT / "benchmarks" / "results"
+    record = json.loads((results / f"{name}.json").read_text())
+    _benchmark("attention_grounding").write_report(record, tmp_path, name)
+    assert (tmp_path / f"{name}.md").read_text() == (results / f"{name}.md").read_text()
 
 
 @pytest.mark.skipif(not (ROOT / "models" / "styo-mini" / "model_index.json").is_file(), reason="no base model")
