@@ -45,6 +45,7 @@ from styo.world.judges import load_judges
 from styo.world.segmenter import load_segmenter
 
 PROTOCOL = "daam"
+N_TRAIN = 40_000  # pretraining's draw of (style, attributes) combinations (its n_images), which the captions avoid
 
 
 def measure(model: str, combos, steps: int, guidance: float, seed: int) -> dict:
@@ -131,20 +132,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-train", type=int, default=40_000)
+    ap.add_argument("--n-train", type=int, default=N_TRAIN,
+                    help="how many training combinations the unseen captions avoid")
     ap.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--name", default="attention-grounding", help="file stem of the results (NAME.json, NAME.md)")
     ap.add_argument("--previous", action="append", default=[], metavar="JSON",
                     help="an earlier attention-grounding.json whose rows (same --n, --steps, "
-                         "--guidance, --seed) join the table without being measured again")
+                         "--guidance, --seed, --n-train) join the table without being measured again")
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in args.model)
     earlier, commands = [], []  # the commands that measured the earlier rows, oldest first
     kept = {}  # the earlier models' detailed results, kept beside the new ones
     for path in args.previous:
         old = json.loads(Path(path).read_text())
-        if [old[k] for k in ("n", "steps", "guidance", "seed")] != [args.n, args.steps, args.guidance, args.seed]:
-            raise SystemExit(f"{path} was measured with other --n/--steps/--guidance/--seed")
+        # records older than the n_train field were all measured on the default draw of captions
+        measured = [old[k] for k in ("n", "steps", "guidance", "seed")] + [old.get("n_train", N_TRAIN)]
+        if measured != [args.n, args.steps, args.guidance, args.seed, args.n_train]:
+            raise SystemExit(f"{path} was measured with other --n/--steps/--guidance/--seed/--n-train "
+                             f"({measured}); give the same ones or measure its models again with --model")
         if old.get("protocol") != PROTOCOL:
             raise SystemExit(f"{path} was measured before DAAM's layer selection and normalisation; "
                              "measure its models again with --model")
@@ -157,7 +162,7 @@ def main() -> None:
     table = earlier + rows(results)
     table = [{k: r.get(k, float("nan")) for k in table[-1]} for r in table]
     report = {"kind": "attention-grounding", "protocol": PROTOCOL, "n": args.n, "steps": args.steps,
-              "guidance": args.guidance, "seed": args.seed, "machine": platform.machine(),
+              "guidance": args.guidance, "seed": args.seed, "n_train": args.n_train, "machine": platform.machine(),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "rows": table, "previous": args.previous,
               "results": kept | {k: {**v, "grounding": {**v["grounding"], "per_image": v["grounding"]["per_image"][:20]},

@@ -665,6 +665,13 @@ def test_attention_grounding_keeps_the_earlier_models_with_previous(tmp_path):
     assert all("--steps 2" in c and "--n-train 50" in c for c in report["commands"])
     assert "--name both" in report["commands"][1] and "--seed" not in report["commands"][1]
     assert (tmp_path / "two" / "both.md").read_text().count("`benchmarks/attention_grounding.py") == 2
+    assert report["n_train"] == 50
+    # rows drawn from other captions do not join the table
+    other = subprocess.run([sys.executable, script, "--model", f"c={model}", "--n", "2", "--steps", "2",
+                            "--previous", str(earlier), "--out-dir", str(tmp_path / "three")],
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert other.returncode != 0 and "--n-train" in other.stderr
+    assert not (tmp_path / "three").exists()
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "benchmarks" / "results").glob("attention-grounding*.json")))
