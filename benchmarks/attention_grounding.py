@@ -120,7 +120,12 @@ def write_report(report: dict, out: Path, name: str) -> None:
           "attributes ≥ 0.85, eyes ≥ 0.60. `ceiling`: the mIoU a word would reach on the same "
           "pictures if each layer's cells held the share of the cell its region covers, aggregated "
           "the same way (benchmarks/results/grounding-ceiling.md searches for better cell patterns).", "",
-          side_by_side(report["rows"]), ""]
+          side_by_side(report["rows"]), "",
+          f"`style` and `eyes` are shares of the {report['n']} pictures the judges read as captioned "
+          f"(`attributes` the mean of such shares); a share has a standard error of at most "
+          f"{0.5 / report['n'] ** 0.5:.3f} "
+          "(a binomial's at one half), so two models whose shares differ by less than about twice "
+          "that are within the draw of captions and noise, which another `--seed` redraws.", ""]
     (out / f"{name}.md").write_text("\n".join(md))
     print("\n".join(md))
 
