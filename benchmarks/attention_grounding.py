@@ -151,10 +151,11 @@ def main() -> None:
     for path in args.previous:
         old = json.loads(Path(path).read_text())
         # records older than the n_train field were all measured on the default draw of captions
-        measured = [old[k] for k in ("n", "steps", "guidance", "seed")] + [old.get("n_train", N_TRAIN)]
-        if measured != [args.n, args.steps, args.guidance, args.seed, args.n_train]:
-            raise SystemExit(f"{path} was measured with other --n/--steps/--guidance/--seed/--n-train "
-                             f"({measured}); give the same ones or measure its models again with --model")
+        measured = {k: old[k] for k in ("n", "steps", "guidance", "seed")} | {"n_train": old.get("n_train", N_TRAIN)}
+        if measured != {k: getattr(args, k) for k in measured}:
+            shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in measured.items())
+            raise SystemExit(f"{path} was measured with {shown}; give the same options or measure its "
+                             "models again with --model")
         if old.get("protocol") != PROTOCOL:
             raise SystemExit(f"{path} was measured before DAAM's layer selection and normalisation; "
                              "measure its models again with --model")
