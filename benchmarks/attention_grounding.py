@@ -42,10 +42,11 @@ from styo.world.evaluate import (
 )
 from styo.world.grounding import WORD_TARGETS
 from styo.world.judges import load_judges
+from styo.world.pretrain import PretrainConfig
 from styo.world.segmenter import load_segmenter
 
 PROTOCOL = "daam"
-N_TRAIN = 40_000  # pretraining's draw of (style, attributes) combinations (its n_images), which the captions avoid
+N_TRAIN = PretrainConfig.n_images  # pretraining's draw of (style, attributes) combinations, which the captions avoid
 
 
 def measure(model: str, combos, steps: int, guidance: float, seed: int) -> dict:
