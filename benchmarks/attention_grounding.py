@@ -47,6 +47,9 @@ from styo.world.segmenter import load_segmenter
 
 PROTOCOL = "daam"
 N_TRAIN = PretrainConfig.n_images  # pretraining's draw of (style, attributes) combinations, which the captions avoid
+# The options that decide what a row measures: a report stores them, --previous compares them and
+# the recorded command names them.
+MEASURED_WITH = ("n", "steps", "guidance", "seed", "n_train")
 
 
 def measure(model: str, combos, steps: int, guidance: float, seed: int) -> dict:
@@ -90,15 +93,19 @@ def side_by_side(table: list[dict]) -> str:
     return markdown_table(lines, ["figure", *names], decimals=2)
 
 
+def as_flags(options: dict) -> str:
+    """``{"n_train": 50}`` as ``--n-train 50``."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
+
+
 def recorded_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
-    """The command that measures this run's rows again: its models, its --previous files, and every
-    option that differs from its default (the captions and the noise hang on --seed and --n-train)."""
+    """The command that measures this run's rows again: its models, its --previous files, --n, and
+    every other option that differs from its default (the captions and the noise hang on --seed and
+    --n-train)."""
+    others = {k: getattr(args, k) for k in (*MEASURED_WITH[1:], "name")}
+    changed = {k: v for k, v in others.items() if v != parser.get_default(k)}
     parts = [*(f"--model {m}" for m in args.model), *(f"--previous {p}" for p in args.previous),
-             f"--n {args.n}"]
-    for option in ("steps", "guidance", "seed", "n_train", "name"):
-        value = getattr(args, option)
-        if value != parser.get_default(option):
-            parts.append(f"--{option.replace('_', '-')} {value}")
+             f"--n {args.n}", *([as_flags(changed)] if changed else [])]
     return "benchmarks/attention_grounding.py " + " ".join(parts)
 
 
@@ -151,12 +158,11 @@ def main() -> None:
     kept = {}  # the earlier models' detailed results, kept beside the new ones
     for path in args.previous:
         old = json.loads(Path(path).read_text())
-        # records older than the n_train field were all measured on the default draw of captions
-        measured = {k: old[k] for k in ("n", "steps", "guidance", "seed")} | {"n_train": old.get("n_train", N_TRAIN)}
-        if measured != {k: getattr(args, k) for k in measured}:
-            shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in measured.items())
-            raise SystemExit(f"{path} was measured with {shown}; give the same options or measure its "
-                             "models again with --model")
+        record = {"n_train": N_TRAIN} | old  # records older than the field were measured on the default
+        measured = {k: record[k] for k in MEASURED_WITH}
+        if measured != {k: getattr(args, k) for k in MEASURED_WITH}:
+            raise SystemExit(f"{path} was measured with {as_flags(measured)}; give the same options or "
+                             "measure its models again with --model")
         if old.get("protocol") != PROTOCOL:
             raise SystemExit(f"{path} was measured before DAAM's layer selection and normalisation; "
                              "measure its models again with --model")
@@ -168,8 +174,8 @@ def main() -> None:
                for name, path in models.items()}
     table = earlier + rows(results)
     table = [{k: r.get(k, float("nan")) for k in table[-1]} for r in table]
-    report = {"kind": "attention-grounding", "protocol": PROTOCOL, "n": args.n, "steps": args.steps,
-              "guidance": args.guidance, "seed": args.seed, "n_train": args.n_train, "machine": platform.machine(),
+    report = {"kind": "attention-grounding", "protocol": PROTOCOL, **{k: getattr(args, k) for k in MEASURED_WITH},
+              "machine": platform.machine(),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "rows": table, "previous": args.previous,
               "results": kept | {k: {**v, "grounding": {**v["grounding"], "per_image": v["grounding"]["per_image"][:20]},
