@@ -102,7 +102,7 @@ def recorded_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     """The command that measures this run's rows again: its models, its --previous files, --n, and
     every other option that differs from its default (the captions and the noise hang on --seed and
     --n-train)."""
-    others = {k: getattr(args, k) for k in (*MEASURED_WITH[1:], "name")}
+    others = {k: getattr(args, k) for k in (*MEASURED_WITH, "name") if k != "n"}
     changed = {k: v for k, v in others.items() if v != parser.get_default(k)}
     parts = [*(f"--model {m}" for m in args.model), *(f"--previous {p}" for p in args.previous),
              f"--n {args.n}", *([as_flags(changed)] if changed else [])]
@@ -154,13 +154,14 @@ def main() -> None:
                          "--guidance, --seed, --n-train) join the table without being measured again")
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in args.model)
+    measured_with = {k: getattr(args, k) for k in MEASURED_WITH}
     earlier, commands = [], []  # the commands that measured the earlier rows, oldest first
     kept = {}  # the earlier models' detailed results, kept beside the new ones
     for path in args.previous:
         old = json.loads(Path(path).read_text())
         record = {"n_train": N_TRAIN} | old  # records older than the field were measured on the default
         measured = {k: record[k] for k in MEASURED_WITH}
-        if measured != {k: getattr(args, k) for k in MEASURED_WITH}:
+        if measured != measured_with:
             raise SystemExit(f"{path} was measured with {as_flags(measured)}; give the same options or "
                              "measure its models again with --model")
         if old.get("protocol") != PROTOCOL:
@@ -174,7 +175,7 @@ def main() -> None:
                for name, path in models.items()}
     table = earlier + rows(results)
     table = [{k: r.get(k, float("nan")) for k in table[-1]} for r in table]
-    report = {"kind": "attention-grounding", "protocol": PROTOCOL, **{k: getattr(args, k) for k in MEASURED_WITH},
+    report = {"kind": "attention-grounding", "protocol": PROTOCOL, **measured_with,
               "machine": platform.machine(),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "rows": table, "previous": args.previous,
