@@ -726,3 +726,26 @@ def test_texture_transfer_cost_times_each_size_and_projects_a_painted_set(tmp_pa
     assert rows[1]["vs_first"] == pytest.approx(rows[1]["seconds"] / rows[0]["seconds"])
     md = (tmp_path / "texture-transfer-cost.md").read_text()
     assert record["command"] in md and "| 32 |" in md and "target_aux=4" in md
+
+
+def test_latent_side_cost_times_each_side_and_projects_the_runs(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("latent_side_cost", ROOT / "benchmarks" / "latent_side_cost.py")
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
+    for bad in ("16,x", "4", "18", ""):  # refused with the option's name, nothing written
+        with pytest.raises(SystemExit):
+            cost.main(["--sides", bad, "--out-dir", str(tmp_path)])
+        assert "--sides" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    cost.main(["--sides", "8,16", "--steps", "1", "--pretrain-batch", "2", "--out-dir", str(tmp_path)])
+    record = json.loads((tmp_path / "latent-side-cost.json").read_text())
+    rows = record["rows"]
+    assert [r["side"] for r in rows] == [8, 16]
+    for kind in ("idl_step", "sample_step", "pretrain_step"):
+        assert rows[0][f"{kind}_vs_first"] == 1 and all(r[kind] > 0 for r in rows)
+        assert rows[1][f"{kind}_vs_first"] == pytest.approx(rows[1][kind] / rows[0][kind])
+    for row in rows:
+        assert row["idl_run_s"] == pytest.approx(row["idl_step"] * 400)
+        assert row["sampling_run_s"] == pytest.approx(row["sample_step"] * 25)
+    md = (tmp_path / "latent-side-cost.md").read_text()
+    assert record["command"] in md and "| 16 |" in md and "batch 2" in md
