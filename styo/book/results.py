@@ -19,7 +19,7 @@ ABLATIONS = "ablations.json"
 # (fcc_probe.py --name fcc-probe-ns1 writes fcc-probe-ns1.json).
 OTHER_RESULTS = ("book-timing", "ablations", "idl-tuning", "fcc-probe", "attention-grounding",
                  "grounding-ceiling", "recombination", "word-maps-on-renders", "gpu-candidates",
-                 "decoder-detail", "texture-transfer-cost")
+                 "decoder-detail", "texture-transfer-cost", "latent-side-cost")
 
 
 def benchmark_runs(results_dir: str | Path = RESULTS, kind: str | None = None) -> list[dict[str, Any]]:
