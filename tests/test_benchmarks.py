@@ -708,10 +708,7 @@ def test_word_maps_on_renders_scores_the_shipped_models_maps_on_renders_and_its_
 
 
 def test_texture_transfer_cost_times_each_size_and_projects_a_painted_set(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("texture_transfer_cost",
-                                                  ROOT / "benchmarks" / "texture_transfer_cost.py")
-    cost = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cost)
+    cost = _benchmark("texture_transfer_cost")
     for bad in ("64,x", "8", ""):  # refused with the option's name, nothing written
         with pytest.raises(SystemExit):
             cost.main(["--sizes", bad, "--out-dir", str(tmp_path)])
@@ -729,9 +726,7 @@ def test_texture_transfer_cost_times_each_size_and_projects_a_painted_set(tmp_pa
 
 
 def test_latent_side_cost_times_each_side_and_projects_the_runs(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("latent_side_cost", ROOT / "benchmarks" / "latent_side_cost.py")
-    cost = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cost)
+    cost = _benchmark("latent_side_cost")
     for bad in ("16,x", "4", "18", ""):  # refused with the option's name, nothing written
         with pytest.raises(SystemExit):
             cost.main(["--sides", bad, "--out-dir", str(tmp_path)])
