@@ -22,13 +22,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "sd_scale.py"
 
 
-@pytest.fixture(scope="module")
-def bench():
-    """The script as a module (importing it sets no environment and loads no model)."""
-    spec = importlib.util.spec_from_file_location("sd_scale", SCRIPT)
+def _benchmark(name: str):
+    """A script of benchmarks/ as a module (importing one sets no environment and loads no model)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """sd_scale.py as a module, shared by this file's tests of it."""
+    return _benchmark("sd_scale")
 
 
 def test_sd15_configs_have_sd15_parameter_counts(bench):
@@ -163,9 +168,7 @@ def test_idl_tuning_trains_each_schedule_on_each_pair_and_scores_it(tmp_path):
 @pytest.mark.parametrize("bad", ["400", "400:", "x:1e-4", "0:1e-4", "400:-1", "400:1e-4,200", "400:1e-4:vae",
                                  "400:1e-4:te:x"])
 def test_idl_tuning_rejects_malformed_schedules(bad):
-    spec = importlib.util.spec_from_file_location("idl_tuning", ROOT / "benchmarks" / "idl_tuning.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark("idl_tuning")
     assert module.parse_schedules("400:1e-4, 200:2e-4:te,9:1:unet") == [
         (400, 1e-4, None), (200, 2e-4, True), (9, 1.0, False)]
     with pytest.raises(SystemExit, match="STEPS:LR"):
@@ -392,9 +395,7 @@ def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_p
         mine = [r for r in record["fcc_rows"] if (r["strength"], r["control"]) == (mean["strength"], mean["control"])]
         assert {r["pair"] for r in mine} == set(record["pairs"])
         assert mean["pose"] == pytest.approx(sum(r["pose"] for r in mine) / 2)
-    spec = importlib.util.spec_from_file_location("fcc_probe", ROOT / "benchmarks" / "fcc_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = _benchmark("fcc_probe")
     pipe = tiny_pipeline()
     pipe.set_progress_bar_config(disable=True)
     assert record["base"]["sharpness"] == pytest.approx(
@@ -407,9 +408,7 @@ def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_p
 
 
 def test_fcc_probe_rejects_bad_strengths(tmp_path):
-    spec = importlib.util.spec_from_file_location("fcc_probe", ROOT / "benchmarks" / "fcc_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = _benchmark("fcc_probe")
     for bad in ("0.8,x", "0,1.0", "1.5"):  # refused before any model is loaded
         with pytest.raises(SystemExit, match="--strengths"):
             probe.main(["--model", "tiny", "--strengths", bad, "--out-dir", str(tmp_path)])
@@ -423,22 +422,13 @@ def test_fcc_probe_says_where_each_word_of_the_content_phrase_lands():
     from styo.profiles import DEFAULT_MODEL
     from styo.world.segmenter import load_segmenter
 
-    spec = importlib.util.spec_from_file_location("fcc_probe", ROOT / "benchmarks" / "fcc_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = _benchmark("fcc_probe")
     rows = probe.identifier_maps(load_pipeline(DEFAULT_MODEL), load_segmenter(), seed=0)
     assert [(r["prompt"], r["word"]) for r in rows] == [
         (p, w) for p in ("source", "stylization") for w in ("sks", "not", "m4a1", "portrait", "ak47")]
     for r in rows:
         assert 0 <= r["head share"] + r["background share"] <= 1 + 1e-6
         assert 0 < r["head area"] < 1
-
-
-def _benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_identifier_embeddings_only_trains_the_unet_and_the_identifiers_rows_alone(tmp_path):
