@@ -276,6 +276,15 @@ def test_repetition_claims_average_over_the_other_knob():
     assert "Stylizing harder **costs** content" in text
 
 
+def test_best_cells_keep_each_pairs_highest_row_and_the_first_on_a_tie():
+    grid = [_row(pair="a", n_s=1, joint=0.25), _row(pair="a", n_s=2, joint=0.75),
+            _row(pair="a", n_s=3, joint=0.75), _row(pair="b", n_s=1, joint=0.0),
+            _row(pair="b", n_s=2, joint=0.0)]
+    best = X.best_cells(grid)
+    assert {p: r["n_s"] for p, r in best.items()} == {"a": 2, "b": 1}
+    assert X.best_cells(grid, "n_s")["a"]["n_s"] == 3
+
+
 def test_augmentation_markdown_compares_row_by_row():
     inference = [_row(n_s=3, n_c=1, style=0.3)]
     training = [_row(n_s=3, n_c=1, style=0.6, content=0.4)]
@@ -351,7 +360,8 @@ def test_recorded_study_applies_only_to_this_model_strength_and_guidance():
     text = X.recorded_study_markdown(study, "f", 0.7)
     assert "| 0.50 | on | 0.50 | 0.20 |" in text  # style, then joint
     assert "with FCC, the joint score by strength: 0.5: 0.20, 0.7: 0.25 (from 0.20 to 0.25)." in text
-    study["grid"] = [{"pair": p, "n_s": a, "n_c": b} for p in ("a", "b") for a in (1, 3) for b in (1, 3)]
+    study["grid"] = [{"pair": p, "n_s": a, "n_c": b, "joint": 0.5 if (p, a, b) == ("a", 1, 3) else 0.0}
+                     for p in ("a", "b") for a in (1, 3) for b in (1, 3)]
     study["grid_means"] = [{"n_s": a, "n_c": b, "style": 0.2 * a, "content": 0.5 - 0.05 * b, "joint": 0.1}
                            for a in (1, 3) for b in (1, 3)]
     text = X.recorded_study_markdown(study, "f", 0.7)
@@ -359,6 +369,9 @@ def test_recorded_study_applies_only_to_this_model_strength_and_guidance():
     assert "| 3 | 1 | 0.45 | 0.60 | 0.10 |" in text  # content, style, joint: the columns it holds
     assert "*a larger n_s stylizes more*: **holds**" in text
     assert "*a larger n_c keeps more of the source*: **does not hold** here. Mean content by n_c: 1: 0.45, 3: 0.35" in text
+    assert ("- At best: the grid's best cell for every pair (n_s = 1, n_c = 1) reads joint 0.10; each pair's own "
+            "best cell, chosen after the fact by the judges, reads 0.25, and in 1 of 2 pairs no picture passes in "
+            "any cell.") in text
 
 
 def test_pair_grid_titles_the_first_row_only():
