@@ -5,11 +5,24 @@ The unit tests run tiny models, where extra threads cost more than they bring an
 STYO_TEST_THREADS overrides it.
 """
 
+import importlib.util
 import os
+from pathlib import Path
 
 import torch
 
 torch.set_num_threads(int(os.environ.get("STYO_TEST_THREADS", "1")))
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def benchmark_script(name: str):
+    """A script of benchmarks/ as a module (importing one sets no environment and loads no model);
+    the scripts are not a package, so tests load them by path."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def styo_in_process(*args, cwd=None):

@@ -6,7 +6,6 @@ themselves need a GPU and are recorded by hand in benchmarks/results/.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,24 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import benchmark_script
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "sd_scale.py"
 
 
-def _benchmark(name: str):
-    """A script of benchmarks/ as a module (importing one sets no environment and loads no model)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def bench():
     """sd_scale.py as a module, shared by this file's tests of it."""
-    return _benchmark("sd_scale")
+    return benchmark_script("sd_scale")
 
 
 def test_sd15_configs_have_sd15_parameter_counts(bench):
@@ -168,7 +160,7 @@ def test_idl_tuning_trains_each_schedule_on_each_pair_and_scores_it(tmp_path):
 @pytest.mark.parametrize("bad", ["400", "400:", "x:1e-4", "0:1e-4", "400:-1", "400:1e-4,200", "400:1e-4:vae",
                                  "400:1e-4:te:x"])
 def test_idl_tuning_rejects_malformed_schedules(bad):
-    module = _benchmark("idl_tuning")
+    module = benchmark_script("idl_tuning")
     assert module.parse_schedules("400:1e-4, 200:2e-4:te,9:1:unet") == [
         (400, 1e-4, None), (200, 2e-4, True), (9, 1.0, False)]
     with pytest.raises(SystemExit, match="STEPS:LR"):
@@ -395,7 +387,7 @@ def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_p
         mine = [r for r in record["fcc_rows"] if (r["strength"], r["control"]) == (mean["strength"], mean["control"])]
         assert {r["pair"] for r in mine} == set(record["pairs"])
         assert mean["pose"] == pytest.approx(sum(r["pose"] for r in mine) / 2)
-    probe = _benchmark("fcc_probe")
+    probe = benchmark_script("fcc_probe")
     pipe = tiny_pipeline()
     pipe.set_progress_bar_config(disable=True)
     assert record["base"]["sharpness"] == pytest.approx(
@@ -408,7 +400,7 @@ def test_fcc_probe_measures_sharpness_distances_and_each_attention_control(tmp_p
 
 
 def test_fcc_probe_rejects_bad_strengths(tmp_path):
-    probe = _benchmark("fcc_probe")
+    probe = benchmark_script("fcc_probe")
     for bad in ("0.8,x", "0,1.0", "1.5"):  # refused before any model is loaded
         with pytest.raises(SystemExit, match="--strengths"):
             probe.main(["--model", "tiny", "--strengths", bad, "--out-dir", str(tmp_path)])
@@ -422,7 +414,7 @@ def test_fcc_probe_says_where_each_word_of_the_content_phrase_lands():
     from styo.profiles import DEFAULT_MODEL
     from styo.world.segmenter import load_segmenter
 
-    probe = _benchmark("fcc_probe")
+    probe = benchmark_script("fcc_probe")
     rows = probe.identifier_maps(load_pipeline(DEFAULT_MODEL), load_segmenter(), seed=0)
     assert [(r["prompt"], r["word"]) for r in rows] == [
         (p, w) for p in ("source", "stylization") for w in ("sks", "not", "m4a1", "portrait", "ak47")]
@@ -438,7 +430,7 @@ def test_identifier_embeddings_only_trains_the_unet_and_the_identifiers_rows_alo
     from styo.idl import IDLConfig, train
     from styo.testing import tiny_pipeline
 
-    recombination = _benchmark("recombination")
+    recombination = benchmark_script("recombination")
     pipe = tiny_pipeline()
     before_te = {k: v.clone() for k, v in pipe.text_encoder.state_dict().items()}
     before_unet = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
@@ -472,7 +464,7 @@ def test_recombination_probe_labels_each_setting(tmp_path):
     assert all(-1 <= r[k] <= 1 for r in record["rows"] for k in ("portrait_cos_source", "portrait_cos_target"))
     assert "`portrait_cos_source` / `portrait_cos_target`" in (tmp_path / "recombination.md").read_text()
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["embeddings", "te"]
-    recombination = _benchmark("recombination")
+    recombination = benchmark_script("recombination")
     assert recombination.outcome({"joint": 0.75, "style": 1, "leak": 0, "content": 1, "source_style": 0}) == "stylization"
     assert recombination.outcome({"joint": 0, "style": 0.9, "leak": 0.8, "content": 0.1, "source_style": 0}) == "target"
     assert recombination.outcome({"joint": 0, "style": 0.0, "leak": 0.0, "content": 0.9, "source_style": 0.9}) == "source"
@@ -520,7 +512,7 @@ def test_grounded_content_words_moves_the_content_identifiers_maps_onto_the_head
     from styo.idl import IDLConfig, prompts_for, train
     from styo.testing import tiny_pipeline
 
-    recombination = _benchmark("recombination")
+    recombination = benchmark_script("recombination")
     image = Image.new("RGB", (16, 16), (200, 120, 40))
     config = IDLConfig(steps=8, lr=3e-3, train_text_encoder=True, checkpoint_every=0)
     source_prompt = prompts_for(config)["source"]
@@ -550,7 +542,7 @@ def test_grounding_ceiling_bounds_each_region(tmp_path):
     """benchmarks/grounding_ceiling.py: the miniature UNet's attention sides DAAM aggregates, a
     searched bound at least the coverage bound, small regions bounded well below large ones, and
     the results files."""
-    ceiling = _benchmark("grounding_ceiling")
+    ceiling = benchmark_script("grounding_ceiling")
     config = json.loads((ROOT / "models" / "styo-mini" / "unet" / "config.json").read_text())
     assert ceiling.layer_sides(config) == [16, 8, 8, 8, 16, 16]  # DAAM leaves out the middle block
     bases, labels = ceiling.cell_bases([16, 8, 8, 8, 16, 16], 64)
@@ -587,7 +579,7 @@ def test_portrait_encodings_compare_the_stylization_prompt_with_both_training_pr
 
     from styo.testing import tiny_pipeline
 
-    recombination = _benchmark("recombination")
+    recombination = benchmark_script("recombination")
     pipe = tiny_pipeline()
 
     def config(s_src, s_tgt, c_src, c_tgt):
@@ -611,7 +603,7 @@ def test_content_identifier_maps_share_the_heat_between_head_and_the_rest():
     from styo.testing import tiny_pipeline
     from styo.world.segmenter import load_segmenter
 
-    recombination = _benchmark("recombination")
+    recombination = benchmark_script("recombination")
     config = IDLConfig()
     found = recombination.content_identifier_maps(load_pipeline(ROOT / "models" / "styo-mini"), config,
                                                   load_segmenter(), steps=4, guidance=5.0, seeds=1)
@@ -627,7 +619,7 @@ def test_a_committed_study_is_what_its_script_writes_of_its_record(tmp_path, nam
     so no figure in it was typed or left behind by an older rendering."""
     results = ROOT / "benchmarks" / "results"
     record = json.loads((results / f"{name}.json").read_text())
-    _benchmark("ablations").write_results(record, tmp_path, name)
+    benchmark_script("ablations").write_results(record, tmp_path, name)
     assert (tmp_path / f"{name}.md").read_text() == (results / f"{name}.md").read_text()
 
 
@@ -669,7 +661,7 @@ def test_a_committed_grounding_table_is_what_its_record_says(tmp_path, name):
     """Each committed attention-grounding table is the script's rendering of its JSON record."""
     results = ROOT / "benchmarks" / "results"
     record = json.loads((results / f"{name}.json").read_text())
-    _benchmark("attention_grounding").write_report(record, tmp_path, name)
+    benchmark_script("attention_grounding").write_report(record, tmp_path, name)
     assert (tmp_path / f"{name}.md").read_text() == (results / f"{name}.md").read_text()
 
 
@@ -698,7 +690,7 @@ def test_word_maps_on_renders_scores_the_shipped_models_maps_on_renders_and_its_
 
 
 def test_texture_transfer_cost_times_each_size_and_projects_a_painted_set(tmp_path, capsys):
-    cost = _benchmark("texture_transfer_cost")
+    cost = benchmark_script("texture_transfer_cost")
     for bad in ("64,x", "8", ""):  # refused with the option's name, nothing written
         with pytest.raises(SystemExit):
             cost.main(["--sizes", bad, "--out-dir", str(tmp_path)])
@@ -716,7 +708,7 @@ def test_texture_transfer_cost_times_each_size_and_projects_a_painted_set(tmp_pa
 
 
 def test_latent_side_cost_times_each_side_and_projects_the_runs(tmp_path, capsys):
-    cost = _benchmark("latent_side_cost")
+    cost = benchmark_script("latent_side_cost")
     for bad in ("16,x", "4", "18", ""):  # refused with the option's name, nothing written
         with pytest.raises(SystemExit):
             cost.main(["--sides", bad, "--out-dir", str(tmp_path)])

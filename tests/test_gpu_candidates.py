@@ -1,16 +1,15 @@
 """benchmarks/gpu_candidates.py ranks the lent GPU's candidates as issue 17's targets read."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from conftest import benchmark_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_candidates.py"
-spec = importlib.util.spec_from_file_location("gpu_candidates", SCRIPT)
-gpu_candidates = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_candidates)
+gpu_candidates = benchmark_script("gpu_candidates")
 
 
 def _candidate(work: Path, name: str, eyes_map: float, mean: float, style: float, eyes_attr: float) -> None:

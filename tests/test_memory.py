@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import benchmark_script
 
 from styo import memory as M
 from styo.profiles import PROFILES
 from styo.testing import tiny_pipeline
 
-ROOT = Path(__file__).resolve().parent.parent
 T4 = 15_835_660_288  # what torch.cuda.get_device_properties reports for a Tesla T4 (14.75 GiB)
 
 # SD 1.5's published parameter counts, rounded as the model cards give them (data, not the module's).
@@ -82,9 +80,7 @@ def test_param_counts_of_a_pipeline_and_lora_width():
 
 @pytest.fixture(scope="module")
 def sd15_unet():
-    spec = importlib.util.spec_from_file_location("sd_scale", ROOT / "benchmarks" / "sd_scale.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_script("sd_scale")
     from diffusers import UNet2DConditionModel
 
     with torch.device("meta"):
