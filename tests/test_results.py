@@ -101,3 +101,55 @@ def test_ablation_means_table_names_fcc_on_and_off():
     joint = [{**m, "geometry": 0.7, "joint": 0.4} for m in means]  # scored with the segmentation judge
     assert R.ablation_means_markdown(joint).splitlines()[0] == (
         "| variant | FCC | content | leak | style | geometry | joint | diversity | pairs |")
+
+
+def _study(seed: int, joints: dict[str, float], fingerprint: str = "f0") -> dict:
+    """A minimal benchmarks/ablations.py record: the full method with FCC on each pair, plus one
+    row of another variant that the draws must ignore."""
+    rows = [{"pair": pair, "variant": R.FULL_METHOD, "fcc": True, "joint": j} for pair, j in joints.items()]
+    rows.append({"pair": "pair 1 (photo → mosaic)", "variant": "contrastive", "fcc": True, "joint": 1.0})
+    mean = sum(joints.values()) / len(joints)
+    return {"model_fingerprint": fingerprint, "idl": {"seed": seed}, "rows": rows,
+            "means": [{"variant": R.FULL_METHOD, "fcc": False, "joint": 0.0},
+                      {"variant": R.FULL_METHOD, "fcc": True, "joint": mean}]}
+
+
+def test_idl_draws_read_each_seed_and_count_recombined_pairs_by_target_style(tmp_path):
+    m, h = "pair 1 (photo → mosaic)", "pair 2 (sketch → halftone)"
+    _write(tmp_path, "a0.json", _study(0, {m: 0.0, h: 0.5}))
+    _write(tmp_path, "a1.json", _study(1, {m: 0.25, h: 1.0}))
+    _write(tmp_path, "b0.json", _study(0, {m: 0.75, h: 0.75}))
+    _write(tmp_path, "b1.json", _study(1, {m: 0.0, h: 0.0}))
+    _write(tmp_path, "b2.json", _study(2, {m: 1.0, h: 1.0}, fingerprint="another model"))
+    draws = R.idl_draws({"A": ("a0", "a1"), "B": ("b0", "b1", "b2", "missing")}, fingerprint="f0",
+                        results_dir=tmp_path)
+    a, b = draws
+    assert a["joint_by_seed"] == {0: 0.25, 1: 0.625}
+    assert a["mean"] == pytest.approx(0.4375) and a["spread"] == pytest.approx(0.375)
+    assert a["recombined"] == {"mosaic": 0, "halftone": 2} and a["pairs"] == {"mosaic": 2, "halftone": 2}
+    assert b["joint_by_seed"] == {0: 0.75, 1: 0.0} and b["skipped"] == ["b2", "missing"]
+    assert b["recombined"] == {"mosaic": 1, "halftone": 1}
+    c = R.paired_draws(a, b)
+    assert c["seeds"] == [0, 1] and (c["higher"], c["lower"]) == (1, 1)
+    assert c["mean_difference"] == pytest.approx((0.5 - 0.625) / 2)
+    text = R.idl_draws_markdown(draws, comparisons=((0, 1),))
+    assert "| A | 0.25 | 0.62 | 0.44 | 0.38 | 2 of 2 | 0 of 2 |" in text
+    assert "*B* against *A*, seed by seed: higher in 1 of 2 draws, lower in 1; mean difference -0.06." in text
+    assert "b2, missing" in text
+    assert "No study" in R.idl_draws_markdown(R.idl_draws({"A": ("a0",)}, "nobody", tmp_path))
+
+
+def test_the_committed_draws_are_each_settings_five_seeds_on_the_shipped_model():
+    """Each row of IDL_DRAW_STUDIES is one setting: every study measured the model of the main
+    study, with its own IDL seed, the row's n_s and painted set, and nothing else changed."""
+    fingerprint = R.ablation_study()["model_fingerprint"]
+    draws = R.idl_draws(fingerprint=fingerprint)
+    assert all(not d["skipped"] for d in draws), [d["skipped"] for d in draws]
+    assert all(sorted(d["joint_by_seed"]) == [0, 1, 2, 3, 4] for d in draws)
+    for label, names in R.IDL_DRAW_STUDIES.items():
+        studies = [R.ablation_study(name=name) for name in names]
+        n_s = 1 if label.endswith("n_s = 1") else 3
+        assert [s["stylization"]["n_s"] for s in studies] == [n_s] * 5, label
+        assert {bool(s["idl"].get("target_aux")) for s in studies} == {label.startswith("painted")}, label
+        assert len({(s["idl"]["steps"], s["idl"]["lr"], s["stylization"]["strength"],
+                     s["stylization"]["guidance"], tuple(s["pairs"])) for s in studies}) == 1, label

@@ -81,6 +81,105 @@ def pair_outcomes(per_pair: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
     return out
 
 
+# The committed studies of one setting drawn with IDL's seeds 0 to 4 (``benchmarks/ablations.py
+# --idl-seed N``): the paper's IDL and IDL with the painted target-side set (``--target-aux 16``),
+# each sampled at the paper's n_s = 3 and at n_s = 1. Same pairs, same sampling seed; only IDL's
+# noise, timesteps and auxiliary draws differ between the studies of a row.
+IDL_DRAW_STUDIES: dict[str, tuple[str, ...]] = {
+    "paper's IDL, n_s = 3": (
+        "ablations", *(f"ablations-v3-seed{s}" for s in range(1, 5))),
+    "paper's IDL, n_s = 1": (
+        "ablations-v3-ns1", *(f"ablations-v3-seed{s}-ns1" for s in range(1, 5))),
+    "painted set, n_s = 3": (
+        "ablations-target-aux", *(f"ablations-target-aux-seed{s}" for s in range(1, 5))),
+    "painted set, n_s = 1": (
+        "ablations-target-aux-ns1", *(f"ablations-target-aux-seed{s}-ns1" for s in range(1, 5))),
+}
+FULL_METHOD = "contrastive + aux"  # the full IDL variant, as benchmarks/ablations.py names it
+
+
+def target_style(pair: str) -> str:
+    """The target style in a study's pair label (``"pair 3 (cartoon → mosaic)"`` → ``"mosaic"``)."""
+    return pair.rsplit(" ", 1)[-1].rstrip(")")
+
+
+def idl_draws(settings: Mapping[str, Sequence[str]] = IDL_DRAW_STUDIES, fingerprint: str | None = None,
+              results_dir: str | Path = RESULTS) -> list[dict[str, Any]]:
+    """Per setting, the full method with FCC in each of its studies (one per IDL seed): the joint
+    score by seed, its mean and spread, and how many pairs of each target style recombined (joint
+    score ≥ 0.5, as :func:`pair_outcomes`). A study that is missing, or that measured another model
+    than ``fingerprint``, is left out and named in ``skipped``: its numbers would not be this
+    model's."""
+    out = []
+    for label, names in settings.items():
+        joints, recombined, pairs, skipped = {}, {}, {}, []
+        for name in names:
+            study = ablation_study(results_dir, name)
+            if study is None or (fingerprint is not None and study["model_fingerprint"] != fingerprint):
+                skipped.append(name)
+                continue
+            seed = study["idl"].get("seed", 0)
+            mean = next(m for m in study["means"] if m["variant"] == FULL_METHOD and m["fcc"])
+            joints[seed] = mean["joint"]
+            for row in study["rows"]:
+                if row["variant"] == FULL_METHOD and row["fcc"]:
+                    style = target_style(row["pair"])
+                    pairs[style] = pairs.get(style, 0) + 1
+                    recombined[style] = recombined.get(style, 0) + (row["joint"] >= 0.5)
+        values = list(joints.values())
+        out.append({"setting": label, "joint_by_seed": joints, "skipped": skipped,
+                    "mean": sum(values) / len(values) if values else None,
+                    "spread": max(values) - min(values) if values else None,
+                    "recombined": recombined, "pairs": pairs})
+    return out
+
+
+def paired_draws(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """Two settings of :func:`idl_draws` compared seed by seed (only the seeds both measured): how
+    often ``after`` scored the higher joint score, and the mean difference. With IDL's draw moving
+    one setting by a tenth or more, only a difference that holds seed by seed says something."""
+    seeds = sorted(set(before["joint_by_seed"]) & set(after["joint_by_seed"]))
+    diffs = [after["joint_by_seed"][s] - before["joint_by_seed"][s] for s in seeds]
+    return {"seeds": seeds, "higher": sum(d > 0 for d in diffs), "lower": sum(d < 0 for d in diffs),
+            "mean_difference": sum(diffs) / len(diffs) if diffs else None}
+
+
+def idl_draws_markdown(draws: Sequence[Mapping[str, Any]],
+                       comparisons: Sequence[tuple[int, int]] = ((0, 1), (0, 2), (1, 3), (0, 3))) -> str:
+    """:func:`idl_draws` as a table (the joint score by IDL seed, its mean and spread, the
+    recombined pairs by target style), then each ``(before, after)`` pair of rows (their positions
+    in ``draws``; by default, with :data:`IDL_DRAW_STUDIES`' order: n_s = 1 against the profile,
+    the painted set against the profile, the painted set against the paper's IDL at n_s = 1 and
+    against the profile) compared seed by seed (:func:`paired_draws`)."""
+    seeds = sorted({s for d in draws for s in d["joint_by_seed"]})
+    styles = sorted({s for d in draws for s in d["pairs"]})
+    if not seeds:
+        return "No study of IDL's draws was measured on this model: `benchmarks/ablations.py --idl-seed N` makes them."
+    rows = [{"setting": d["setting"], **{f"seed {s}": d["joint_by_seed"].get(s) for s in seeds},
+             "mean": d["mean"], "spread": d["spread"],
+             **{style: f"{d['recombined'].get(style, 0)} of {d['pairs'].get(style, 0)}" for style in styles}}
+            for d in draws]
+    columns = ["setting", *(f"seed {s}" for s in seeds), "mean", "spread", *styles]
+    headers = ["setting", *(f"seed {s}" for s in seeds), "mean", "max − min",
+               *(f"{style} pairs recombined" for style in styles)]
+    lines = ["The full method with FCC, joint score by IDL's seed:", "",
+             markdown_table(rows, columns, headers, decimals=2), ""]
+    for before, after in comparisons:
+        if max(before, after) >= len(draws):
+            continue
+        c = paired_draws(draws[before], draws[after])
+        if not c["seeds"]:
+            continue
+        n = len(c["seeds"])
+        lines.append(f"- *{draws[after]['setting']}* against *{draws[before]['setting']}*, seed by seed: "
+                     f"higher in {c['higher']} of {n} draws, lower in {c['lower']}; mean difference "
+                     f"{c['mean_difference']:+.2f}.")
+    skipped = [name for d in draws for name in d["skipped"]]
+    if skipped:
+        lines.append(f"- Not read (missing, or measured on another model): {', '.join(skipped)}.")
+    return "\n".join(lines)
+
+
 def study_targets_markdown(targets: dict[str, Any], per_pair: bool = True) -> str:
     """An ablation study's targets for the full method with FCC: each mean against its target,
     whether FCC raised the geometry on most pairs, and (``per_pair``) the pair-by-pair table."""
