@@ -477,7 +477,15 @@ def test_study_names_what_the_full_method_made_of_each_pair():
                 {"pair": "b", "joint": 0.25, "style": 0.3, "content": 0.9, "geometry": 0.9},
                 {"pair": "c", "joint": 0.0, "style": 1.0, "content": 0.1, "geometry": 0.5},
                 {"pair": "d", "joint": 0.0, "style": 0.5, "content": 0.8, "geometry": 0.9}]
-    assert R.pair_outcomes(per_pair) == {R.RECOMBINED: ["a"], R.UNSTYLED: ["b"], R.FACE_LOST: ["c", "d"]}
+    assert R.pair_outcomes(per_pair) == {R.RECOMBINED: ["a"], R.NOT_TARGET_STYLE: ["b"], R.FACE_LOST: ["c", "d"]}
+    # with the rows' style shares, a pair not in the target style is split by what it was read as
+    rows = [{"pair": p, "source_style": s, "other_style": o}
+            for p, s, o in [("a", 0.0, 0.1), ("b", 0.1, 0.6), ("c", 0.0, 0.0), ("d", 0.5, 0.0)]]
+    assert R.pair_outcomes(per_pair, rows) == {R.RECOMBINED: ["a"], R.UNSTYLED: [], R.THIRD_STYLE: ["b"],
+                                               R.FACE_LOST: ["c", "d"]}
+    rows[1] = {**rows[1], "source_style": 0.7}
+    assert R.pair_outcomes(per_pair, rows)[R.UNSTYLED] == ["b"]
+    assert R.NOT_TARGET_STYLE in R.pair_outcomes(per_pair, rows[:3])  # a pair without its shares: no split
     targets = {"means": {"joint": 0.25}, "targets": {"joint": 0.6}, "met": {
         "joint": False, "geometry above no FCC on most pairs": False}, "fcc_geometry_wins": 1,
         "per_pair": [{**r, "geometry without FCC": 0.8} for r in per_pair]}

@@ -847,7 +847,8 @@ def study_markdown_sections(study: Mapping[str, Any]) -> list[str]:
     )
 
     parts = {
-        "targets": lambda s: study_targets_markdown(s["targets"]),
+        "targets": lambda s: study_targets_markdown(
+            s["targets"], rows=[r for r in s.get("rows", ()) if r["variant"] == FULL_IDL and r["fcc"]]),
         "ideal": lambda s: ideal_markdown(s["ideal"]),
         "grid_means": grid_study_markdown,
         "strength_sweep": lambda s: strength_sweep_markdown(s["strength_sweep"]),

@@ -66,17 +66,36 @@ def ablation_means_markdown(means: Sequence[dict[str, Any]]) -> str:
                           decimals=3)
 
 
-RECOMBINED, UNSTYLED, FACE_LOST = "recombined", "left unstyled", "styled without the source's face"
+RECOMBINED, FACE_LOST = "recombined", "styled without the source's face"
+UNSTYLED, THIRD_STYLE = "left in the source's style", "drawn in a third style"
+NOT_TARGET_STYLE = "not in the target style"  # where a study did not record which style the rest are in
 
 
-def pair_outcomes(per_pair: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+def pair_outcomes(per_pair: Sequence[dict[str, Any]],
+                  rows: Sequence[dict[str, Any]] = ()) -> dict[str, list[str]]:
     """What the full method made of each pair, by outcome: ``recombined`` (joint score ≥ 0.5: most
-    pictures carry the target style and the source's face), ``left unstyled`` (the target style read
-    in fewer than half), else ``styled without the source's face`` (the target drawn whole, or the
-    face or its place lost). The way a pair fails says which half of IDL's split gave way."""
-    out: dict[str, list[str]] = {RECOMBINED: [], UNSTYLED: [], FACE_LOST: []}
+    pictures carry the target style and the source's face), ``styled without the source's face``
+    (the target style read in half or more, but the target drawn whole, or the face or its place
+    lost), else not in the target style. ``rows`` (the study's rows for the full method with FCC,
+    which record the share of pictures read in the source's style and in a third one) split the
+    last into ``left in the source's style`` and ``drawn in a third style``: a stylization that
+    left the source's style without reaching the target's (the target's texture half drawn, read as
+    another style) is not the same failure as one that did nothing. The way a pair fails says which
+    half of IDL's split gave way."""
+    styles = {r["pair"]: r for r in rows if "source_style" in r and "other_style" in r}
+    split = bool(per_pair) and all(row["pair"] in styles for row in per_pair)
+    kinds = [RECOMBINED, UNSTYLED, THIRD_STYLE, FACE_LOST] if split else [RECOMBINED, NOT_TARGET_STYLE, FACE_LOST]
+    out: dict[str, list[str]] = {kind: [] for kind in kinds}
     for row in per_pair:
-        kind = RECOMBINED if row["joint"] >= 0.5 else UNSTYLED if row["style"] < 0.5 else FACE_LOST
+        if row["joint"] >= 0.5:
+            kind = RECOMBINED
+        elif row["style"] >= 0.5:
+            kind = FACE_LOST
+        elif not split:
+            kind = NOT_TARGET_STYLE
+        else:
+            other = styles[row["pair"]]
+            kind = THIRD_STYLE if other["other_style"] > other["source_style"] else UNSTYLED
         out[kind].append(row["pair"])
     return out
 
@@ -180,9 +199,12 @@ def idl_draws_markdown(draws: Sequence[Mapping[str, Any]],
     return "\n".join(lines)
 
 
-def study_targets_markdown(targets: dict[str, Any], per_pair: bool = True) -> str:
+def study_targets_markdown(targets: dict[str, Any], per_pair: bool = True,
+                           rows: Sequence[dict[str, Any]] = ()) -> str:
     """An ablation study's targets for the full method with FCC: each mean against its target,
-    whether FCC raised the geometry on most pairs, and (``per_pair``) the pair-by-pair table."""
+    whether FCC raised the geometry on most pairs, and (``per_pair``) the pair-by-pair table with
+    each pair's outcome (:func:`pair_outcomes`, given the study's ``rows`` for the full method with
+    FCC)."""
     means, lows, met = targets["means"], targets["targets"], targets["met"]
     lines = ["Targets for the full method with FCC (mean over pairs):", ""]
     lines += [f"- {m} {means[m]:.2f} (target ≥ {lows[m]}): **{'met' if met[m] else 'not met'}**" for m in lows]
@@ -193,7 +215,7 @@ def study_targets_markdown(targets: dict[str, Any], per_pair: bool = True) -> st
         lines += ["", "Pair by pair:", "",
                   markdown_table(targets["per_pair"], ["pair", *lows, "geometry without FCC"], decimals=2), ""]
         lines += [f"- {kind} ({len(pairs)} of {n}): {', '.join(pairs) if pairs else 'none'}"
-                  for kind, pairs in pair_outcomes(targets["per_pair"]).items()]
+                  for kind, pairs in pair_outcomes(targets["per_pair"], rows).items()]
     return "\n".join(lines)
 
 
