@@ -106,12 +106,12 @@ def test_ablation_means_table_names_fcc_on_and_off():
 def _study(seed: int, joints: dict[str, float], fingerprint: str = "f0") -> dict:
     """A minimal benchmarks/ablations.py record: the full method with FCC on each pair, plus one
     row of another variant that the draws must ignore."""
-    rows = [{"pair": pair, "variant": R.FULL_METHOD, "fcc": True, "joint": j} for pair, j in joints.items()]
+    rows = [{"pair": pair, "variant": R.FULL_IDL, "fcc": True, "joint": j} for pair, j in joints.items()]
     rows.append({"pair": "pair 1 (photo → mosaic)", "variant": "contrastive", "fcc": True, "joint": 1.0})
     mean = sum(joints.values()) / len(joints)
     return {"model_fingerprint": fingerprint, "idl": {"seed": seed}, "rows": rows,
-            "means": [{"variant": R.FULL_METHOD, "fcc": False, "joint": 0.0},
-                      {"variant": R.FULL_METHOD, "fcc": True, "joint": mean}]}
+            "means": [{"variant": R.FULL_IDL, "fcc": False, "joint": 0.0},
+                      {"variant": R.FULL_IDL, "fcc": True, "joint": mean}]}
 
 
 def test_idl_draws_read_each_seed_and_count_recombined_pairs_by_target_style(tmp_path):

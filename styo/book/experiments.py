@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ..fcc import stylize
 from ..idl import IDLConfig
+from .results import FULL_IDL, full_method
 
 METRICS = ("content", "pose", "leak", "style", "source_style", "other_style", "geometry", "joint",
            "diversity")
@@ -559,7 +560,6 @@ def check_claim(rows: Sequence[Mapping[str, Any]], metric: str, before: Mapping[
             "verdict": verdict}
 
 
-FULL_IDL = "contrastive + aux"
 # The paper's claims that the ablations test, as the paper states them: (claim, metric, before,
 # after, expected direction). The identifier and auxiliary claims are about disentanglement, so
 # they are read from the joint score (style and the source's face at once) and the target's leak,
@@ -848,7 +848,7 @@ def study_markdown_sections(study: Mapping[str, Any]) -> list[str]:
 
     parts = {
         "targets": lambda s: study_targets_markdown(
-            s["targets"], rows=[r for r in s.get("rows", ()) if r["variant"] == FULL_IDL and r["fcc"]]),
+            s["targets"], rows=full_method(s.get("rows", ()))),
         "ideal": lambda s: ideal_markdown(s["ideal"]),
         "grid_means": grid_study_markdown,
         "strength_sweep": lambda s: strength_sweep_markdown(s["strength_sweep"]),
@@ -875,7 +875,7 @@ def recorded_moves(by_seed: Mapping[int, tuple[str, str]], scores: Sequence[str]
     lines, verbs = [], {k: set() for k in scores}
     for seed, names in by_seed.items():
         studies = [ablation_study(results_dir or RESULTS, name) for name in names]
-        before, after = (next(m for m in s["means"] if m["variant"] == FULL_IDL and m["fcc"]) for s in studies)
+        before, after = (full_method(s["means"])[0] for s in studies)
         lines.append(f"IDL seed {seed} ({studies[0]['model']}): "
                      + ", ".join(f"{k} {before[k]:.2f} → {after[k]:.2f}" for k in scores))
         for k in scores:

@@ -66,6 +66,8 @@ def ablation_means_markdown(means: Sequence[dict[str, Any]]) -> str:
                           decimals=3)
 
 
+FULL_IDL = "contrastive + aux"  # the full IDL variant, the one the study's targets are read on
+RECOMBINED_JOINT = 0.5  # a pair recombines when most of its pictures pass the joint score
 RECOMBINED, FACE_LOST = "recombined", "styled without the source's face"
 UNSTYLED, THIRD_STYLE = "left in the source's style", "drawn in a third style"
 NOT_TARGET_STYLE = "not in the target style"  # where a study did not record which style the rest are in
@@ -87,7 +89,7 @@ def pair_outcomes(per_pair: Sequence[dict[str, Any]],
     kinds = [RECOMBINED, UNSTYLED, THIRD_STYLE, FACE_LOST] if split else [RECOMBINED, NOT_TARGET_STYLE, FACE_LOST]
     out: dict[str, list[str]] = {kind: [] for kind in kinds}
     for row in per_pair:
-        if row["joint"] >= 0.5:
+        if row["joint"] >= RECOMBINED_JOINT:
             kind = RECOMBINED
         elif row["style"] >= 0.5:
             kind = FACE_LOST
@@ -114,7 +116,11 @@ IDL_DRAW_STUDIES: dict[str, tuple[str, ...]] = {
     "painted set, n_s = 1": (
         "ablations-target-aux-ns1", *(f"ablations-target-aux-seed{s}-ns1" for s in range(1, 5))),
 }
-FULL_METHOD = "contrastive + aux"  # the full IDL variant, as benchmarks/ablations.py names it
+
+
+def full_method(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries (a study's ``rows`` or ``means``) of the full IDL variant sampled with FCC."""
+    return [e for e in entries if e["variant"] == FULL_IDL and e["fcc"]]
 
 
 def target_style(pair: str) -> str:
@@ -138,13 +144,11 @@ def idl_draws(settings: Mapping[str, Sequence[str]] = IDL_DRAW_STUDIES, fingerpr
                 skipped.append(name)
                 continue
             seed = study["idl"].get("seed", 0)
-            mean = next(m for m in study["means"] if m["variant"] == FULL_METHOD and m["fcc"])
-            joints[seed] = mean["joint"]
-            for row in study["rows"]:
-                if row["variant"] == FULL_METHOD and row["fcc"]:
-                    style = target_style(row["pair"])
-                    pairs[style] = pairs.get(style, 0) + 1
-                    recombined[style] = recombined.get(style, 0) + (row["joint"] >= 0.5)
+            joints[seed] = full_method(study["means"])[0]["joint"]
+            for row in full_method(study["rows"]):
+                style = target_style(row["pair"])
+                pairs[style] = pairs.get(style, 0) + 1
+                recombined[style] = recombined.get(style, 0) + (row["joint"] >= RECOMBINED_JOINT)
         values = list(joints.values())
         out.append({"setting": label, "joint_by_seed": joints, "skipped": skipped,
                     "mean": sum(values) / len(values) if values else None,
