@@ -20,7 +20,8 @@ renderer instead of the base model, and `--aux-weight` weighs their term in IDL'
 paper does: IDL trains the source and target prompts repeated n_s / n_c times, and FCC's
 reconstruction branch reads the repeated source prompt. `--augment-target` and `--target-aux`
 are the target side's extensions: the target's recoloured and mirrored variants, and auxiliary
-portraits painted with its texture. The study
+portraits painted with its texture. `--target-styles` / `--source-styles` choose the pairs' styles;
+targets in pretraining styles are the control for the held-out ones. The study
 is judged against the targets below, pair by pair.
 
 Every IDL run goes through the book's cache (`--cache`, default `runs/ablation-cache`), so a
@@ -104,6 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rendered-aux", action="store_true",
                     help="take each source style's auxiliary set from the renderer (faces that vary in every "
                          "attribute, as the paper's photographs do) instead of the base model's portraits")
+    ap.add_argument("--target-styles", metavar="S1,S2,...",
+                    help="the targets' styles, in turn (default: the held-out ones, mosaic,halftone); "
+                         "pretraining styles make a control: targets whose style the base model already "
+                         "draws on any face (with --source-styles that leave them out)")
+    ap.add_argument("--source-styles", metavar="S1,S2,...",
+                    help="the sources' styles, in turn after the book's photo source (default: every "
+                         "pretraining style)")
     ap.add_argument("--crossing", action="store_true",
                     help="also cross the style and content identifiers of every run (which carries what)")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "ablation-cache"), help="STYO_CACHE for the runs")
@@ -129,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.self_attention is not None and not 0 < args.self_attention <= 1:
         raise SystemExit(f"--self-attention must be a fraction of the steps in (0, 1], got {args.self_attention}")
     sweep = parse_strengths(args.strength_sweep) if args.strength_sweep else []
+    styles = pair_styles(args.target_styles, args.source_styles)
     os.environ["STYO_CACHE"] = args.cache  # read by styo.book.cache_root at each call
 
     from styo.book import auxiliary_sets, bench_pipeline, with_steps
@@ -166,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--grid-pairs, --paper-strength, --self-attention, --content-encodings and --strength-sweep "
                          f"sample the {X.FULL_IDL!r} "
                          "variant's runs: keep it among the --variant choices")
-    pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs))
+    pairs = X.ablation_pairs(backend, X.ablation_seeds(args.pairs), **styles)
     # each pair's in its source's style
     aux = auxiliary_sets(pipe, settings, pairs.values(), rendered=args.rendered_aux)
     start = time.perf_counter()
@@ -226,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         "n_images": args.n_images,
         "stylization": {**repeats, "strength": settings.strength, "guidance": guidance},
         "pairs": list(pairs),
+        **({"pair_styles": styles} if styles else {}),
         "seconds": round(time.perf_counter() - start, 1),
         "note": args.note,
         "rows": rows,
@@ -280,6 +290,20 @@ def compare_strengths(rows: list[dict], depth: list[dict], profile_strength: flo
     return {"profile": profile_strength, "paper": PAPER_STRENGTH, "means": means,
             "fcc_geometry_wins": wins, "pairs": len({r["pair"] for r in depth}),
             "better": float(better)}
+
+
+def pair_styles(targets: str | None, sources: str | None) -> dict[str, list[str]]:
+    """``--target-styles`` / ``--source-styles`` as ``ablation_pairs``' keywords (only those given),
+    checked before the model loads; a bad list is a one-line usage error."""
+    from styo.book.experiments import ablation_pairs
+
+    styles = {key: [s.strip() for s in text.split(",")]
+              for key, text in (("target_styles", targets), ("source_styles", sources)) if text is not None}
+    try:  # the tiny backend renders the pairs in a moment and checks them as the study will
+        ablation_pairs("tiny", [], **styles)
+    except ValueError as err:
+        raise SystemExit(f"--target-styles / --source-styles: {err}") from None
+    return styles
 
 
 def parse_strengths(text: str) -> list[float]:
@@ -368,10 +392,13 @@ def write_results(record: dict, out: Path, name: str = "ablations") -> None:
                if painted else "")
     trained = (f", trained on the augmented prompts (n_s = {repeats['n_s']}, n_c = {repeats['n_c']}) and "
                "reconstructed from the augmented source prompt") if repeats else ""
+    styles = record.get("pair_styles", {})
+    styled = "; ".join(f"{key.split('_')[0]}s in {', '.join(names)}" for key, names in styles.items())
+    styled = f" ({styled})" if styled else ""
     lines = [
         "# Ablations over many pairs", "",
         f"`benchmarks/ablations.py`, {record['date']}, {record['machine']}, model `{record['model']}`, "
-        f"{len(record['pairs'])} pairs, IDL {record['idl']['steps']} steps at lr {record['idl']['lr']:g}{seed} "
+        f"{len(record['pairs'])} pairs{styled}, IDL {record['idl']['steps']} steps at lr {record['idl']['lr']:g}{seed} "
         f"with {record['idl']['aux']}{rendered} auxiliary portraits{aux_styles}{weight}{painted}{varied}{trained}, "
         f"{record['n_images']} images per setting, "
         f"guidance {record['stylization'].get('guidance', 'of the profile')}, "

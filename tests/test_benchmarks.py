@@ -339,6 +339,16 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     assert "2 of them painted with the target's texture" in (tmp_path / "j" / "ablations.md").read_text().splitlines()[2]
     terms = [json.loads((d / "losses.json").read_text())["prompts"] for d in (tmp_path / "cache" / "idl").iterdir()]
     assert sum("target_aux" in t for t in terms) == 2
+    # the control with targets in pretraining styles: other pairs, so new runs; the record and header say so
+    known = subprocess.run([*cmd[:-4], "--variant", "contrastive + aux", "--target-styles", "pixel",
+                            "--source-styles", "sketch", "--out-dir", str(tmp_path / "k"), "--cache",
+                            str(tmp_path / "cache")], capture_output=True, text=True, timeout=600, check=False)
+    assert known.returncode == 0, known.stderr[-2000:]
+    control = json.loads((tmp_path / "k" / "ablations.json").read_text())
+    assert control["pairs"] == ["pair 1 (photo → pixel)", "pair 2 (sketch → pixel)"]
+    assert control["pair_styles"] == {"target_styles": ["pixel"], "source_styles": ["sketch"]}
+    assert "pair_styles" not in only and len(list((tmp_path / "cache" / "idl").iterdir())) == len(runs) + 14
+    assert "(targets in pixel; sources in sketch)" in (tmp_path / "k" / "ablations.md").read_text().splitlines()[2]
     wrong = subprocess.run([*cmd, "--variant", "contrastive+aux", "--out-dir", str(tmp_path / "d")],
                            capture_output=True, text=True, timeout=600, check=False)
     assert wrong.returncode != 0 and "unknown --variant 'contrastive+aux'" in wrong.stderr
@@ -358,6 +368,12 @@ def test_ablation_study_records_rows_means_claims_and_resumes_from_its_cache(tmp
     repeats = subprocess.run([*cmd, "--n-c", "6", "--out-dir", str(tmp_path / "d")],
                              capture_output=True, text=True, timeout=600, check=False)
     assert repeats.returncode != 0 and "--n-c must be a whole number from 1 to 5, got 6" in repeats.stderr
+    for styles, message in ((["--target-styles", "pixel"], "pixel is also a source style"),
+                            (["--target-styles", "mosaic,opal"], "must name styles of the world"),
+                            (["--source-styles", "halftone"], "must name pretraining styles")):
+        clash = subprocess.run([*cmd, *styles, "--out-dir", str(tmp_path / "d")],
+                               capture_output=True, text=True, timeout=600, check=False)
+        assert clash.returncode != 0 and message in clash.stderr.splitlines()[-1]
     assert not (tmp_path / "d").exists()
 
 

@@ -237,6 +237,20 @@ def test_ablation_pairs_start_with_the_book_pair_and_contrast_every_attribute():
     assert list(sd15) == ["pair 1"] and sd15["pair 1"].source_attributes is None
 
 
+def test_ablation_pairs_take_targets_in_pretraining_styles_as_a_control():
+    pairs = X.ablation_pairs("tiny", pair_seeds=[1, 8, 15], target_styles=["pixel", "watercolour"],
+                             source_styles=["photo", "sketch", "cartoon"])
+    assert [(p.source_style, p.target_style) for p in pairs.values()] == [
+        ("photo", "pixel"), ("sketch", "watercolour"), ("cartoon", "pixel"), ("photo", "watercolour")]
+    assert all(p.source_style != p.target_style for p in pairs.values())
+    with pytest.raises(ValueError, match="pixel is also a source style"):
+        X.ablation_pairs("tiny", target_styles=["pixel"])  # the default sources include pixel art
+    with pytest.raises(ValueError, match="photo is also a source style"):
+        X.ablation_pairs("tiny", target_styles=["photo"], source_styles=["sketch"])  # the book's pair
+    with pytest.raises(ValueError, match="must name styles of the world"):
+        X.ablation_pairs("tiny", target_styles=["opal"])
+
+
 def test_each_pair_trains_with_the_auxiliary_set_of_its_source_style():
     pairs = X.ablation_pairs("tiny", pair_seeds=[1])
     sets = {"photo": ["p"], "sketch": ["s"]}

@@ -365,6 +365,9 @@ def contrasting_attributes(seed: int) -> tuple[dict[str, str], dict[str, str]]:
     return source, target
 
 
+BOOK_SOURCE_STYLE = "photo"  # the book's source face, the study's first pair
+
+
 def ablation_seeds(n_pairs: int) -> list[int]:
     """Seeds of the contrasting pairs that follow the book's pair: 1, 8, 15, ... (``n_pairs - 1``)."""
     return [1 + 7 * k for k in range(n_pairs - 1)]
@@ -386,26 +389,33 @@ def ablation_pairs(
     and target differ in *every* attribute (:func:`contrasting_attributes`), the targets drawn in
     the held-out styles in turn, so that leaks are visible and unseen styles are learned from one
     picture, and the sources in ``source_styles`` in turn (default: every pretraining style,
-    starting after the photo), so that a verdict is not one style's. Labels read
-    ``pair k (source style → target style)``. sd15 has no ground truth to vary: its one example
-    pair. A reader's own source or target image (``source_path``, ``target_path``) makes the one
-    pair, unscored.
+    starting after the photo), so that a verdict is not one style's. ``target_styles`` may name
+    pretraining styles instead, as a control: the same method on targets whose style the base
+    model already draws on any face. Labels read ``pair k (source style → target style)``. sd15
+    has no ground truth to vary: its one example pair. A reader's own source or target image
+    (``source_path``, ``target_path``) makes the one pair, unscored.
     """
-    from ..world.attributes import PRETRAIN_STYLES
+    from ..world.attributes import PRETRAIN_STYLES, STYLES
     from .chapters import example_pair
 
     if source_path is not None or target_path is not None:
         return {"your pair": example_pair(backend, pipe, source_path=source_path, target_path=target_path)}
     if backend.startswith("sd15"):
         return {"pair 1": example_pair(backend, pipe)}
-    if not target_styles:
-        raise ValueError("target_styles is empty: name at least one style for the targets")
+    if not target_styles or any(s not in STYLES for s in target_styles):
+        raise ValueError(f"target_styles must name styles of the world ({', '.join(STYLES)}), "
+                         f"got {list(target_styles)}")
     source_styles = PRETRAIN_STYLES if source_styles is None else tuple(source_styles)
     unknown = [s for s in source_styles if s not in PRETRAIN_STYLES]
     if not source_styles or unknown:
         raise ValueError(f"source_styles must name pretraining styles ({', '.join(PRETRAIN_STYLES)}), "
                          f"got {list(source_styles)}")
-    first = example_pair(backend, target_style=target_styles[0])
+    shared = sorted(set(target_styles) & {*source_styles, BOOK_SOURCE_STYLE})
+    if shared:
+        raise ValueError(f"target style {', '.join(shared)} is also a source style (the book's pair has a "
+                         f"{BOOK_SOURCE_STYLE} source): a pair needs a target style other than its source's; "
+                         "leave it out of the targets or the sources")
+    first = example_pair(backend, source_style=BOOK_SOURCE_STYLE, target_style=target_styles[0])
     pairs = {f"pair 1 ({first.source_style} → {target_styles[0]})": first}
     for k, pair_seed in enumerate(pair_seeds, start=1):
         source, target = contrasting_attributes(pair_seed)
