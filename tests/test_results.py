@@ -103,7 +103,8 @@ def test_ablation_means_table_names_fcc_on_and_off():
         "| variant | FCC | content | leak | style | geometry | joint | diversity | pairs |")
 
 
-def _study(seed: int, joints: dict[str, float], fingerprint: str = "f0") -> dict:
+def _study(seed: int, joints: dict[str, float], fingerprint: str = "f0", style: float = 0.5,
+           content: float = 0.5) -> dict:
     """A minimal benchmarks/ablations.py record: the full method with FCC on each pair, plus one
     row of another variant that the draws must ignore."""
     rows = [{"pair": pair, "variant": R.FULL_IDL, "fcc": True, "joint": j} for pair, j in joints.items()]
@@ -111,7 +112,7 @@ def _study(seed: int, joints: dict[str, float], fingerprint: str = "f0") -> dict
     mean = sum(joints.values()) / len(joints)
     return {"model_fingerprint": fingerprint, "idl": {"seed": seed}, "rows": rows,
             "means": [{"variant": R.FULL_IDL, "fcc": False, "joint": 0.0},
-                      {"variant": R.FULL_IDL, "fcc": True, "joint": mean}]}
+                      {"variant": R.FULL_IDL, "fcc": True, "joint": mean, "style": style, "content": content}]}
 
 
 def test_idl_draws_read_each_seed_and_count_recombined_pairs_by_target_style(tmp_path):
@@ -137,6 +138,58 @@ def test_idl_draws_read_each_seed_and_count_recombined_pairs_by_target_style(tmp
     assert "*B* against *A*, seed by seed: higher in 1 of 2 draws, lower in 1; mean difference -0.06." in text
     assert "b2, missing" in text
     assert "No study" in R.idl_draws_markdown(R.idl_draws({"A": ("a0",)}, "nobody", tmp_path))
+
+
+def test_the_known_style_control_sits_beside_the_held_out_targets_seed_by_seed(tmp_path):
+    held, known = "pair 1 (photo → mosaic)", "pair 1 (photo → pixel)"
+    names = {"held-3": R.IDL_DRAW_STUDIES["paper's IDL, n_s = 3"], "held-1": R.IDL_DRAW_STUDIES["paper's IDL, n_s = 1"],
+             "known-3": R.KNOWN_STYLE_STUDIES["known styles, n_s = 3"],
+             "known-1": R.KNOWN_STYLE_STUDIES["known styles, n_s = 1"]}
+    for seed in range(3):  # the held-out targets with three seeds, the control with two
+        _write(tmp_path, f"{names['held-3'][seed]}.json", _study(seed, {held: 0.0}, style=0.6, content=0.4))
+        _write(tmp_path, f"{names['held-1'][seed]}.json", _study(seed, {held: 0.5}, style=0.4, content=0.8))
+    for seed in range(2):
+        _write(tmp_path, f"{names['known-3'][seed]}.json", _study(seed, {known: 0.0}, style=0.9, content=0.3))
+        _write(tmp_path, f"{names['known-1'][seed]}.json", _study(seed, {known: 1.0}, style=0.8 + 0.1 * seed,
+                                                                   content=0.7))
+    draws = R.known_style_control("f0", tmp_path)
+    assert [d["setting"] for d in draws] == ["held-out styles, n_s = 3", "held-out styles, n_s = 1",
+                                             "known styles, n_s = 3", "known styles, n_s = 1"]
+    text = R.known_style_markdown(draws)
+    assert "| known styles, n_s = 1 | 1.00 | 1.00 | – | 1.00 | 0.00 | – | 2 of 2 |" in text
+    assert "| held-out styles, n_s = 3 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0 of 3 | – |" in text
+    assert "*known styles, n_s = 1* against *held-out styles, n_s = 1*, seed by seed: higher in 2 of 2" in text
+    assert ("- At n_s = 1, mean over the 2 draws both measured: the target style is read in 0.85 of the "
+            "pictures with targets in known styles against 0.40 with held-out ones, and the source keeps "
+            "0.70 of its attributes against 0.80.") in text
+    assert text.endswith("- The control's best draw scores a joint 1.00 (n_s = 1).")
+    with pytest.raises(ValueError, match="four settings"):
+        R.known_style_markdown(draws[:2])
+
+
+def test_the_committed_known_style_control_is_the_studys_setting_with_other_target_styles():
+    """Each study of KNOWN_STYLE_STUDIES measured the shipped model with its own IDL seed, its row's
+    n_s, targets in pretraining styles only and sources in the others, the held-out study's IDL
+    and sampling otherwise."""
+    from styo.world.attributes import PRETRAIN_STYLES
+
+    fingerprint = R.ablation_study()["model_fingerprint"]
+    draws = R.known_style_control(fingerprint)
+    assert all(not d["skipped"] for d in draws), [d["skipped"] for d in draws]
+    assert all(sorted(d["joint_by_seed"]) == [0, 1, 2, 3, 4] for d in draws)
+    profile = R.ablation_study()
+    for label, names in R.KNOWN_STYLE_STUDIES.items():
+        studies = [R.ablation_study(name=name) for name in names]
+        assert [s["idl"]["seed"] for s in studies] == [0, 1, 2, 3, 4], label
+        assert [s["stylization"]["n_s"] for s in studies] == [1 if label.endswith("n_s = 1") else 3] * 5, label
+        for study in studies:
+            styles = [pair.removesuffix(")").split(" (")[1].split(" → ") for pair in study["pairs"]]
+            assert all(target in PRETRAIN_STYLES and source != target for source, target in styles)
+            assert {t for _, t in styles} == set(study["pair_styles"]["target_styles"])
+            assert (study["idl"]["steps"], study["idl"]["lr"], study["stylization"]["strength"],
+                    study["stylization"]["guidance"], len(study["pairs"])) == (
+                profile["idl"]["steps"], profile["idl"]["lr"], profile["stylization"]["strength"],
+                profile["stylization"]["guidance"], len(profile["pairs"]))
 
 
 def test_the_committed_draws_are_each_settings_five_seeds_on_the_shipped_model():

@@ -118,6 +118,18 @@ IDL_DRAW_STUDIES: dict[str, tuple[str, ...]] = {
 }
 
 
+# The control for the held-out styles: the same study with its targets in two pretraining styles
+# (pixel art, watercolour), which the base model draws on any face, and its sources in the three
+# others (``--target-styles pixel,watercolour --source-styles photo,sketch,cartoon``), IDL's seeds 0
+# to 4, at both n_s. Read beside the paper's IDL rows of :data:`IDL_DRAW_STUDIES`.
+KNOWN_STYLE_STUDIES: dict[str, tuple[str, ...]] = {
+    "known styles, n_s = 3": (
+        "ablations-known-styles", *(f"ablations-known-styles-seed{s}" for s in range(1, 5))),
+    "known styles, n_s = 1": (
+        "ablations-known-styles-ns1", *(f"ablations-known-styles-seed{s}-ns1" for s in range(1, 5))),
+}
+
+
 def full_method(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The entries (a study's ``rows`` or ``means``) of the full IDL variant sampled with FCC."""
     return [e for e in entries if e["variant"] == FULL_IDL and e["fcc"]]
@@ -138,13 +150,17 @@ def idl_draws(settings: Mapping[str, Sequence[str]] = IDL_DRAW_STUDIES, fingerpr
     out = []
     for label, names in settings.items():
         joints, recombined, pairs, skipped = {}, {}, {}, []
+        by_seed: dict[str, dict[int, float]] = {"style": {}, "content": {}}
         for name in names:
             study = ablation_study(results_dir, name)
             if study is None or (fingerprint is not None and study["model_fingerprint"] != fingerprint):
                 skipped.append(name)
                 continue
             seed = study["idl"].get("seed", 0)
-            joints[seed] = full_method(study["means"])[0]["joint"]
+            full = full_method(study["means"])[0]
+            joints[seed] = full["joint"]
+            for key, values in by_seed.items():
+                values[seed] = full[key]
             for row in full_method(study["rows"]):
                 style = target_style(row["pair"])
                 pairs[style] = pairs.get(style, 0) + 1
@@ -152,6 +168,7 @@ def idl_draws(settings: Mapping[str, Sequence[str]] = IDL_DRAW_STUDIES, fingerpr
         values = list(joints.values())
         out.append({"setting": label, "joint_by_seed": joints, "skipped": skipped,
                     "mean": sum(values) / len(values) if values else None,
+                    **{f"{key}_by_seed": values for key, values in by_seed.items()},
                     "spread": max(values) - min(values) if values else None,
                     "recombined": recombined, "pairs": pairs})
     return out
@@ -180,7 +197,8 @@ def idl_draws_markdown(draws: Sequence[Mapping[str, Any]],
         return "No study of IDL's draws was measured on this model: `benchmarks/ablations.py --idl-seed N` makes them."
     rows = [{"setting": d["setting"], **{f"seed {s}": d["joint_by_seed"].get(s) for s in seeds},
              "mean": d["mean"], "spread": d["spread"],
-             **{style: f"{d['recombined'].get(style, 0)} of {d['pairs'].get(style, 0)}" for style in styles}}
+             **{style: f"{d['recombined'].get(style, 0)} of {d['pairs'][style]}" for style in styles
+                if style in d["pairs"]}}
             for d in draws]
     columns = ["setting", *(f"seed {s}" for s in seeds), "mean", "spread", *styles]
     headers = ["setting", *(f"seed {s}" for s in seeds), "mean", "max − min",
@@ -201,6 +219,40 @@ def idl_draws_markdown(draws: Sequence[Mapping[str, Any]],
     if skipped:
         lines.append(f"- Not read (missing, or measured on another model): {', '.join(skipped)}.")
     return "\n".join(lines)
+
+
+def known_style_control(fingerprint: str | None = None, results_dir: str | Path = RESULTS
+                        ) -> list[dict[str, Any]]:
+    """:func:`idl_draws` for the paper's IDL on the study's held-out targets and on the control's
+    targets in known styles (:data:`KNOWN_STYLE_STUDIES`), at n_s = 3 and n_s = 1, in that order:
+    whether what stops the study is the style being new to the base model, or IDL's split."""
+    held = {label.replace("paper's IDL", "held-out styles"): IDL_DRAW_STUDIES[label]
+            for label in ("paper's IDL, n_s = 3", "paper's IDL, n_s = 1")}
+    return idl_draws({**held, **KNOWN_STYLE_STUDIES}, fingerprint, results_dir)
+
+
+def known_style_markdown(draws: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`known_style_control` as :func:`idl_draws_markdown`'s table, each n_s's control compared
+    seed by seed with the held-out targets, then the mean target style and source attributes kept."""
+    if len(draws) != 4:
+        raise ValueError(f"known_style_markdown reads known_style_control's four settings, got {len(draws)}")
+    lines = []
+    for held, known in ((draws[0], draws[2]), (draws[1], draws[3])):
+        seeds = sorted(set(held["style_by_seed"]) & set(known["style_by_seed"]))
+        if not seeds:
+            continue
+        mean = {(which, key): sum(d[f"{key}_by_seed"][s] for s in seeds) / len(seeds)
+                for which, d in (("held", held), ("known", known)) for key in ("style", "content")}
+        n_s = known["setting"].rsplit(", ", 1)[-1]
+        lines.append(f"- At {n_s}, mean over the {len(seeds)} draws both measured: the target style is read "
+                     f"in {mean['known', 'style']:.2f} of the pictures with targets in known styles against "
+                     f"{mean['held', 'style']:.2f} with held-out ones, and the source keeps "
+                     f"{mean['known', 'content']:.2f} of its attributes against {mean['held', 'content']:.2f}.")
+    known = [(joint, d["setting"]) for d in draws[2:] for joint in d["joint_by_seed"].values()]
+    if known:
+        best, setting = max(known)
+        lines.append(f"- The control's best draw scores a joint {best:.2f} ({setting.rsplit(', ', 1)[-1]}).")
+    return "\n".join([idl_draws_markdown(draws, comparisons=((0, 2), (1, 3))), *lines])
 
 
 def study_targets_markdown(targets: dict[str, Any], per_pair: bool = True,
