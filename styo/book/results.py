@@ -143,10 +143,11 @@ def target_style(pair: str) -> str:
 def idl_draws(settings: Mapping[str, Sequence[str]] = IDL_DRAW_STUDIES, fingerprint: str | None = None,
               results_dir: str | Path = RESULTS) -> list[dict[str, Any]]:
     """Per setting, the full method with FCC in each of its studies (one per IDL seed): the joint
-    score by seed, its mean and spread, and how many pairs of each target style recombined (joint
-    score ≥ 0.5, as :func:`pair_outcomes`). A study that is missing, or that measured another model
-    than ``fingerprint``, is left out and named in ``skipped``: its numbers would not be this
-    model's."""
+    score by seed, its mean and spread, the target style and the source attributes kept by seed
+    (``style_by_seed``, ``content_by_seed``), and how many pairs of each target style recombined
+    (joint score ≥ 0.5, as :func:`pair_outcomes`). A study that is missing, or that measured
+    another model than ``fingerprint``, is left out and named in ``skipped``: its numbers would not
+    be this model's."""
     out = []
     for label, names in settings.items():
         joints, recombined, pairs, skipped = {}, {}, {}, []
@@ -159,8 +160,8 @@ def idl_draws(settings: Mapping[str, Sequence[str]] = IDL_DRAW_STUDIES, fingerpr
             seed = study["idl"].get("seed", 0)
             full = full_method(study["means"])[0]
             joints[seed] = full["joint"]
-            for key, values in by_seed.items():
-                values[seed] = full[key]
+            for key, per_seed in by_seed.items():
+                per_seed[seed] = full[key]
             for row in full_method(study["rows"]):
                 style = target_style(row["pair"])
                 pairs[style] = pairs.get(style, 0) + 1
@@ -168,7 +169,7 @@ def idl_draws(settings: Mapping[str, Sequence[str]] = IDL_DRAW_STUDIES, fingerpr
         values = list(joints.values())
         out.append({"setting": label, "joint_by_seed": joints, "skipped": skipped,
                     "mean": sum(values) / len(values) if values else None,
-                    **{f"{key}_by_seed": values for key, values in by_seed.items()},
+                    **{f"{key}_by_seed": per_seed for key, per_seed in by_seed.items()},
                     "spread": max(values) - min(values) if values else None,
                     "recombined": recombined, "pairs": pairs})
     return out
