@@ -173,11 +173,10 @@ def test_the_committed_known_style_control_is_the_studys_setting_with_other_targ
     and sampling otherwise."""
     from styo.world.attributes import PRETRAIN_STYLES
 
-    fingerprint = R.ablation_study()["model_fingerprint"]
-    draws = R.known_style_control(fingerprint)
+    profile = R.ablation_study()
+    draws = R.known_style_control(profile["model_fingerprint"])
     assert all(not d["skipped"] for d in draws), [d["skipped"] for d in draws]
     assert all(sorted(d["joint_by_seed"]) == [0, 1, 2, 3, 4] for d in draws)
-    profile = R.ablation_study()
     for label, names in R.KNOWN_STYLE_STUDIES.items():
         studies = [R.ablation_study(name=name) for name in names]
         assert [s["idl"]["seed"] for s in studies] == [0, 1, 2, 3, 4], label

@@ -249,9 +249,9 @@ def known_style_markdown(draws: Sequence[Mapping[str, Any]]) -> str:
                      f"in {mean['known', 'style']:.2f} of the pictures with targets in known styles against "
                      f"{mean['held', 'style']:.2f} with held-out ones, and the source keeps "
                      f"{mean['known', 'content']:.2f} of its attributes against {mean['held', 'content']:.2f}.")
-    known = [(joint, d["setting"]) for d in draws[2:] for joint in d["joint_by_seed"].values()]
-    if known:
-        best, setting = max(known)
+    control_joints = [(joint, d["setting"]) for d in draws[2:] for joint in d["joint_by_seed"].values()]
+    if control_joints:
+        best, setting = max(control_joints)
         lines.append(f"- The control's best draw scores a joint {best:.2f} ({setting.rsplit(', ', 1)[-1]}).")
     return "\n".join([idl_draws_markdown(draws, comparisons=((0, 2), (1, 3))), *lines])
 
